@@ -1,0 +1,1 @@
+"""hedge_pipeline: a Dagster code location that turns option quotes into hedging models."""

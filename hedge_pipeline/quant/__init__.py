@@ -1,0 +1,1 @@
+"""Pure numerics: pricing, implied vol, market generators, risk measures (NumPy/torch only)."""
