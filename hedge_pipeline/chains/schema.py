@@ -124,3 +124,11 @@ def empty_raw_frame(with_lineage: bool = True) -> pl.DataFrame:
     if with_lineage:
         schema.update(LINEAGE_SCHEMA)
     return pl.DataFrame(schema=schema)
+
+
+def option_symbol(weekly_code: str, option_type: str, strike: float) -> str:
+    """Symbol for options that carry none of their own (synthetic and per-option files).
+
+    ``option_symbol("3CN5", "C", 111.5) == "3CN5_C111.5"``; Alpaca keeps its OCC symbols.
+    """
+    return f"{weekly_code}_{option_type}{strike:g}"
