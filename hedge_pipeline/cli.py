@@ -1,0 +1,125 @@
+"""The ``hedge`` command (DESIGN §6).
+
+Every subcommand first points Dagster at the data directory (``paths.instance_env``) so that
+runs started here show up in the UI of ``hedge ui`` and two data directories never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from hedge_pipeline import paths
+
+SELECTIONS = {"market_data": "market_data_job"}
+
+
+def _set_environment(source: str | None) -> None:
+    os.environ.update(paths.instance_env())
+    if source:
+        os.environ["HEDGE_SOURCE"] = source
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _set_environment(args.source)
+    # Imported after the environment is set: the definitions read it when they load.
+    import dagster as dg
+
+    from hedge_pipeline.chains.schema import UnknownWeeklyCodeError
+    from hedge_pipeline.definitions import defs
+    from hedge_pipeline.defs.partitions import weekly_code_partitions
+    from hedge_pipeline.defs.resources import ChainSourceResource
+
+    if args.select not in SELECTIONS:
+        choices = ", ".join(sorted(SELECTIONS))
+        print(
+            f"hedge run: --select {args.select!r} is not available; one of: {choices}",
+            file=sys.stderr,
+        )
+        return 2
+    available = ChainSourceResource.from_env().build().list_codes()
+    codes = args.partition or sorted(available)
+    unknown = [c for c in codes if c not in available]
+    if unknown:
+        print(
+            f"hedge run: {UnknownWeeklyCodeError(unknown[0], sorted(available))}", file=sys.stderr
+        )
+        return 2
+    instance = dg.DagsterInstance.get()
+    name = weekly_code_partitions.name
+    missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
+    if missing:
+        instance.add_dynamic_partitions(name, missing)
+    job = defs.resolve_job_def(SELECTIONS[args.select])
+    failed = []
+    for i, code in enumerate(codes, 1):
+        started = time.perf_counter()
+        result = job.execute_in_process(partition_key=code, instance=instance, raise_on_error=False)
+        seconds = time.perf_counter() - started
+        state = "ok" if result.success else "FAILED"
+        print(f"[{i}/{len(codes)}] {code}: {state} in {seconds:.1f} s (run {result.run_id})")
+        if not result.success:
+            failed.append(code)
+            for event in result.all_events:
+                if event.is_step_failure and event.step_failure_data.error:
+                    print(f"    {event.step_key}: {event.step_failure_data.error.message.strip()}")
+    print(f"warehouse: {paths.warehouse_path()}")
+    print("look at the runs and assets with: hedge ui")
+    return 1 if failed else 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    _set_environment(None)
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(paths.REPO_ROOT / "workspace.yaml"),
+        "-h", args.host, "-p", str(args.port),
+    ]  # fmt: skip
+    return subprocess.call(command, cwd=paths.REPO_ROOT)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "greeks":
+        from hedge_pipeline.bench.greeks import run
+
+        print(json.dumps(run(n=args.n, repeats=args.repeats), indent=2))
+        return 0
+    print(f"hedge bench: unknown suite {args.suite!r}", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hedge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize assets from the command line")
+    run.add_argument("--select", default="market_data", help=f"one of {sorted(SELECTIONS)}")
+    run.add_argument("--partition", action="append", help="weekly code (repeatable); default all")
+    run.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    run.set_defaults(func=_cmd_run)
+
+    ui = sub.add_parser("ui", help="the Dagster UI and daemon on 127.0.0.1")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_cmd_ui)
+
+    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
+    bench.add_argument("suite", choices=["greeks"])
+    bench.add_argument("--n", type=int, default=1_000_000, help="options per batch")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Dagster-facing code, one folder per area; each folder exposes its own ``Definitions``."""

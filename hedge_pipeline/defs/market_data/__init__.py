@@ -1,0 +1,1 @@
+"""Raw chains, Greeks features, their checks, and the new-data sensor."""

@@ -1,0 +1,65 @@
+"""Fixtures shared by the whole suite: an isolated data directory and Dagster instance.
+
+Every test that touches state gets its own ``HEDGE_DATA_DIR`` under pytest's tmp_path, so the
+suite never reads or writes the repo's ``data/`` and parallel workers never share a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from hedge_pipeline import paths
+from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    base = tmp_path / "data"
+    base.mkdir()
+    for key, value in paths.instance_env(base).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("HEDGE_SOURCE", raising=False)
+    monkeypatch.delenv("HEDGE_BAD_ROWS", raising=False)
+    return base
+
+
+@pytest.fixture
+def instance(data_dir: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def synthetic_code_frame() -> pl.DataFrame:
+    """One synthetic weekly code's quotes (canonical columns), generated once per session."""
+    from hedge_pipeline.chains.synthetic import SyntheticSource
+
+    return SyntheticSource().load("3CN5").drop(LINEAGE_COLUMNS)
+
+
+def write_drop(frame: pl.DataFrame, root: Path, code: str, name: str = "quotes.parquet") -> Path:
+    """Write a canonical long-format drop for ``code`` under ``root`` (files source layout)."""
+    folder = root / code
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    frame.with_columns(pl.lit(code).alias("weekly_code")).write_parquet(path)
+    return path
+
+
+def small_book(frame: pl.DataFrame, options: int = 6, bars: int = 40) -> pl.DataFrame:
+    """A few near-the-money options over the first bars: a valid drop that loads in milliseconds."""
+    first_ts = frame["ts"].unique().sort().head(bars)
+    atm = (
+        frame.filter(pl.col("ts") == first_ts[0])
+        .with_columns(dist=(pl.col("strike") - pl.col("underlying_price")).abs())
+        .sort("dist", "option_symbol")
+        .head(options)["option_symbol"]
+    )
+    return frame.filter(
+        pl.col("option_symbol").is_in(atm.implode()) & pl.col("ts").is_in(first_ts.implode())
+    )
