@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from hedge_pipeline import paths
 
 SELECTIONS = {"market_data": "market_data_job"}
+# The console shows progress lines and warnings; every event stays in the run's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _set_environment(source: str | None) -> None:
@@ -59,7 +61,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     failed = []
     for i, code in enumerate(codes, 1):
         started = time.perf_counter()
-        result = job.execute_in_process(partition_key=code, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
+        )
         seconds = time.perf_counter() - started
         state = "ok" if result.success else "FAILED"
         print(f"[{i}/{len(codes)}] {code}: {state} in {seconds:.1f} s (run {result.run_id})")

@@ -1,0 +1,57 @@
+"""The ``hedge`` command, run as users run it: separate processes on one data directory."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hedge_pipeline import paths
+from hedge_pipeline.chains import warehouse
+from hedge_pipeline.chains.synthetic import SyntheticSource
+
+
+def _hedge(data_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, **paths.instance_env(data_dir)}
+    env.pop("HEDGE_SOURCE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hedge_pipeline.cli", *args],
+        env=env,
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_codes_materialized_concurrently_in_separate_processes_all_succeed(data_dir):
+    codes = ["3CN5", "3IN5", "3MN5"]
+    procs = [_hedge(data_dir, "run", "--select", "market_data", "--partition", c) for c in codes]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out
+        assert "Could not set lock" not in out and "WarehouseLockTimeout" not in out, out
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        counts = dict(
+            con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()
+        )
+    source = SyntheticSource()
+    assert counts == {c: source.load(c).height for c in codes}
+
+
+def test_unknown_weekly_code_is_refused_by_name(data_dir):
+    proc = _hedge(data_dir, "run", "--select", "market_data", "--partition", "NOPE5")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "unknown weekly code 'NOPE5'" in out and "3CN5" in out
+
+
+def test_unknown_selection_is_refused(data_dir):
+    proc = _hedge(data_dir, "run", "--select", "everything")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "market_data" in out
