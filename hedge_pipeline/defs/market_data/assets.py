@@ -7,7 +7,6 @@ downstream assets. Both write behind pool ``duckdb_writer`` (limit 1), so writer
 Dagster rather than on DuckDB's file lock.
 """
 
-
 import dagster as dg
 import polars as pl
 

@@ -7,7 +7,6 @@ with nothing new requests nothing. Codes that are already partitions when the se
 sees them (materialized by ``hedge run``, say) are recorded without a run.
 """
 
-
 import json
 
 import dagster as dg
