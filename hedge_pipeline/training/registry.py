@@ -1,0 +1,117 @@
+"""The MLflow side of training: tracking store, experiments, model versions (DESIGN §8).
+
+Models are registered as a plain artifact folder (``weights.pt`` state dict, ``config.json``
+and whatever else the stage needs to rebuild the model) rather than an MLflow flavor: the
+default ``pt2`` format loads back as a ``GraphModule`` rather than our class, and pickles tie
+a version to the code that wrote it. ``load_version`` rebuilds from the folder and refuses
+weights whose checksum differs from the version's ``weights_sha256`` tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from hedge_pipeline import paths
+
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+WEIGHTS_FILE = "weights.pt"
+
+
+class TamperedArtifactError(RuntimeError):
+    """A registered model's weights do not match the checksum recorded when it was registered."""
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the sqlite store under the data directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    paths.mlflow_dir().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{paths.mlflow_dir() / 'mlflow.db'}"
+
+
+def client() -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient(tracking_uri())
+
+
+def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
+    """The experiment's id, creating it with an explicit artifact root under the data dir.
+
+    Without ``artifact_location``, a sqlite-backed experiment stores artifacts in ``./mlruns``
+    of whatever directory the process happened to start in.
+    """
+    existing = mlflow_client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = (paths.mlflow_dir() / "artifacts" / name).resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # created concurrently by another stage
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def register_version(
+    mlflow_client: MlflowClient,
+    name: str,
+    run_id: str,
+    model_dir: Path,
+    tags: dict[str, str],
+) -> ModelVersion:
+    """Log ``model_dir`` to the run, register it as a new version of ``name``, alias it
+    ``candidate``. The weights checksum is taken from the folder as logged."""
+    mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
+    try:
+        mlflow_client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    run = mlflow_client.get_run(run_id)
+    all_tags = {**tags, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE)}
+    version = mlflow_client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=all_tags
+    )
+    mlflow_client.set_registered_model_alias(name, CANDIDATE, version.version)
+    return mlflow_client.get_model_version(name, version.version)
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    name: str
+    version: int
+    directory: Path
+    tags: dict[str, str]
+
+
+def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> LoadedVersion:
+    """Download a version (number, or an alias such as ``candidate``) and verify its weights."""
+    if isinstance(ref, int) or str(ref).isdigit():
+        version = mlflow_client.get_model_version(name, str(ref))
+    else:
+        version = mlflow_client.get_model_version_by_alias(name, str(ref))
+    directory = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+    expected = version.tags.get("weights_sha256")
+    actual = file_sha256(directory / WEIGHTS_FILE)
+    if expected != actual:
+        raise TamperedArtifactError(
+            f"{name} version {version.version}: {WEIGHTS_FILE} has sha256 {actual[:16]}…, "
+            f"but the version was registered with {str(expected)[:16]}…; refusing to load it"
+        )
+    return LoadedVersion(name, int(version.version), directory, dict(version.tags))
