@@ -87,6 +87,25 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command, cwd=paths.REPO_ROOT)
 
 
+def _cmd_portfolios(args: argparse.Namespace) -> int:
+    _set_environment(None)
+    from hedge_pipeline.portfolio.report import list_templates, template_info
+    from hedge_pipeline.portfolio.templates import TemplateError
+
+    try:
+        if args.action == "list":
+            print(list_templates())
+        else:
+            if not args.name:
+                print("hedge portfolios info: give a template NAME", file=sys.stderr)
+                return 2
+            print(template_info(args.name, paths.warehouse_path()))
+    except TemplateError as exc:
+        print(f"hedge portfolios: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "greeks":
         from hedge_pipeline.bench.greeks import run
@@ -111,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=_cmd_ui)
+
+    portfolios = sub.add_parser("portfolios", help="portfolio templates: list, or info NAME")
+    portfolios.add_argument("action", choices=["list", "info"])
+    portfolios.add_argument("name", nargs="?")
+    portfolios.set_defaults(func=_cmd_portfolios)
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
     bench.add_argument("suite", choices=["greeks"])

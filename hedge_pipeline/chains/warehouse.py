@@ -41,6 +41,19 @@ TABLE_DDL: dict[str, str] = {
             source_file VARCHAR, source_row BIGINT, "column" VARCHAR, reason VARCHAR
         )
     """,
+    # Written whole by the portfolio_selection asset (hedge_pipeline.portfolio.selection).
+    "portfolio_selection": """
+        CREATE TABLE IF NOT EXISTS portfolio_selection (
+            weekly_code VARCHAR NOT NULL, option_symbol VARCHAR NOT NULL,
+            option_type VARCHAR NOT NULL, strike DOUBLE NOT NULL, weight DOUBLE NOT NULL,
+            is_hedge_instrument BOOLEAN NOT NULL, rows BIGINT NOT NULL,
+            train_start TIMESTAMP NOT NULL, train_end TIMESTAMP NOT NULL,
+            val_start TIMESTAMP NOT NULL, val_end TIMESTAMP NOT NULL,
+            test_start TIMESTAMP NOT NULL, test_end TIMESTAMP NOT NULL,
+            template VARCHAR NOT NULL,
+            PRIMARY KEY (weekly_code, option_symbol)
+        )
+    """,
 }
 
 # How long a step waits for another process to release the DuckDB file. Writers queue behind

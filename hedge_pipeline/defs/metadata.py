@@ -22,6 +22,7 @@ def preview_md(
         tbl_rows=rows,
         tbl_cols=-1,
         fmt_str_lengths=40,
+        tbl_width_chars=10_000,  # never wrap: the UI renders the markdown, not a terminal
     ):
         return dg.MetadataValue.md(str(head))
 
