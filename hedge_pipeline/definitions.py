@@ -1,11 +1,15 @@
-"""The code location: every area's ``Definitions`` plus the shared resources."""
+"""The code location: every area's ``Definitions`` plus the shared resources.
+
+Areas are imported as modules: Dagster refuses a module that holds more than one
+``Definitions`` object at its top level.
+"""
 
 import dagster as dg
 
-from hedge_pipeline.defs.market_data.definitions import defs as market_data_defs
-from hedge_pipeline.defs.portfolio.definitions import defs as portfolio_defs
+from hedge_pipeline.defs.market_data import definitions as market_data
+from hedge_pipeline.defs.portfolio import definitions as portfolio
 from hedge_pipeline.defs.resources import resources_from_env
 
 defs = dg.Definitions.merge(
-    market_data_defs, portfolio_defs, dg.Definitions(resources=resources_from_env())
+    market_data.defs, portfolio.defs, dg.Definitions(resources=resources_from_env())
 )
