@@ -7,9 +7,13 @@ Areas are imported as modules: Dagster refuses a module that holds more than one
 import dagster as dg
 
 from hedge_pipeline.defs.market_data import definitions as market_data
+from hedge_pipeline.defs.models import definitions as models
 from hedge_pipeline.defs.portfolio import definitions as portfolio
 from hedge_pipeline.defs.resources import resources_from_env
 
 defs = dg.Definitions.merge(
-    market_data.defs, portfolio.defs, dg.Definitions(resources=resources_from_env())
+    market_data.defs,
+    portfolio.defs,
+    models.defs,
+    dg.Definitions(resources=resources_from_env()),
 )

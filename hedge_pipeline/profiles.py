@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 PROFILE_NAMES = ("smoke", "default", "full")
 
@@ -96,3 +97,38 @@ def get_profile(name: str | None = None) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]
+
+
+def cnn_lstm_stage_config(
+    profile: Profile,
+    *,
+    sequence_length: int,
+    horizon: int,
+    batch_size: int,
+    learning_rate: float,
+    epochs: int,
+    hpo_trials: int,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``cnn_lstm`` stage's configuration: the template's wishes within the profile's budget."""
+    budget = profile.cnn_lstm
+    return {
+        "sequence_length": min(sequence_length, budget.max_sequence_length),
+        "horizon": horizon,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "epochs": min(epochs, budget.max_epochs),
+        "patience": budget.patience,
+        "max_windows": budget.max_windows,
+        "mc_samples": budget.mc_samples,
+        "hpo_trials": min(hpo_trials, budget.max_hpo_trials),
+        "seed": seed,
+        "model": {
+            "conv_channels": budget.conv_channels,
+            "lstm_hidden": budget.lstm_hidden,
+            "lstm_layers": budget.lstm_layers,
+            "attention_heads": budget.attention_heads,
+            "embedding_dim": budget.embedding_dim,
+            "dropout": 0.1,
+        },
+    }

@@ -25,6 +25,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("HEDGE_SOURCE", raising=False)
     monkeypatch.delenv("HEDGE_BAD_ROWS", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return base
 
 

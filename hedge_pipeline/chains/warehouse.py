@@ -126,10 +126,16 @@ def replace_partition(
 
 def read_partition(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> pl.DataFrame:
     """One weekly code's rows of a table, in key order, timestamps as UTC."""
-    frame = con.sql(
+    return query(
+        con,
         f"SELECT * FROM {table} WHERE weekly_code = $1 ORDER BY option_symbol, ts",
-        params=[weekly_code],
-    ).pl()
+        [weekly_code],
+    )
+
+
+def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
+    """Run ``sql`` and return a Polars frame whose TIMESTAMP columns are UTC-aware again."""
+    frame = con.sql(sql, params=params).pl()
     return frame.with_columns(
         pl.col(c).dt.replace_time_zone("UTC")
         for c, dtype in frame.schema.items()

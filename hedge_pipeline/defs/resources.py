@@ -20,6 +20,8 @@ from hedge_pipeline import paths
 from hedge_pipeline.chains import warehouse
 from hedge_pipeline.chains.source import ChainSource
 from hedge_pipeline.chains.validation import POLICIES
+from hedge_pipeline.defs.models.launcher import TrainingLauncher
+from hedge_pipeline.profiles import Profile, get_profile
 
 SOURCE_KINDS = ("synthetic", "files", "alpaca")
 
@@ -104,8 +106,23 @@ class DataQualityResource(dg.ConfigurableResource):
         return cls(bad_rows=policy)
 
 
+class ProfileResource(dg.ConfigurableResource):
+    """Which profile sizes the training stages (``hedge_pipeline.profiles``)."""
+
+    name: str = Field(default="default", description="smoke | default | full")
+
+    def get(self) -> Profile:
+        return get_profile(self.name)
+
+    @classmethod
+    def from_env(cls) -> ProfileResource:
+        return cls(name=get_profile().name)
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     return {
+        "profile": ProfileResource.from_env(),
+        "launcher": TrainingLauncher(devices=int(os.environ.get("HEDGE_DEVICES", "1"))),
         "source": ChainSourceResource.from_env(),
         "warehouse_db": WarehouseResource.from_env(),
         "quality_policy": DataQualityResource.from_env(),

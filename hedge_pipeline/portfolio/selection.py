@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from hedge_pipeline.chains import warehouse
 from hedge_pipeline.portfolio.templates import (
     HedgeOption,
     PortfolioTemplate,
@@ -96,11 +97,9 @@ class Selection:
 def read_features(con: duckdb.DuckDBPyConnection, codes: list[str]) -> pl.DataFrame:
     """The columns the rules need, for ``codes``, timestamps as UTC (a fraction of the table)."""
     columns = ", ".join(f'"{c}"' for c in FEATURE_COLUMNS)
-    frame = con.sql(
-        f"SELECT {columns} FROM greeks_features WHERE list_contains($1, weekly_code)",
-        params=[codes],
-    ).pl()
-    return frame.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    return warehouse.query(
+        con, f"SELECT {columns} FROM greeks_features WHERE list_contains($1, weekly_code)", [codes]
+    )
 
 
 def option_stats(features: pl.DataFrame) -> pl.DataFrame:

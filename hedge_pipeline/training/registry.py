@@ -40,8 +40,14 @@ def tracking_uri() -> str:
 
 
 def client() -> MlflowClient:
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
+    """A client bound to ``tracking_uri()``.
+
+    Deliberately not ``mlflow.set_tracking_uri``: that exports ``MLFLOW_TRACKING_URI`` into
+    the process environment, where it would outlive a change of data directory and leak into
+    every child process.
+    """
+    uri = tracking_uri()
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
@@ -76,7 +82,16 @@ def register_version(
     tags: dict[str, str],
 ) -> ModelVersion:
     """Log ``model_dir`` to the run, register it as a new version of ``name``, alias it
-    ``candidate``. The weights checksum is taken from the folder as logged."""
+    ``candidate``. The weights checksum is taken from the folder as logged.
+
+    Idempotent per run: a retried step continues its MLflow run (``tracking.tracking_run``)
+    and gets back the version that run already registered instead of a duplicate.
+    """
+    existing = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    if existing:
+        version = max(existing, key=lambda v: int(v.version))
+        mlflow_client.set_registered_model_alias(name, CANDIDATE, version.version)
+        return mlflow_client.get_model_version(name, version.version)
     mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
     try:
         mlflow_client.create_registered_model(name)
@@ -106,7 +121,11 @@ def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> Load
         version = mlflow_client.get_model_version(name, str(ref))
     else:
         version = mlflow_client.get_model_version_by_alias(name, str(ref))
-    directory = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source))
+    directory = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=version.source, tracking_uri=mlflow_client.tracking_uri
+        )
+    )
     expected = version.tags.get("weights_sha256")
     actual = file_sha256(directory / WEIGHTS_FILE)
     if expected != actual:

@@ -48,14 +48,16 @@ class TrainingSession:
             return
         if self._pipes:
             self._pipes.log.info(message)
-        print(message, file=sys.stderr, flush=True)
+        else:
+            print(message, file=sys.stderr, flush=True)
 
     def warning(self, message: str) -> None:
         if not self.is_main:
             return
         if self._pipes:
             self._pipes.log.warning(message)
-        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+        else:
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics as one parseable line (the trainer also logs a readable summary)."""
@@ -71,10 +73,21 @@ class TrainingSession:
         self.report_payload = {"metadata": metadata, "data_version": data_version}
         if self._pipes:
             self._pipes.report_asset_materialization(
-                metadata=metadata, data_version=data_version, asset_key=asset_key
+                metadata={k: _pipes_value(v) for k, v in metadata.items()},
+                data_version=data_version,
+                asset_key=asset_key,
             )
         else:
             print(json.dumps(self.report_payload, default=str, indent=2))
+
+
+def _pipes_value(value: Any) -> Any:
+    """Pipes takes raw scalars, or ``{raw_value, type}``: nested values travel as JSON."""
+    if isinstance(value, dict) and set(value) == {"raw_value", "type"}:
+        return value
+    if isinstance(value, dict | list | tuple):
+        return {"raw_value": value, "type": "json"}
+    return value
 
 
 def _standalone_extras(argv: list[str]) -> dict[str, Any]:

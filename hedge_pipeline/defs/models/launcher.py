@@ -47,7 +47,7 @@ class TrainingLauncher(dg.ConfigurableResource):
                     context=context,
                     extras={**extras, "failure_file": str(failure_file)},
                 ).get_materialize_result()
-            except dg.DagsterPipesExecutionError:
+            except dg.DagsterError:  # the child exited non-zero (DagsterPipesExecutionError)
                 if failure_file.exists():
                     failure = json.loads(failure_file.read_text(encoding="utf-8"))
                     raise dg.Failure(description=failure["message"], allow_retries=False) from None

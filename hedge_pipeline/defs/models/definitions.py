@@ -1,0 +1,7 @@
+"""The models area's ``Definitions``."""
+
+import dagster as dg
+
+from hedge_pipeline.defs.models.cnn_lstm import cnn_lstm_model
+
+defs = dg.Definitions(assets=[cnn_lstm_model])

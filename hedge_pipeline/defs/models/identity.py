@@ -1,0 +1,49 @@
+"""Who built a model: the identity every training child tags its registered version with."""
+
+import subprocess
+from functools import cache
+
+import dagster as dg
+
+from hedge_pipeline import paths
+
+
+@cache
+def code_version() -> str:
+    """The git commit of the code (``-dirty`` when the tree has uncommitted changes)."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=paths.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=paths.REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit  # fmt: skip
+
+
+def identity(
+    context: dg.AssetExecutionContext,
+    data_version: str,
+    upstream: dict[str, int] | None = None,
+    weekly_code: str | None = None,
+) -> dict[str, object]:
+    return {
+        "dagster_run_id": context.run.run_id,
+        "dagster_asset": context.asset_key.to_user_string(),
+        "data_version": data_version,
+        "code_version": code_version(),
+        "weekly_code": weekly_code,
+        "upstream": upstream or {},
+    }

@@ -1,0 +1,29 @@
+"""``python -m hedge_pipeline.training <stage> [--extras FILE]`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from hedge_pipeline.training.session import open_session
+from hedge_pipeline.training.tracking import failures_are_final
+
+# stage name -> module with a ``run(session)`` function
+STAGES = {"cnn_lstm": "hedge_pipeline.training.cnn_lstm"}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in STAGES:
+        print(
+            f"usage: python -m hedge_pipeline.training {{{','.join(STAGES)}}} [--extras FILE]",
+            file=sys.stderr,
+        )
+        return 2
+    stage = importlib.import_module(STAGES[argv[0]])
+    with open_session(argv[1:]) as session, failures_are_final(session):
+        stage.run(session)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
