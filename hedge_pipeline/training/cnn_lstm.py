@@ -110,18 +110,29 @@ def _png_markdown(path: Path, title: str) -> str:
     return f"![{title}](data:image/png;base64,{encoded})"
 
 
+def checkpoint_path(identity: dict[str, Any], config_digest: str) -> Path:
+    """Checkpoints of one training: same data, same configuration, same Dagster run lineage.
+
+    Retries and re-executions of a run resume here; a new materialization trains afresh
+    rather than silently returning an old run's weights.
+    """
+    root = str(identity.get("root_run_id") or identity["dagster_run_id"])[:8]
+    return (
+        paths.checkpoints_dir() / STAGE / f"{identity['data_version'][:16]}-{config_digest}-{root}"
+    )
+
+
 def _fit(
-    session: TrainingSession, data: SequenceData, cfg: dict[str, Any], reporter, data_version: str
-):
+    data: SequenceData, cfg: dict[str, Any], reporter: TrackingReporter, identity: dict[str, Any]
+) -> tuple[FitResult, CnnLstmConfig, Path]:
     train = train_config(cfg)
     model_cfg = model_config(cfg)
     torch.manual_seed(cfg["seed"])
     model = CnnLstm(model_cfg)
     task = CnnLstmTask(data, batch_size=cfg["batch_size"], seed=cfg["seed"])
-    digest = stage_hash(train, model_cfg, cfg)
-    checkpoint_dir = paths.checkpoints_dir() / STAGE / f"{data_version[:16]}-{digest}"
+    checkpoint_dir = checkpoint_path(identity, stage_hash(train, model_cfg, cfg))
     result = fit(model, task, train, checkpoint_dir, reporter)
-    return result, model_cfg, digest, checkpoint_dir
+    return result, model_cfg, checkpoint_dir
 
 
 def run(session: TrainingSession) -> None:
@@ -148,9 +159,7 @@ def run(session: TrainingSession) -> None:
             client = registry.client()
             run_id = stack.enter_context(tracking_run(client, MODEL_NAME, tags, cfg))
         reporter = TrackingReporter(session, client, run_id)
-        result, model_cfg, _, checkpoint_dir = _fit(
-            session, data, cfg, reporter, identity["data_version"]
-        )
+        result, model_cfg, checkpoint_dir = _fit(data, cfg, reporter, identity)
         if not session.is_main:
             return
         _register_and_report(

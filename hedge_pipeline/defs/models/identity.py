@@ -41,6 +41,8 @@ def identity(
 ) -> dict[str, object]:
     return {
         "dagster_run_id": context.run.run_id,
+        # Retries share the run id, re-executions share the root: both resume its checkpoints.
+        "root_run_id": context.run.root_run_id or context.run.run_id,
         "dagster_asset": context.asset_key.to_user_string(),
         "data_version": data_version,
         "code_version": code_version(),
