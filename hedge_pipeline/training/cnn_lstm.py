@@ -146,18 +146,17 @@ def run(session: TrainingSession) -> None:
         f"windows of {cfg['sequence_length']} bars, {data.n_features} features"
     )
     with distributed() as dist, ExitStack() as stack:
+        client = run_id = None
+        tags = identity_tags(identity, stage_hash(train_config(cfg), model_config(cfg), cfg))
+        if session.is_main:
+            client = registry.client()
+            run_id = stack.enter_context(tracking_run(client, MODEL_NAME, tags, cfg))
         if cfg.get("hpo_trials", 0) > 0:
             if dist.world_size > 1:
                 raise ValueError("hpo_trials > 0 runs in a single process; set devices=1")
             from hedge_pipeline.training.hpo import search
 
-            cfg = search(session, data, cfg, identity)
-        client = run_id = None
-        train = train_config(cfg)
-        tags = identity_tags(identity, stage_hash(train, model_config(cfg), cfg))
-        if session.is_main:
-            client = registry.client()
-            run_id = stack.enter_context(tracking_run(client, MODEL_NAME, tags, cfg))
+            cfg = search(session, data, cfg, client, run_id)
         reporter = TrackingReporter(session, client, run_id)
         result, model_cfg, checkpoint_dir = _fit(data, cfg, reporter, identity)
         if not session.is_main:

@@ -127,3 +127,22 @@ def test_diverging_training_fails_clearly_and_registers_nothing(
     )
     client = registry.client()
     assert client.search_model_versions(f"name = '{MODEL_NAME}'") == []
+
+
+@pytest.mark.slow
+def test_hpo_logs_trials_as_nested_runs_and_refits_the_best(
+    data_dir: Path, smoke_market_state: Path, tmp_path: Path
+):
+    child = _child(write_extras(tmp_path, smoke_market_state, epochs=2, hpo_trials=2))
+    out, err = child.communicate(timeout=400)
+    assert child.returncode == 0, err
+    assert "hpo: 2 trials" in err
+    version = _report(out)["metadata"]["version"]
+    client = registry.client()
+    parent = client.get_run(client.get_model_version(MODEL_NAME, str(version)).run_id)
+    assert {"best_learning_rate", "best_dropout", "best_lstm_hidden"} <= set(parent.data.params)
+    trials = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(trials) == 2
+    assert all("learning_rate" in t.data.params for t in trials)
