@@ -375,8 +375,9 @@ def evaluate_split(
     """Metrics of ``split`` per target, in original units, beside the persistence baseline.
 
     Keys: ``n_windows``; per target short name s (rv, iv_change) and metric m of
-    ``regression_metrics``: ``m_s`` and ``baseline_m_s``; ``mc_std_s``, the mean MC-dropout
-    std (NaN when ``mc_samples`` is 0).
+    ``regression_metrics``: ``m_s`` and ``baseline_m_s``; ``train_mean_mse_s``, the MSE of
+    the constant forecast at the training mean (on weakly predictable targets persistence can
+    be the easier bar); ``mc_std_s``, the mean MC-dropout std (NaN when ``mc_samples`` is 0).
     """
     out = split_outputs(model, data, split, mc_samples, seed)
     metrics = {"n_windows": float(out.target.shape[0])}
@@ -386,6 +387,9 @@ def evaluate_split(
         baseline = regression_metrics(out.target[:, j], out.baseline[:, j])
         metrics |= {f"{m}_{short}": v for m, v in ours.items()}
         metrics |= {f"baseline_{m}_{short}": v for m, v in baseline.items()}
+        # The naive forecast a model must also beat: the training windows' mean target.
+        error = out.target[:, j] - data.targets.mean[j]
+        metrics[f"train_mean_mse_{short}"] = float(np.mean(error**2)) if error.size else math.nan
         metrics[f"mc_std_{short}"] = float(np.mean(out.std[:, j])) if out.std.size else math.nan
     return metrics
 

@@ -192,8 +192,8 @@ def _register_and_report(
     beats = test["mse_rv"] < test["baseline_mse_rv"]
     session.info(
         f"registered {MODEL_NAME} v{version.version} (alias candidate): "
-        f"test MSE {test['mse_rv']:.3e} "
-        f"vs persistence {test['baseline_mse_rv']:.3e} ({'beats' if beats else 'does not beat'} it)"
+        f"test MSE {test['mse_rv']:.3e} vs persistence {test['baseline_mse_rv']:.3e} "
+        f"and the training mean {test['train_mean_mse_rv']:.3e}"
     )
     last = result.history[-1]
     session.report(
@@ -212,6 +212,7 @@ def _register_and_report(
             "val": {k: v for k, v in val.items() if v == v},
             "test": {k: v for k, v in test.items() if v == v},
             "beats_persistence_on_test_mse": bool(beats),
+            "beats_train_mean_on_test_mse": bool(test["mse_rv"] < test["train_mean_mse_rv"]),
             "reloads_identically": identical,
             "checkpoint_dir": str(checkpoint_dir),
             "training_curves": {"raw_value": curves_md, "type": "md"},
