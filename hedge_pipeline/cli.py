@@ -16,19 +16,37 @@ from collections.abc import Sequence
 
 from hedge_pipeline import paths
 
-SELECTIONS = {"market_data": "market_data_job"}
+# What each --select value materializes, in lineage order: the per-code market data first,
+# then the portfolio-level assets.
+SELECTIONS: dict[str, tuple[str, ...]] = {
+    "market_data": ("market_data",),
+    "portfolio": ("portfolio_selection",),
+    "cnn_lstm": ("cnn_lstm_model",),
+    "all": ("market_data", "portfolio_selection", "cnn_lstm_model"),
+}
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _set_environment(source: str | None) -> None:
+def _set_environment(source: str | None, profile: str | None = None) -> None:
     os.environ.update(paths.instance_env())
     if source:
         os.environ["HEDGE_SOURCE"] = source
+    if profile:
+        os.environ["HEDGE_PROFILE"] = profile
+
+
+def _report(label: str, result, started: float) -> bool:
+    state = "ok" if result.success else "FAILED"
+    print(f"{label}: {state} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error:
+            print(f"    {event.step_key}: {event.step_failure_data.error.message.strip()}")
+    return result.success
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    _set_environment(args.source)
+    _set_environment(args.source, args.profile)
     # Imported after the environment is set: the definitions read it when they load.
     import dagster as dg
 
@@ -38,43 +56,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hedge_pipeline.defs.resources import ChainSourceResource
 
     if args.select not in SELECTIONS:
-        choices = ", ".join(sorted(SELECTIONS))
+        choices = ", ".join(SELECTIONS)
         print(
             f"hedge run: --select {args.select!r} is not available; one of: {choices}",
             file=sys.stderr,
         )
         return 2
-    available = ChainSourceResource.from_env().build().list_codes()
-    codes = args.partition or sorted(available)
-    unknown = [c for c in codes if c not in available]
-    if unknown:
-        print(
-            f"hedge run: {UnknownWeeklyCodeError(unknown[0], sorted(available))}", file=sys.stderr
-        )
-        return 2
+    plan = SELECTIONS[args.select]
     instance = dg.DagsterInstance.get()
-    name = weekly_code_partitions.name
-    missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
-    if missing:
-        instance.add_dynamic_partitions(name, missing)
-    job = defs.resolve_job_def(SELECTIONS[args.select])
-    failed = []
-    for i, code in enumerate(codes, 1):
+    if "market_data" in plan:
+        available = ChainSourceResource.from_env().build().list_codes()
+        codes = args.partition or sorted(available)
+        unknown = [c for c in codes if c not in available]
+        if unknown:
+            print(
+                f"hedge run: {UnknownWeeklyCodeError(unknown[0], sorted(available))}",
+                file=sys.stderr,
+            )
+            return 2
+        name = weekly_code_partitions.name
+        missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+        job = defs.resolve_job_def("market_data_job")
+        failed = []
+        for i, code in enumerate(codes, 1):
+            started = time.perf_counter()
+            result = job.execute_in_process(
+                partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
+            )
+            if not _report(f"[{i}/{len(codes)}] market data {code}", result, started):
+                failed.append(code)
+        if failed:
+            print(f"market data failed for {', '.join(failed)}; stopping before the models")
+            return 1
+    global_job = defs.resolve_implicit_global_asset_job_def()
+    for asset in plan:
+        if asset == "market_data":
+            continue
         started = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
+        run_config = {**QUIET}
+        if asset == "portfolio_selection" and args.template:
+            run_config["ops"] = {asset: {"config": {"template": args.template}}}
+        result = global_job.execute_in_process(
+            asset_selection=[dg.AssetKey(asset)],
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
         )
-        seconds = time.perf_counter() - started
-        state = "ok" if result.success else "FAILED"
-        print(f"[{i}/{len(codes)}] {code}: {state} in {seconds:.1f} s (run {result.run_id})")
-        if not result.success:
-            failed.append(code)
-            for event in result.all_events:
-                if event.is_step_failure and event.step_failure_data.error:
-                    print(f"    {event.step_key}: {event.step_failure_data.error.message.strip()}")
+        if not _report(asset, result, started):
+            return 1
     print(f"warehouse: {paths.warehouse_path()}")
-    print("look at the runs and assets with: hedge ui")
-    return 1 if failed else 0
+    print(f"registry:  mlflow ui --backend-store-uri sqlite:///{paths.mlflow_dir() / 'mlflow.db'}")
+    print("runs and assets: hedge ui")
+    return 0
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -112,6 +147,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         print(json.dumps(run(n=args.n, repeats=args.repeats), indent=2))
         return 0
+    if args.suite == "cnn-lstm":
+        from hedge_pipeline.bench.cnn_lstm import run
+
+        print(json.dumps(run(batch_size=args.batch_size, steps=args.steps), indent=2))
+        return 0
     print(f"hedge bench: unknown suite {args.suite!r}", file=sys.stderr)
     return 2
 
@@ -121,9 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="materialize assets from the command line")
-    run.add_argument("--select", default="market_data", help=f"one of {sorted(SELECTIONS)}")
+    run.add_argument("--select", default="all", help=f"one of: {', '.join(SELECTIONS)}")
     run.add_argument("--partition", action="append", help="weekly code (repeatable); default all")
     run.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    run.add_argument("--profile", choices=["smoke", "default", "full"], help="HEDGE_PROFILE")
+    run.add_argument("--template", help="portfolio template (default: atm_book)")
     run.set_defaults(func=_cmd_run)
 
     ui = sub.add_parser("ui", help="the Dagster UI and daemon on 127.0.0.1")
@@ -137,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     portfolios.set_defaults(func=_cmd_portfolios)
 
     bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
-    bench.add_argument("suite", choices=["greeks"])
+    bench.add_argument("suite", choices=["greeks", "cnn-lstm"])
     bench.add_argument("--n", type=int, default=1_000_000, help="options per batch")
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--repeats", type=int, default=5, help="greeks: timed repeats")
+    bench.add_argument("--batch-size", type=int, default=256, help="cnn-lstm: batch size")
+    bench.add_argument("--steps", type=int, default=30, help="cnn-lstm: timed steps")
     bench.set_defaults(func=_cmd_bench)
     return parser
 
