@@ -80,5 +80,7 @@ def test_ddp_with_two_cpu_processes_yields_the_same_artifacts(selected):
     assert versions[0].version != versions[1].version
     assert _artifacts(client, versions[0]) == _artifacts(client, versions[1])
     runs = [client.get_run(v.run_id) for v in versions]
-    assert set(runs[0].data.metrics) == set(runs[1].data.metrics), set(runs[0].data.metrics) ^ set(runs[1].data.metrics)
+    assert set(runs[0].data.metrics) == set(runs[1].data.metrics), set(runs[0].data.metrics) ^ set(
+        runs[1].data.metrics
+    )
     assert {a.path for a in client.list_artifacts(runs[1].info.run_id)} >= {"training_curves.png"}
