@@ -1,0 +1,1 @@
+"""Benchmark suites behind `hedge bench` (each `run()` returns a JSON-serialisable dict)."""
