@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -55,3 +56,20 @@ def test_unknown_selection_is_refused(data_dir):
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 2
     assert "market_data" in out
+
+
+def test_bench_greeks_prints_one_json_document(data_dir):
+    proc = _hedge(data_dir, "bench", "greeks", "--n", "20000", "--repeats", "1")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert report["suite"] == "greeks" and report["machine"]["cpu_count"]
+    assert {"ours", "peers", "targets"} <= set(report)
+
+
+def test_bench_cnn_lstm_prints_one_json_document(data_dir):
+    proc = _hedge(data_dir, "bench", "cnn-lstm", "--batch-size", "8", "--steps", "2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert report["suite"] == "cnn_lstm" and report["machine"]["torch"]

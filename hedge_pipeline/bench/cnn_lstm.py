@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hedge_pipeline.bench.greeks import _machine
+from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.ml.cnn_lstm import CnnLstm, CnnLstmConfig
 
 NOTES_SAMPLES_PER_S = (737, 767)
@@ -113,7 +113,7 @@ def run(
     return {
         "suite": "cnn_lstm",
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
-        "machine": _machine()
+        "machine": machine_info("numpy", "torch")
         | {
             "torch": torch.__version__,
             "torch_threads": threads,

@@ -27,18 +27,15 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
-import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable
 
 import numpy as np
-import scipy
 from scipy.optimize import brentq, newton
 from scipy.special import ndtr
 
+from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.quant.pricing import bs_greeks, implied_vol
 
 TARGETS = {"price_greeks_options_per_s": 10e6, "implied_vol_options_per_s": 3e6}
@@ -109,7 +106,7 @@ def run(n: int = 1_000_000, seed: int = 0, repeats: int = 5) -> dict:
     return {
         "suite": "greeks",
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
-        "machine": _machine(),
+        "machine": machine_info("numpy", "scipy"),
         "config": {
             "n": n,
             "seed": seed,
@@ -163,23 +160,6 @@ def _accuracy(iv: np.ndarray, vol: np.ndarray, informative: np.ndarray) -> dict:
     return {
         "max_abs_error_vega_gt_1e-3": float(np.max(np.where(np.isnan(err), np.inf, err))),
         "failed_vega_gt_1e-3": int(np.count_nonzero(~np.isfinite(err))),
-    }
-
-
-def _machine() -> dict:
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
     }
 
 
