@@ -103,17 +103,28 @@ def replace_partition(
     weekly_code: str,
     tables: dict[str, pl.DataFrame],
 ) -> None:
-    """Replace ``weekly_code``'s rows in each table with the given frames, all in one transaction.
+    """Replace ``weekly_code``'s rows in each table with the given frames, in one transaction."""
+    replace_rows(con, tables, "weekly_code = ?", [weekly_code])
+
+
+def replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    tables: dict[str, pl.DataFrame],
+    where: str = "TRUE",
+    params: list | None = None,
+) -> None:
+    """Delete each table's rows matching ``where`` and insert its frame, in one transaction.
 
     Column order follows the table; a frame lacking a column or holding a value the table
-    refuses (type, NOT NULL, duplicate key) aborts the whole transaction.
+    refuses (type, NOT NULL, duplicate key) aborts the whole transaction, leaving every table
+    as it was.
     """
     con.execute("BEGIN TRANSACTION")
     try:
         for table, frame in tables.items():
             columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
             quoted = ", ".join(f'"{c}"' for c in columns)
-            con.execute(f"DELETE FROM {table} WHERE weekly_code = ?", [weekly_code])
+            con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
             if frame.height:
                 con.register("incoming", _naive_utc(frame.select(columns)).to_arrow())
                 con.execute(f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM incoming")

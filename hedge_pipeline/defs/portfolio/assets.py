@@ -8,10 +8,10 @@ nothing, so downstream stages keep reading the previous selection.
 """
 
 import dagster as dg
-import duckdb
 import polars as pl
 from pydantic import Field
 
+from hedge_pipeline.chains import warehouse
 from hedge_pipeline.defs.market_data.assets import greeks_features
 from hedge_pipeline.defs.partitions import weekly_code_partitions
 from hedge_pipeline.defs.resources import WarehouseResource
@@ -80,7 +80,7 @@ def portfolio_selection(
         stored = set(features["weekly_code"].unique())
         unselected |= {c: "no greeks_features rows yet" for c in codes if c not in stored}
     with warehouse_db.connect() as con:
-        _replace_table(con, frame)
+        warehouse.replace_rows(con, {"portfolio_selection": frame})
     book = frame.filter(~pl.col("is_hedge_instrument"))
     splits = frame.unique("weekly_code").select("weekly_code", *BOUNDARY_COLUMNS)
     splits = splits.join(split_sizes(features, frame), on="weekly_code").sort("weekly_code")
@@ -129,22 +129,3 @@ def _markdown(frame: pl.DataFrame) -> dg.MetadataValue:
     lines = ["| " + " | ".join(map(str, row)) + " |" for row in [head.columns, *head.iter_rows()]]
     lines.insert(1, "|" + " --- |" * head.width)
     return dg.MetadataValue.md("\n".join(lines))
-
-
-def _replace_table(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
-    """Swap the whole table in one transaction; a refused row leaves the previous selection.
-
-    TIMESTAMP columns hold UTC wall time, so the UTC boundaries lose their zone, not a shift.
-    """
-    naive = frame.with_columns(pl.col(BOUNDARY_COLUMNS).dt.replace_time_zone(None))
-    columns = ", ".join(f'"{c}"' for c in naive.columns)
-    con.execute("BEGIN TRANSACTION")
-    try:
-        con.execute("DELETE FROM portfolio_selection")
-        con.register("incoming", naive.to_arrow())
-        con.execute(f"INSERT INTO portfolio_selection ({columns}) SELECT {columns} FROM incoming")
-        con.unregister("incoming")
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise

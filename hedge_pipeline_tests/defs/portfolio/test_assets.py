@@ -13,7 +13,7 @@ import pytest
 
 from hedge_pipeline import paths
 from hedge_pipeline.chains import warehouse
-from hedge_pipeline.defs.portfolio.assets import _replace_table, portfolio_selection
+from hedge_pipeline.defs.portfolio.assets import portfolio_selection
 from hedge_pipeline.defs.portfolio.definitions import defs
 from hedge_pipeline.defs.resources import WarehouseResource
 from hedge_pipeline.portfolio.report import template_info
@@ -168,7 +168,7 @@ def test_a_refused_write_rolls_back_to_the_previous_selection(two_codes):
         warehouse.connect(paths.warehouse_path()) as con,
         pytest.raises(duckdb.ConstraintException),
     ):
-        _replace_table(con, pl.concat([incoming, incoming]))  # duplicate keys
+        warehouse.replace_rows(con, {"portfolio_selection": pl.concat([incoming, incoming])})
     assert _table().equals(before)
 
 
