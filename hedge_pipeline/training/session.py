@@ -44,20 +44,20 @@ class TrainingSession:
         return self.rank == 0
 
     def info(self, message: str) -> None:
-        if not self.is_main:
-            return
-        if self._pipes:
-            self._pipes.log.info(message)
-        else:
-            print(message, file=sys.stderr, flush=True)
+        self._log("info", message)
 
     def warning(self, message: str) -> None:
+        self._log("warning", message)
+
+    def _log(self, level: str, message: str) -> None:
+        """Into the Dagster event log under Pipes, else to stderr; rank 0 only."""
         if not self.is_main:
             return
         if self._pipes:
-            self._pipes.log.warning(message)
+            getattr(self._pipes.log, level)(message)
         else:
-            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+            prefix = "" if level == "info" else f"{level.upper()}: "
+            print(f"{prefix}{message}", file=sys.stderr, flush=True)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Per-epoch metrics as one parseable line (the trainer also logs a readable summary)."""

@@ -8,29 +8,21 @@ import dagster as dg
 from hedge_pipeline import paths
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=paths.REPO_ROOT, capture_output=True, text=True, check=True, timeout=10
+    ).stdout.strip()
+
+
 @cache
 def code_version() -> str:
-    """The git commit of the code (``-dirty`` when the tree has uncommitted changes)."""
+    """The git commit of the code (``-dirty`` when tracked files have uncommitted changes)."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=paths.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=paths.REPO_ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{commit}-dirty" if dirty else commit  # fmt: skip
+    return f"{commit}-dirty" if dirty else commit
 
 
 def identity(
