@@ -34,6 +34,7 @@ class CnnLstmModelConfig(dg.Config):
     """Run-time overrides; unset fields come from the template within the profile's budget."""
 
     epochs: int | None = Field(default=None, ge=1)
+    learning_rate: float | None = Field(default=None, gt=0.0)
     hpo_trials: int | None = Field(default=None, ge=0)
     seed: int = 0
 
@@ -70,7 +71,7 @@ def cnn_lstm_model(
         sequence_length=params.sequence_length,
         horizon=params.horizon,
         batch_size=params.batch_size,
-        learning_rate=params.learning_rate,
+        learning_rate=config.learning_rate or params.learning_rate,
         epochs=config.epochs or params.epochs,
         hpo_trials=params.hpo_trials if config.hpo_trials is None else config.hpo_trials,
         seed=config.seed,

@@ -47,7 +47,9 @@ class TrainingLauncher(dg.ConfigurableResource):
                     context=context,
                     extras={**extras, "failure_file": str(failure_file)},
                 ).get_materialize_result()
-            except dg.DagsterError:  # the child exited non-zero (DagsterPipesExecutionError)
+            except Exception:
+                # The child exited non-zero (Pipes raises DagsterPipesExecutionError, a plain
+                # Exception); only the child's own failure file makes it final.
                 if failure_file.exists():
                     failure = json.loads(failure_file.read_text(encoding="utf-8"))
                     raise dg.Failure(description=failure["message"], allow_retries=False) from None

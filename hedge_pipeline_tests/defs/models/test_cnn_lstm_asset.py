@@ -17,7 +17,9 @@ from hedge_pipeline_tests.defs.market_data.helpers import materialize_code, reso
 CODES = ("3CN5", "3IN5")
 
 
-def _materialize_model(instance: dg.DagsterInstance, devices: int) -> dg.ExecuteInProcessResult:
+def _materialize_model(
+    instance: dg.DagsterInstance, devices: int, **config
+) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [cnn_lstm_model],
         instance=instance,
@@ -26,7 +28,8 @@ def _materialize_model(instance: dg.DagsterInstance, devices: int) -> dg.Execute
             "launcher": TrainingLauncher(devices=devices),
             "profile": ProfileResource(name="smoke"),
         },
-        run_config={"ops": {"cnn_lstm_model": {"config": {"epochs": 2}}}},
+        run_config={"ops": {"cnn_lstm_model": {"config": {"epochs": 2, **config}}}},
+        raise_on_error=False,
     )
 
 
@@ -84,3 +87,15 @@ def test_ddp_with_two_cpu_processes_yields_the_same_artifacts(selected):
         runs[1].data.metrics
     )
     assert {a.path for a in client.list_artifacts(runs[1].info.run_id)} >= {"training_curves.png"}
+
+
+@pytest.mark.slow
+def test_diverging_training_fails_once_without_retries_and_registers_nothing(selected):
+    result = _materialize_model(selected, devices=1, learning_rate=1e30)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(failures) == 1 and not retries
+    message = failures[0].step_failure_data.error.message
+    assert "TrainingDiverged" in message and "nothing was registered" in message
+    assert registry.client().search_model_versions(f"name = '{MODEL_NAME}'") == []
