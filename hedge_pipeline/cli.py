@@ -141,19 +141,68 @@ def _cmd_portfolios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_heston(text: str | None) -> dict[str, float] | None:
+    """``kappa=2,theta=0.04,xi=0.5,rho=-0.7,v0=0.04`` -> a dict (None when not given)."""
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    except ValueError as exc:
+        raise SystemExit(
+            f"hedge bench hedging: --heston {text!r}: expected k=v,... ({exc})"
+        ) from None
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     if args.suite == "greeks":
         from hedge_pipeline.bench.greeks import run
 
-        print(json.dumps(run(n=args.n, repeats=args.repeats), indent=2))
-        return 0
-    if args.suite == "cnn-lstm":
+        report = run(n=args.n, repeats=args.repeats)
+    elif args.suite == "cnn-lstm":
         from hedge_pipeline.bench.cnn_lstm import run
 
-        print(json.dumps(run(batch_size=args.batch_size, steps=args.steps), indent=2))
-        return 0
-    print(f"hedge bench: unknown suite {args.suite!r}", file=sys.stderr)
-    return 2
+        report = run(batch_size=args.batch_size, steps=args.steps)
+    else:
+        from hedge_pipeline.bench.hedging import run
+
+        report = run(
+            market=args.market, cost=args.cost, criterion=args.criterion, steps=args.steps,
+            maturity=args.maturity, strike=args.strike, option=args.option, sigma=args.sigma,
+            heston=_parse_heston(args.heston), algorithm=args.algorithm, epochs=args.epochs,
+            paths=args.paths, eval_paths=args.eval_paths, seed=args.seed,
+            n_layers=args.layers, num_threads=args.threads,
+        )  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
+    bench.set_defaults(func=_cmd_bench)
+    suites = bench.add_subparsers(dest="suite", required=True)
+    greeks = suites.add_parser("greeks", help="prices + Greeks and implied vol vs peers")
+    greeks.add_argument("--n", type=int, default=1_000_000, help="options per batch")
+    greeks.add_argument("--repeats", type=int, default=5)
+    cnn = suites.add_parser("cnn-lstm", help="CNN-LSTM training samples/s")
+    cnn.add_argument("--batch-size", type=int, default=256)
+    cnn.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
+    hedging = suites.add_parser("hedging", help="hedgers on one set of evaluation paths (E1)")
+    hedging.add_argument("--market", choices=["gbm", "heston"], default="gbm")
+    hedging.add_argument("--cost", type=float, default=1e-3)
+    hedging.add_argument("--criterion", default="entropic:1", help="entropic:A | es:P | meanvar:L")
+    hedging.add_argument("--steps", type=int, default=30, help="rebalancing steps")
+    hedging.add_argument("--maturity", type=float, default=30 / 250)
+    hedging.add_argument("--strike", type=float, default=1.0)
+    hedging.add_argument("--option", choices=["call", "put"], default="call")
+    hedging.add_argument("--sigma", type=float, default=0.2)
+    hedging.add_argument("--heston", help="kappa=…,theta=…,xi=…,rho=…,v0=…")
+    hedging.add_argument("--algorithm", default="deep_hedging")
+    hedging.add_argument("--epochs", type=int, default=200)
+    hedging.add_argument("--paths", type=int, default=10_000, help="training paths per epoch")
+    hedging.add_argument("--eval-paths", type=int, default=200_000)
+    hedging.add_argument("--seed", type=int, default=0)
+    hedging.add_argument("--layers", type=int, default=4, help="hidden layers of the policy")
+    hedging.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,13 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     portfolios.add_argument("name", nargs="?")
     portfolios.set_defaults(func=_cmd_portfolios)
 
-    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
-    bench.add_argument("suite", choices=["greeks", "cnn-lstm"])
-    bench.add_argument("--n", type=int, default=1_000_000, help="options per batch")
-    bench.add_argument("--repeats", type=int, default=5, help="greeks: timed repeats")
-    bench.add_argument("--batch-size", type=int, default=256, help="cnn-lstm: batch size")
-    bench.add_argument("--steps", type=int, default=30, help="cnn-lstm: timed steps")
-    bench.set_defaults(func=_cmd_bench)
+    _add_bench(sub)
     return parser
 
 

@@ -73,3 +73,17 @@ def test_bench_cnn_lstm_prints_one_json_document(data_dir):
     assert proc.returncode == 0, out
     report = json.loads(out)
     assert report["suite"] == "cnn_lstm" and report["machine"]["torch"]
+
+
+def test_bench_hedging_evaluates_every_hedger_on_the_same_paths(data_dir):
+    args = ["--epochs", "2", "--paths", "1000", "--eval-paths", "5000", "--threads", "1"]
+    proc = _hedge(data_dir, "bench", "hedging", *args)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert set(report["results"]) == {"no_hedge", "bs_delta", "whalley_wilmott", "deep_hedging"}
+    for numbers in report["results"].values():
+        assert {"price", "mean_pl", "std_pl", "es10", "train_seconds", "steps_per_second"} <= set(
+            numbers
+        )
+    assert report["settings"]["eval_paths"] == 5000

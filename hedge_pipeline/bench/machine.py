@@ -22,6 +22,8 @@ def machine_info(*packages: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "python": sys.version.split()[0],
+        # These machines are shared: the load during a run says how far to trust its timings.
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
     for package in packages:
         try:

@@ -1,0 +1,83 @@
+"""Reference hedgers, reported next to every learned one on the same paths (DESIGN §7).
+
+Each is a :data:`~hedge_pipeline.ml.hedging.simulator.Policy`: ``policy(obs, prev_hedge)``
+returns the position to hold over the next step, so :func:`rollout` drives them exactly like a
+network.
+
+* :class:`NoHedge`: hold nothing; the price is the risk of the naked short book.
+* :class:`BlackScholesDelta`: the model delta at every step; optimal without costs.
+* :class:`WhalleyWilmott`: trade only when the position leaves a band of half-width
+  H = (3·c·S·Γ²·e^{−r(T−t)} / (2·γ))^{1/3} around the delta, and then only to its edge: the
+  asymptotically optimal policy for exponential utility with small proportional costs
+  (Whalley & Wilmott 1997). γ is the risk aversion; for the entropic measure with parameter a
+  use γ = a. Rates are zero in the simulator, so the discount factor is 1.
+
+>>> import torch
+>>> from hedge_pipeline.ml.hedging.simulator import HedgingProblem, rollout, simulate_paths
+>>> problem = HedgingProblem(cost=1e-3)
+>>> paths = simulate_paths(problem, 1000, torch.Generator().manual_seed(0))
+>>> pl, hedges = rollout(problem, paths, WhalleyWilmott(problem, risk_aversion=1.0))
+>>> hedges.shape
+torch.Size([1000, 30])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hedge_pipeline.ml.hedging.simulator import (
+    DELTA,
+    LOG_MONEYNESS,
+    SCALED_GAMMA,
+    TIME_TO_EXPIRY,
+    HedgingProblem,
+)
+
+__all__ = ["BlackScholesDelta", "NoHedge", "WhalleyWilmott"]
+
+
+class NoHedge:
+    """Never trade.
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return torch.zeros_like(prev_hedge)
+
+
+class BlackScholesDelta:
+    """Hold the book's Black–Scholes delta at the model vol (the observation's delta column).
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return obs[:, DELTA]
+
+
+class WhalleyWilmott:
+    """Keep the position within H of the Black–Scholes delta, trading to the band's edge.
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __init__(self, problem: HedgingProblem, risk_aversion: float = 1.0) -> None:
+        if not risk_aversion > 0.0:
+            raise ValueError(f"risk aversion must be > 0, got {risk_aversion}")
+        self.problem = problem
+        self.risk_aversion = risk_aversion
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        p = self.problem
+        spot = p.book.reference_strike * torch.exp(obs[:, LOG_MONEYNESS])
+        # S·Γ from the observation's scaled gamma S·Γ·σ·√τ; then S·Γ² = (S·Γ)² / S.
+        spot_gamma = obs[:, SCALED_GAMMA] / (p.sigma * obs[:, TIME_TO_EXPIRY].sqrt())
+        cube = 1.5 * p.cost * spot_gamma * spot_gamma / (spot * self.risk_aversion)
+        delta = obs[:, DELTA]
+        width = cube ** (1.0 / 3.0)
+        return torch.clamp(prev_hedge, delta - width, delta + width)

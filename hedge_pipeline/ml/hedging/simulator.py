@@ -1,0 +1,292 @@
+"""One batched, differentiable hedging simulator: paths, observations, P&L and rollouts.
+
+A book is short European options of one maturity on one underlying; the hedger holds δ_t
+units of the underlying over each step [t, t+1], decided at t from what it can observe then.
+Everything works on whole batches of paths as tensors ``(n_paths, n_steps + 1)``, with a
+Python loop over the (~30) decision times only, so one rollout of 10,000 paths costs a few
+milliseconds and gradients flow from the P&L back to the policy's parameters.
+
+The P&L convention is that of the reference experiment E1 (shared/notes/hedging-anchors.md),
+exactly, so pfhedge's published prices compare one to one::
+
+    PL = −payoff(S_N) + Σ_{t=1..N} δ_{t−1}(S_t − S_{t−1}) − Σ_{t=0..N−1} cost(δ_t − δ_{t−1}, S_t)
+
+with δ_{−1} = 0 (the first trade pays costs) and no liquidation at maturity. ``cost`` is
+c·|Δδ|·S (proportional: half-spread and commission), plus ``slippage``·Δδ²·S (market impact,
+linear in the size per unit) plus ``fixed_fee`` per non-zero trade (not differentiable: a
+constant almost everywhere). Rates are zero: the underlying is a futures price (margined, no
+carry) and cash earns nothing over a few weeks, as in E1.
+
+Paths come from :func:`simulate_paths` (GBM, or Heston by full-truncation Euler) or from
+anywhere else: every other function takes a plain price tensor, so historical replay plugs in
+by passing its paths.
+
+>>> import torch
+>>> problem = HedgingProblem(cost=1e-3)
+>>> paths = simulate_paths(problem, 4, torch.Generator().manual_seed(0))
+>>> paths.shape, observations(problem, paths, 0, torch.zeros(4)).shape
+(torch.Size([4, 31]), torch.Size([4, 5]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from hedge_pipeline.quant.market_sim import HestonParams
+from hedge_pipeline.quant.torch_pricing import bs_greeks
+
+__all__ = [
+    "OBSERVATIONS",
+    "Book",
+    "HedgingProblem",
+    "Policy",
+    "book_greeks",
+    "book_price",
+    "market_features",
+    "observations",
+    "payoff",
+    "pnl",
+    "rollout",
+    "simulate_paths",
+]
+
+# Columns of an observation; the first four are the market features, the last the position.
+OBSERVATIONS = ("log_moneyness", "time_to_expiry", "delta", "scaled_gamma", "prev_hedge")
+LOG_MONEYNESS, TIME_TO_EXPIRY, DELTA, SCALED_GAMMA, PREV_HEDGE = range(len(OBSERVATIONS))
+
+Policy = Callable[[Tensor, Tensor], Tensor]
+"""policy(obs_t (n_paths, 5), prev_hedge (n_paths,)) → hedge held over [t, t+1] (n_paths,)."""
+
+
+@dataclass(frozen=True)
+class Book:
+    """The short position: ``weights[i]`` units of European option i, all of one maturity.
+
+    The reference strike (the weight-averaged strike) anchors the log-moneyness feature.
+    """
+
+    strikes: tuple[float, ...] = (1.0,)
+    is_call: tuple[bool, ...] = (True,)
+    weights: tuple[float, ...] = (1.0,)
+
+    def __post_init__(self) -> None:
+        if not len(self.strikes) == len(self.is_call) == len(self.weights) >= 1:
+            raise ValueError(f"strikes, is_call and weights need one equal length >= 1: {self}")
+        if min(self.strikes) <= 0.0:
+            raise ValueError(f"strikes must be positive: {self.strikes}")
+
+    @property
+    def reference_strike(self) -> float:
+        total = sum(abs(w) for w in self.weights) or 1.0
+        return sum(abs(w) * k for w, k in zip(self.weights, self.strikes, strict=True)) / total
+
+
+@dataclass(frozen=True)
+class HedgingProblem:
+    """Market, book, costs and decision grid; the defaults are the reference experiment E1.
+
+    ``sigma`` is the GBM vol and the model vol of the Black–Scholes features and baselines;
+    with ``heston`` set the market is Heston and ``sigma`` stays the hedger's (misspecified)
+    model vol — a natural choice is √θ. ``drift`` is the real-world drift of the underlying.
+    """
+
+    book: Book = field(default_factory=Book)
+    s0: float = 1.0
+    sigma: float = 0.2
+    drift: float = 0.0
+    heston: HestonParams | None = None
+    maturity: float = 30 / 250
+    n_steps: int = 30
+    cost: float = 0.0
+    slippage: float = 0.0
+    fixed_fee: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.n_steps < 1 or self.maturity <= 0.0 or self.s0 <= 0.0 or self.sigma <= 0.0:
+            raise ValueError(f"need n_steps >= 1 and positive maturity, s0, sigma: {self}")
+        if min(self.cost, self.slippage, self.fixed_fee) < 0.0:
+            raise ValueError(f"costs must be non-negative: {self}")
+
+    @property
+    def dt(self) -> float:
+        """Length of one hedging step in years."""
+        return self.maturity / self.n_steps
+
+    @property
+    def market(self) -> str:
+        return "gbm" if self.heston is None else "heston"
+
+
+def simulate_paths(
+    problem: HedgingProblem,
+    n_paths: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Underlying prices on the decision grid, S_0 = ``problem.s0``.
+
+    GBM is sampled exactly; Heston by full-truncation Euler on the decision grid (daily
+    steps in E1, where the scheme's bias is far below the Monte Carlo error). Every normal
+    draw comes from ``generator``, so a seed fixes the paths.
+
+    Shape:
+        → (n_paths, n_steps + 1)
+    """
+    n, dt = problem.n_steps, problem.dt
+    z = torch.randn((n_paths, n), generator=generator, dtype=dtype)
+    if problem.heston is None:
+        vol = problem.sigma
+        steps = (problem.drift - 0.5 * vol * vol) * dt + vol * dt**0.5 * z
+    else:
+        steps = _heston_log_steps(problem, z, generator)
+    log_s = torch.cat([torch.zeros((n_paths, 1), dtype=dtype), steps.cumsum(dim=1)], dim=1)
+    return problem.s0 * torch.exp(log_s)
+
+
+def _heston_log_steps(problem: HedgingProblem, z: Tensor, generator: torch.Generator | None):
+    """Log-price increments of Heston (full truncation, Lord et al. 2010).
+
+    Shape:
+        z: (n_paths, n_steps) price shocks → (n_paths, n_steps)
+    """
+    p, dt = problem.heston, problem.dt
+    assert p is not None
+    z_var = torch.randn(z.shape, generator=generator, dtype=z.dtype)
+    shock = p.rho * z_var + (1.0 - p.rho**2) ** 0.5 * z
+    v = torch.full(z.shape[:1], p.v0, dtype=z.dtype)
+    steps = []
+    for i in range(z.shape[1]):
+        vp = v.clamp(min=0.0)
+        sd = (vp * dt).sqrt()
+        steps.append((problem.drift - 0.5 * vp) * dt + sd * shock[:, i])
+        v = v + p.kappa * (p.theta - vp) * dt + p.xi * sd * z_var[:, i]
+    return torch.stack(steps, dim=1)
+
+
+def _check_paths(problem: HedgingProblem, paths: Tensor) -> None:
+    if paths.ndim != 2 or paths.shape[1] != problem.n_steps + 1:
+        expected = f"(n_paths, {problem.n_steps + 1})"
+        raise ValueError(f"paths must be {expected}, got {tuple(paths.shape)}")
+
+
+def book_greeks(
+    problem: HedgingProblem, spot: Tensor, tau: Tensor | float
+) -> tuple[Tensor, Tensor]:
+    """Black–Scholes delta and gamma of the (long) book at the model vol.
+
+    Shape:
+        spot, tau: broadcastable (...) → delta, gamma: (...)
+    """
+    book = problem.book
+    tau = torch.as_tensor(tau, dtype=spot.dtype)
+    strikes = torch.tensor(book.strikes, dtype=spot.dtype)
+    calls = torch.tensor(book.is_call)
+    weights = torch.tensor(book.weights, dtype=spot.dtype)
+    g = bs_greeks(spot.unsqueeze(-1), strikes, tau.unsqueeze(-1), problem.sigma, is_call=calls)
+    return (g["delta"] * weights).sum(-1), (g["gamma"] * weights).sum(-1)
+
+
+def book_price(problem: HedgingProblem, dtype: torch.dtype = torch.float64) -> float:
+    """Black–Scholes value of the book at t = 0: the zero-cost, continuous-hedging price."""
+    book = problem.book
+    g = bs_greeks(
+        torch.tensor(problem.s0, dtype=dtype),
+        torch.tensor(book.strikes, dtype=dtype),
+        problem.maturity,
+        problem.sigma,
+        is_call=torch.tensor(book.is_call),
+    )
+    return float((g["price"] * torch.tensor(book.weights, dtype=dtype)).sum())
+
+
+def payoff(problem: HedgingProblem, terminal: Tensor) -> Tensor:
+    """What the book pays at maturity, Σ w_i·max(±(S_N − K_i), 0).
+
+    Shape:
+        terminal: (n_paths,) → (n_paths,)
+    """
+    book = problem.book
+    strikes = torch.tensor(book.strikes, dtype=terminal.dtype)
+    sign = torch.where(torch.tensor(book.is_call), 1.0, -1.0).to(terminal.dtype)
+    weights = torch.tensor(book.weights, dtype=terminal.dtype)
+    intrinsic = (sign * (terminal.unsqueeze(-1) - strikes)).clamp(min=0.0)
+    return (intrinsic * weights).sum(-1)
+
+
+def market_features(problem: HedgingProblem, paths: Tensor) -> Tensor:
+    """The first four observation columns at every decision time t = 0..N−1, in one pass.
+
+    log(S_t/K_ref), time to expiry T − t·dt, book delta, and S·Γ·σ·√τ: gamma made scale free
+    and bounded (it is φ(d1) for one option) so that a network needs no input normalization,
+    while the raw gamma grows like 1/√τ at the money.
+
+    Shape:
+        paths: (n_paths, n_steps + 1) → (n_paths, n_steps, 4)
+    """
+    _check_paths(problem, paths)
+    steps = torch.arange(problem.n_steps, dtype=paths.dtype)
+    return _features(problem, paths[:, :-1], problem.maturity - steps * problem.dt)
+
+
+def _features(problem: HedgingProblem, spot: Tensor, tau: Tensor | float) -> Tensor:
+    """Shape: spot (...), tau broadcastable to it → (..., 4)."""
+    tau = torch.as_tensor(tau, dtype=spot.dtype).expand_as(spot)
+    delta, gamma = book_greeks(problem, spot, tau)
+    scaled_gamma = gamma * spot * problem.sigma * tau.sqrt()
+    log_moneyness = torch.log(spot / problem.book.reference_strike)
+    return torch.stack([log_moneyness, tau, delta, scaled_gamma], dim=-1)
+
+
+def observations(problem: HedgingProblem, paths: Tensor, t: int, prev_hedge: Tensor) -> Tensor:
+    """What the hedger sees at decision time ``t`` (columns: :data:`OBSERVATIONS`).
+
+    Shape:
+        paths: (n_paths, n_steps + 1), prev_hedge: (n_paths,) → (n_paths, 5)
+    """
+    if not 0 <= t < problem.n_steps:
+        raise ValueError(f"decision time must lie in [0, {problem.n_steps}), got {t}")
+    _check_paths(problem, paths)
+    feats = _features(problem, paths[:, t], problem.maturity - t * problem.dt)
+    return torch.cat([feats, prev_hedge.unsqueeze(-1)], dim=-1)
+
+
+def pnl(problem: HedgingProblem, paths: Tensor, hedges: Tensor) -> Tensor:
+    """Terminal P&L of the short book hedged with ``hedges`` (the E1 formula, module doc).
+
+    Shape:
+        paths: (n_paths, n_steps + 1), hedges: (n_paths, n_steps) → (n_paths,)
+    """
+    _check_paths(problem, paths)
+    if hedges.shape != (paths.shape[0], problem.n_steps):
+        raise ValueError(f"hedges must be {(paths.shape[0], problem.n_steps)}, got {hedges.shape}")
+    gains = (hedges * paths.diff(dim=1)).sum(dim=1)
+    trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
+    spot = paths[:, :-1]
+    costs = (problem.cost * trades.abs() + problem.slippage * trades * trades) * spot
+    if problem.fixed_fee:
+        costs = costs + problem.fixed_fee * (trades != 0).to(costs.dtype)
+    return -payoff(problem, paths[:, -1]) + gains - costs.sum(dim=1)
+
+
+def rollout(problem: HedgingProblem, paths: Tensor, policy: Policy) -> tuple[Tensor, Tensor]:
+    """Run ``policy`` forward in time on every path at once and score the result.
+
+    The market features are computed for all steps in one vectorized pass (they do not
+    depend on the hedge); only the position is carried through the loop, so the autograd
+    graph links each decision to the ones before it, as the pathwise gradient requires.
+
+    Shape:
+        paths: (n_paths, n_steps + 1) → pnl: (n_paths,), hedges: (n_paths, n_steps)
+    """
+    feats = market_features(problem, paths)
+    prev = torch.zeros(paths.shape[0], dtype=paths.dtype)
+    hedges = []
+    for t in range(problem.n_steps):
+        prev = policy(torch.cat([feats[:, t], prev.unsqueeze(-1)], dim=-1), prev)
+        hedges.append(prev)
+    stacked = torch.stack(hedges, dim=1)
+    return pnl(problem, paths, stacked), stacked
