@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from hedge_pipeline import paths
+from hedge_pipeline.locks import file_lock
 
 # What each --select value materializes, in lineage order: the per-code market data first,
 # then the portfolio-level assets.
@@ -34,6 +35,19 @@ def _set_environment(source: str | None, profile: str | None = None) -> None:
         os.environ["HEDGE_SOURCE"] = source
     if profile:
         os.environ["HEDGE_PROFILE"] = profile
+
+
+def _instance():
+    """The Dagster instance of the data directory, its storage initialised by one process at a
+    time (see ``hedge_pipeline.locks``)."""
+    import dagster as dg
+
+    with file_lock(paths.dagster_dir() / ".init.lock"):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("weekly_code")
+        instance.all_instigator_state()
+    return instance
 
 
 def _report(label: str, result, started: float) -> bool:
@@ -63,7 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         return 2
     plan = SELECTIONS[args.select]
-    instance = dg.DagsterInstance.get()
+    instance = _instance()
     if "market_data" in plan:
         available = ChainSourceResource.from_env().build().list_codes()
         codes = args.partition or sorted(available)

@@ -20,6 +20,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from hedge_pipeline import paths
+from hedge_pipeline.locks import file_lock
 
 CANDIDATE = "candidate"
 CHAMPION = "champion"
@@ -47,7 +48,11 @@ def client() -> MlflowClient:
     every child process.
     """
     uri = tracking_uri()
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if uri.startswith("sqlite:"):  # the first use creates the schema: one process at a time
+        with file_lock(paths.mlflow_dir() / ".init.lock"):
+            mlflow_client.search_experiments(max_results=1)
+    return mlflow_client
 
 
 def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
