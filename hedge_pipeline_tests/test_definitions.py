@@ -35,3 +35,17 @@ def test_dagster_definitions_validate_passes_on_the_workspace(data_dir):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_loading_the_code_location_does_not_import_torch_or_mlflow(data_dir):
+    """The webserver and daemon load the definitions often; training libraries load in children."""
+    code = (
+        "import sys, hedge_pipeline.definitions; "
+        "print(sorted(m for m in ('torch', 'mlflow', 'optuna') if m in sys.modules))"
+    )
+    env = {**os.environ, **paths.instance_env(data_dir)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

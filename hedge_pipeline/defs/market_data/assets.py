@@ -12,7 +12,7 @@ import polars as pl
 
 from hedge_pipeline.chains import quality, warehouse
 from hedge_pipeline.chains.features import compute_features, iv_status_rates
-from hedge_pipeline.chains.schema import ChainDataError, UnknownWeeklyCodeError
+from hedge_pipeline.chains.schema import RAW_SCHEMA, ChainDataError, UnknownWeeklyCodeError
 from hedge_pipeline.chains.validation import validate_chain
 from hedge_pipeline.defs.metadata import check_result, preview_md, time_range
 from hedge_pipeline.defs.partitions import weekly_code_partitions
@@ -79,7 +79,7 @@ def raw_option_chains(
         stored = warehouse.read_partition(con, "raw_option_chains", code)
         types = _table_types(con, "raw_option_chains")
         version = warehouse.partition_hash(con, "raw_option_chains", code)
-    expected = {c: DUCKDB_TYPES[t] for c, t in stored.schema.items()}
+    expected = {c: DUCKDB_TYPES[t] for c, t in RAW_SCHEMA.items()}
     outcomes = {
         "schema_and_types": quality.schema_matches(types, expected),
         "unique_keys": quality.unique_keys(stored),

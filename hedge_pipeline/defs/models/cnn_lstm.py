@@ -18,7 +18,6 @@ from hedge_pipeline.defs.models.identity import identity
 from hedge_pipeline.defs.models.launcher import TrainingLauncher
 from hedge_pipeline.defs.portfolio.assets import portfolio_selection
 from hedge_pipeline.defs.resources import ProfileResource, WarehouseResource
-from hedge_pipeline.ml.market_state import market_state_frame
 from hedge_pipeline.portfolio.templates import load_template
 from hedge_pipeline.profiles import cnn_lstm_stage_config
 
@@ -76,6 +75,9 @@ def cnn_lstm_model(
         hpo_trials=params.hpo_trials if config.hpo_trials is None else config.hpo_trials,
         seed=config.seed,
     )
+    # Imported here: the module pulls in torch, which the code location should not load.
+    from hedge_pipeline.ml.market_state import market_state_frame
+
     frame = market_state_frame(features, selection, horizon=params.horizon)
     dataset = export_parquet(frame, paths.datasets_dir())
     codes = selection["weekly_code"].n_unique()
