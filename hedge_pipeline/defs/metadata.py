@@ -13,18 +13,16 @@ from hedge_pipeline.chains.quality import CheckOutcome
 def preview_md(
     frame: pl.DataFrame, rows: int = 8, columns: list[str] | None = None
 ) -> dg.MetadataValue:
-    """A small markdown table of the first rows, for the asset's materialization page."""
-    head = frame.select(columns or frame.columns).head(rows)
-    with pl.Config(
-        tbl_formatting="MARKDOWN",
-        tbl_hide_column_data_types=True,
-        tbl_hide_dataframe_shape=True,
-        tbl_rows=rows,
-        tbl_cols=-1,
-        fmt_str_lengths=40,
-        tbl_width_chars=10_000,  # never wrap: the UI renders the markdown, not a terminal
-    ):
-        return dg.MetadataValue.md(str(head))
+    """A markdown table of the first rows for the materialization page: never wrapped,
+    timestamps to the minute (UTC)."""
+    head = (
+        frame.select(columns or frame.columns)
+        .head(rows)
+        .with_columns(pl.col(pl.Datetime).dt.strftime("%Y-%m-%d %H:%M"))
+    )
+    lines = ["| " + " | ".join(map(str, row)) + " |" for row in [head.columns, *head.iter_rows()]]
+    lines.insert(1, "|" + " --- |" * head.width)
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 def check_result(name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:

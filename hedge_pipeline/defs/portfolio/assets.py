@@ -13,6 +13,7 @@ from pydantic import Field
 
 from hedge_pipeline.chains import warehouse
 from hedge_pipeline.defs.market_data.assets import greeks_features
+from hedge_pipeline.defs.metadata import preview_md
 from hedge_pipeline.defs.partitions import weekly_code_partitions
 from hedge_pipeline.defs.resources import WarehouseResource
 from hedge_pipeline.portfolio.selection import (
@@ -99,9 +100,9 @@ def portfolio_selection(
             "weights_sum": float(book["weight"].sum()),
             "split_mode": template.time_series_params.split_mode,
             "embargo_bars": template.time_series_params.embargo_bars,
-            "splits": _markdown(splits),
+            "splits": preview_md(splits, rows=MAX_PREVIEW_ROWS),
             "skipped_codes": dg.MetadataValue.json(unselected),
-            "preview": _markdown(frame.select(PREVIEW_COLUMNS)),
+            "preview": preview_md(frame, rows=MAX_PREVIEW_ROWS, columns=PREVIEW_COLUMNS),
         },
         data_version=dg.DataVersion(selection_hash(frame)),
         check_results=[
@@ -119,13 +120,3 @@ def portfolio_selection(
             )
         ],
     )
-
-
-def _markdown(frame: pl.DataFrame) -> dg.MetadataValue:
-    """A markdown table of the first rows, never wrapped, timestamps to the minute (UTC)."""
-    head = frame.head(MAX_PREVIEW_ROWS).with_columns(
-        pl.col(pl.Datetime).dt.strftime("%Y-%m-%d %H:%M")
-    )
-    lines = ["| " + " | ".join(map(str, row)) + " |" for row in [head.columns, *head.iter_rows()]]
-    lines.insert(1, "|" + " --- |" * head.width)
-    return dg.MetadataValue.md("\n".join(lines))
