@@ -172,6 +172,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from hedge_pipeline.bench.greeks import run
 
         report = run(n=args.n, repeats=args.repeats)
+    elif args.suite == "env":
+        from hedge_pipeline.bench.env import run
+
+        report = run(num_envs=args.num_envs)
     elif args.suite == "cnn-lstm":
         from hedge_pipeline.bench.cnn_lstm import run
 
@@ -197,6 +201,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     greeks = suites.add_parser("greeks", help="prices + Greeks and implied vol vs peers")
     greeks.add_argument("--n", type=int, default=1_000_000, help="options per batch")
     greeks.add_argument("--repeats", type=int, default=5)
+    env = suites.add_parser("env", help="batched hedging env vs the single-path gymnasium env")
+    env.add_argument("--num-envs", type=int, default=1024)
     cnn = suites.add_parser("cnn-lstm", help="CNN-LSTM training samples/s")
     cnn.add_argument("--batch-size", type=int, default=256)
     cnn.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
