@@ -77,7 +77,10 @@ def test_materialization_metadata_describes_the_partition(instance):
     assert raw["dagster/row_count"].value == _counts("raw_option_chains")["3MN5"]
     assert raw["options"].value > 20
     assert raw["first_ts"].value < raw["last_ts"].value
-    assert raw["preview"].value.splitlines()[0] == "| ts | option_symbol | strike | bid | ask | underlying_price |"
+    assert (
+        raw["preview"].value.splitlines()[0]
+        == "| ts | option_symbol | strike | bid | ask | underlying_price |"
+    )
     rates = feats["iv_status_rates"].value
     assert set(rates) == {"ok", "below_intrinsic", "above_max", "no_quote", "expired"}
     assert abs(sum(rates.values()) - 1.0) < 1e-12
