@@ -1,4 +1,4 @@
-"""``hedge bench hedging``: baselines and the deep hedger on one set of evaluation paths.
+"""``hedge bench hedging``: baselines and learned hedgers on one set of evaluation paths.
 
 The defaults are the reference experiment E1 (shared/notes/hedging-anchors.md): GBM, σ = 0.2,
 a short at-the-money call with 30 daily rebalances, proportional cost c, and 200,000 fresh
@@ -10,6 +10,9 @@ Each hedger reports ``price`` (the criterion's cash, lower is better), ``mean_pl
 (0 for the baselines; ``train_cpu_seconds`` the process CPU time, the fairer figure on shared
 cores) and ``steps_per_second``: path-steps per second of training for a
 learned hedger (epochs · paths · n_steps / train_seconds), of evaluation for a baseline.
+``algorithm`` names the learned hedgers, comma-separated: ``deep_hedging`` and/or ``ppo``
+(PPO's epochs are its iterations of ``paths`` fresh paths; it also reports
+``rollout_steps_per_second``, experience collection alone).
 Metrics are computed in float64 from float32 rollouts.
 
 The module imports neither Dagster nor MLflow; the CLI prints ``run()`` as JSON::
@@ -28,7 +31,8 @@ import torch
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge, WhalleyWilmott
-from hedge_pipeline.ml.hedging.deep_hedging import train_deep_hedger
+from hedge_pipeline.ml.hedging.deep_hedging import TrainHistory, train_deep_hedger
+from hedge_pipeline.ml.hedging.ppo import PPOHistory, train_ppo
 from hedge_pipeline.ml.hedging.simulator import (
     Book,
     HedgingProblem,
@@ -40,7 +44,7 @@ from hedge_pipeline.ml.hedging.simulator import (
 from hedge_pipeline.quant.market_sim import HestonParams
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, parse_criterion
 
-ALGORITHMS = ("deep_hedging",)
+ALGORITHMS = ("deep_hedging", "ppo")
 # Offsets the evaluation seed far from any training seed a sweep would use.
 _EVAL_SEED_OFFSET = 1_000_003
 
@@ -72,14 +76,16 @@ def run(
     ``market="heston"`` simulates Heston with ``heston`` (keys of
     :class:`~hedge_pipeline.quant.market_sim.HestonParams`: kappa, theta, xi, rho, v0) while
     the hedgers keep using Black–Scholes features at ``sigma``. ``head`` picks the deep
-    hedger's network (``"ntb"`` or ``"mlp"``) and ``n_layers`` its depth (width 32); the
+    hedger's network (``"ntb"`` or ``"mlp"``) and ``n_layers`` its depth (width 32, PPO's
+    networks too); ``lr`` is the deep hedger's, PPO keeps its own (3e-4). The
     Whalley–Wilmott risk aversion is the
     entropic parameter a when the criterion is entropic, else 1.
     """
     if market not in ("gbm", "heston"):
         raise ValueError(f"unknown market {market!r}; expected 'gbm' or 'heston'")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
+    algorithms = [name.strip() for name in algorithm.split(",")]
+    if not algorithms or any(name not in ALGORITHMS for name in algorithms):
+        raise ValueError(f"unknown algorithm {algorithm!r}; expected some of {ALGORITHMS}")
     if option not in ("call", "put"):
         raise ValueError(f"option must be 'call' or 'put', got {option!r}")
     risk = parse_criterion(criterion)
@@ -91,18 +97,31 @@ def run(
         n_steps=steps,
         cost=cost,
     )
-    policy, history = train_deep_hedger(
-        problem,
-        risk,
-        epochs=epochs,
-        paths_per_epoch=paths,
-        lr=lr,
-        head=head,
-        seed=seed,
-        time_budget_s=time_budget_s,
-        num_threads=num_threads,
-        n_layers=n_layers,
-    )
+    learned: dict[str, tuple[Policy, TrainHistory]] = {}
+    if "deep_hedging" in algorithms:
+        learned["deep_hedging"] = train_deep_hedger(
+            problem,
+            risk,
+            epochs=epochs,
+            paths_per_epoch=paths,
+            lr=lr,
+            head=head,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            num_threads=num_threads,
+            n_layers=n_layers,
+        )
+    if "ppo" in algorithms:
+        learned["ppo"] = train_ppo(
+            problem,
+            risk,
+            iterations=epochs,
+            paths_per_iteration=paths,
+            seed=seed,
+            time_budget_s=time_budget_s,
+            num_threads=num_threads,
+            n_layers=n_layers,
+        )
     eval_generator = torch.Generator().manual_seed(seed + _EVAL_SEED_OFFSET)
     eval_set = simulate_paths(problem, eval_paths, eval_generator)
     risk_aversion = risk.a if isinstance(risk, EntropicRisk) else 1.0
@@ -110,28 +129,32 @@ def run(
         "no_hedge": NoHedge(),
         "bs_delta": BlackScholesDelta(),
         "whalley_wilmott": WhalleyWilmott(problem, risk_aversion),
-        algorithm: policy,
-    }
+    } | {name: policy for name, (policy, _) in learned.items()}
     results = {}
     for name, hedger in hedgers.items():
         start = time.perf_counter()
         with torch.no_grad():
             pl = rollout(problem, eval_set, hedger)[0].double()
         eval_seconds = time.perf_counter() - start
-        learned = name == algorithm
+        history = learned[name][1] if name in learned else TrainHistory()
         train_steps = history.epochs * paths * steps
         results[name] = {
             "price": float(risk.cash(pl)),
             "mean_pl": float(pl.mean()),
             "std_pl": float(pl.std()),
             "es10": float(ExpectedShortfall(0.1).cash(pl)),
-            "train_seconds": history.seconds if learned else 0.0,
-            "train_cpu_seconds": history.cpu_seconds if learned else 0.0,
+            "train_seconds": history.seconds,
+            "train_cpu_seconds": history.cpu_seconds,
             "steps_per_second": (
-                train_steps / history.seconds if learned else eval_paths * steps / eval_seconds
+                train_steps / history.seconds
+                if name in learned
+                else eval_paths * steps / eval_seconds
             ),
         }
-    results[algorithm]["epochs"] = history.epochs
+        if name in learned:
+            results[name]["epochs"] = history.epochs
+        if isinstance(history, PPOHistory):
+            results[name]["rollout_steps_per_second"] = history.rollout_steps_per_second
     settings = {
         "market": market,
         "cost": cost,
