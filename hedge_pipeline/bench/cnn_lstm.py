@@ -30,6 +30,7 @@ from torch import nn
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.ml.cnn_lstm import CnnLstm, CnnLstmConfig
+from hedge_pipeline.ml.threads import torch_threads
 
 NOTES_SAMPLES_PER_S = (737, 767)
 N_TARGETS = 2
@@ -91,11 +92,9 @@ def run(
     warmup: int = 3,
 ) -> dict:
     """Run the suite; a JSON-serialisable report (see the module docstring)."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     shape = (batch_size, sequence_length, n_features)
-    try:
+    with torch_threads(threads):
         results = {
             device: _interleaved(
                 models(n_features, sequence_length),
@@ -107,8 +106,6 @@ def run(
             )
             for device in devices
         }
-    finally:
-        torch.set_num_threads(previous_threads)
     cpu = results["cpu"]
     return {
         "suite": "cnn_lstm",

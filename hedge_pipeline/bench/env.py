@@ -32,11 +32,11 @@ import statistics
 import time
 
 import numpy as np
-import torch
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.ml.hedging.envs import HedgingEnv, HedgingVectorEnv
 from hedge_pipeline.ml.hedging.simulator import DELTA, HedgingProblem
+from hedge_pipeline.ml.threads import torch_threads
 
 
 def _batched_rate(env: HedgingVectorEnv, steps: int, seed: int) -> float:
@@ -74,19 +74,15 @@ def run(
     ``steps`` are calls of the batched env's ``step`` per repeat (310 = 10 episodes of E1's 30
     steps plus their autoreset steps); ``single_steps`` decisions of the single env per repeat.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
     problem = HedgingProblem(cost=1e-3)
     batched, single = HedgingVectorEnv(num_envs, problem), HedgingEnv(problem)
-    try:
+    with torch_threads(threads):
         _batched_rate(batched, problem.n_steps + 1, seed)  # warm-up, untimed
         _single_rate(single, problem.n_steps, seed)
         rates: dict[str, list[float]] = {"batched": [], "single": []}
         for i in range(repeats):
             rates["batched"].append(_batched_rate(batched, steps, seed + i))
             rates["single"].append(_single_rate(single, single_steps, seed + i))
-    finally:
-        torch.set_num_threads(previous_threads)
     batched_rate = statistics.median(rates["batched"])
     single_rate = statistics.median(rates["single"])
     return {

@@ -46,6 +46,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     rollout,
     simulate_paths,
 )
+from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
 
 __all__ = ["MLPPolicy", "NoTransactionBandPolicy", "TrainHistory", "train_deep_hedger"]
@@ -170,10 +171,7 @@ def train_deep_hedger(
     if head not in _HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(_HEADS)}")
     risk = parse_criterion(criterion) if isinstance(criterion, str) else criterion
-    threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
+    with torch_threads(num_threads):
         torch.manual_seed(seed)
         policy = _HEADS[head](width, n_layers)
         generator = torch.Generator().manual_seed(seed)
@@ -191,6 +189,4 @@ def train_deep_hedger(
             history.cpu_seconds = time.process_time() - cpu_start
             if time_budget_s is not None and history.seconds >= time_budget_s:
                 break
-    finally:
-        torch.set_num_threads(threads)
     return policy.eval(), history

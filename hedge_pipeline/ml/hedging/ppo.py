@@ -67,6 +67,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     rollout,
     simulate_paths,
 )
+from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import (
     EntropicRisk,
     ExpectedShortfall,
@@ -247,10 +248,7 @@ def train_ppo(
     Returns the deterministic policy (the mean action, eval mode) and its :class:`PPOHistory`.
     """
     risk = parse_criterion(criterion) if isinstance(criterion, str) else criterion
-    threads = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
+    with torch_threads(num_threads):
         torch.manual_seed(seed)
         agent = _Agent(width, n_layers, init_std)
         generator = torch.Generator().manual_seed(seed)
@@ -321,6 +319,4 @@ def train_ppo(
             history.cpu_seconds = time.process_time() - cpu_start
             if time_budget_s is not None and history.seconds >= time_budget_s:
                 break
-    finally:
-        torch.set_num_threads(threads)
     return agent.actor.eval(), history
