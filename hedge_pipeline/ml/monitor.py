@@ -105,8 +105,8 @@ class TrainingMonitor:
         self._episode(
             "plateau",
             stale_epochs >= self.plateau_epochs,
-            f"val_loss has not improved for {stale_epochs} epochs (best {best:.4g}, epoch "
-            f"{epoch}): the run is on a plateau",
+            f"epoch {epoch}: val_loss has not improved for {stale_epochs} epochs (best "
+            f"{best:.4g} at epoch {epoch - stale_epochs}): the run is on a plateau",
         )
 
     def check_memory(self) -> None:

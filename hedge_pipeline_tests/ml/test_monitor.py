@@ -83,7 +83,9 @@ def test_plateau_warns_once_at_half_patience_and_rearms() -> None:
     feed(monitor, [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5], [0, 1, 2, 3, 4, 0, 1, 2, 3])
     plateaus = [w for w in warnings if "plateau" in w]
     assert len(plateaus) == 2
-    assert plateaus[0].startswith("val_loss has not improved for 3 epochs (best 1, epoch 4)")
+    assert plateaus[0].startswith(
+        "epoch 4: val_loss has not improved for 3 epochs (best 1 at epoch 1)"
+    )
 
 
 def test_plateau_needs_at_least_two_epochs() -> None:
