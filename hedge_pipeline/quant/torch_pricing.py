@@ -15,7 +15,8 @@ Python scalars adopt the tensors' dtype. No cancellation-safe wing branch: in fl
 precision is not there to keep, and the hedger only ever prices near the money.
 
 >>> import torch
->>> round(float(bs_price(torch.tensor(42.0, dtype=torch.float64), 40.0, 0.5, 0.2, 0.1)), 4)
+>>> spot = torch.tensor(42.0, dtype=torch.float64)
+>>> round(float(bs_greeks(spot, 40.0, 0.5, 0.2, 0.1)["price"]), 4)
 4.7594
 >>> g = bs_greeks(torch.tensor(49.0, dtype=torch.float64), 50.0, 20 / 52, 0.2, 0.05)
 >>> [round(float(g[k]), 4) for k in ("price", "delta", "gamma")]
@@ -30,7 +31,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["bs_delta", "bs_gamma", "bs_greeks", "bs_price"]
+__all__ = ["bs_greeks"]
 
 TensorLike = Tensor | float | bool
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -94,45 +95,3 @@ def bs_greeks(
         "delta": torch.where(live, live_delta, sign * itm * m["d_fwd"] / m["s"]),
         "gamma": torch.where(live, live_gamma, torch.zeros_like(live_gamma)),
     }
-
-
-def bs_price(
-    spot: TensorLike,
-    strike: TensorLike,
-    tau: TensorLike,
-    vol: TensorLike,
-    rate: TensorLike = 0.0,
-    dividend: TensorLike = 0.0,
-    is_call: TensorLike = True,
-    futures: TensorLike = False,
-) -> Tensor:
-    """Option price; see :func:`bs_greeks` for conventions and shapes."""
-    return bs_greeks(spot, strike, tau, vol, rate, dividend, is_call, futures)["price"]
-
-
-def bs_delta(
-    spot: TensorLike,
-    strike: TensorLike,
-    tau: TensorLike,
-    vol: TensorLike,
-    rate: TensorLike = 0.0,
-    dividend: TensorLike = 0.0,
-    is_call: TensorLike = True,
-    futures: TensorLike = False,
-) -> Tensor:
-    """∂price/∂spot; see :func:`bs_greeks` for conventions and shapes."""
-    return bs_greeks(spot, strike, tau, vol, rate, dividend, is_call, futures)["delta"]
-
-
-def bs_gamma(
-    spot: TensorLike,
-    strike: TensorLike,
-    tau: TensorLike,
-    vol: TensorLike,
-    rate: TensorLike = 0.0,
-    dividend: TensorLike = 0.0,
-    is_call: TensorLike = True,
-    futures: TensorLike = False,
-) -> Tensor:
-    """∂²price/∂spot²; see :func:`bs_greeks` for conventions and shapes."""
-    return bs_greeks(spot, strike, tau, vol, rate, dividend, is_call, futures)["gamma"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hedge_pipeline.quant import pricing
-from hedge_pipeline.quant.torch_pricing import bs_delta, bs_gamma, bs_greeks, bs_price
+from hedge_pipeline.quant.torch_pricing import bs_greeks
 
 
 def _book(n: int = 4000) -> dict[str, np.ndarray]:
@@ -55,10 +55,9 @@ def test_hull_vectors_and_float32():
 def test_delta_and_gamma_are_the_autograd_derivatives():
     spot = torch.linspace(80.0, 120.0, 9, dtype=torch.float64, requires_grad=True)
     for is_call in (True, False):
-        price = bs_price(spot, 100.0, 0.3, 0.25, 0.02, 0.01, is_call=is_call)
+        greeks = bs_greeks(spot, 100.0, 0.3, 0.25, 0.02, 0.01, is_call=is_call)
+        price, delta, gamma = greeks["price"], greeks["delta"], greeks["gamma"]
         (grad,) = torch.autograd.grad(price.sum(), spot, create_graph=True)
         (grad2,) = torch.autograd.grad(grad.sum(), spot)
-        delta = bs_delta(spot, 100.0, 0.3, 0.25, 0.02, 0.01, is_call=is_call)
-        gamma = bs_gamma(spot, 100.0, 0.3, 0.25, 0.02, 0.01, is_call=is_call)
         torch.testing.assert_close(grad, delta)
         torch.testing.assert_close(grad2, gamma)
