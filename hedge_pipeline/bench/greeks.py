@@ -202,23 +202,20 @@ def _textbook_greeks(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
+def _scalar_rows(b: dict[str, np.ndarray], call_flag: np.ndarray) -> list[tuple]:
+    """Per option, as the scalar peers take it: (undiscounted price, forward, strike, tau, flag)."""
+    forward, discount = _forward_and_discount(b)
+    columns = ((b["price"] / discount), forward, b["strike"], b["tau"], call_flag)
+    return list(zip(*(c.tolist() for c in columns), strict=True))
+
+
 def _lets_be_rational(book, informative, repeats) -> dict:
     try:
         from py_lets_be_rational import implied_volatility_from_a_transformed_rational_guess
     except ImportError:
         return {"available": False, "scalar": True}
     b, mask = _sample(book, informative, _SCALAR_SAMPLE)
-    forward, discount = _forward_and_discount(b)
-    rows = list(
-        zip(
-            (b["price"] / discount).tolist(),
-            forward.tolist(),
-            b["strike"].tolist(),
-            b["tau"].tolist(),
-            np.where(b["is_call"], 1.0, -1.0).tolist(),
-            strict=True,
-        )
-    )
+    rows = _scalar_rows(b, np.where(b["is_call"], 1.0, -1.0))  # its q = +1 call, -1 put
 
     def solve() -> list[float]:
         out = []
@@ -252,17 +249,7 @@ def _brentq_objective(vol, forward, strike, root_t, call, target) -> float:
 
 def _brentq(book, informative, repeats) -> dict:
     b, mask = _sample(book, informative, _BRENTQ_SAMPLE)
-    forward, discount = _forward_and_discount(b)
-    rows = list(
-        zip(
-            (b["price"] / discount).tolist(),
-            forward.tolist(),
-            b["strike"].tolist(),
-            b["tau"].tolist(),
-            b["is_call"].tolist(),
-            strict=True,
-        )
-    )
+    rows = _scalar_rows(b, b["is_call"])
 
     def solve() -> list[float]:
         out = []
