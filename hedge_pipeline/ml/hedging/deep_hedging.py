@@ -34,6 +34,7 @@ k-element multiply 0.12 ms on 1 thread vs 3.4 ms on 2 busy cores).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +42,8 @@ from torch import Tensor, nn
 
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
-    PREV_HEDGE,
+    N_MARKET,
+    Episodes,
     HedgingProblem,
     rollout,
     simulate_paths,
@@ -49,9 +51,19 @@ from hedge_pipeline.ml.hedging.simulator import (
 from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
 
-__all__ = ["MLPPolicy", "NoTransactionBandPolicy", "TrainHistory", "train_deep_hedger"]
+__all__ = [
+    "HEADS",
+    "MLPPolicy",
+    "NoTransactionBandPolicy",
+    "Sampler",
+    "TrainHistory",
+    "make_policy",
+    "sampler_of",
+    "train_deep_hedger",
+]
 
-N_FEATURES = PREV_HEDGE  # market-feature columns come before the position
+Sampler = Callable[[int, torch.Generator], Episodes]
+"""sampler(n_paths, generator) → a fresh batch of training episodes."""
 
 
 class MLP(nn.Sequential):
@@ -79,26 +91,28 @@ def _leaky_relu_floor(x: Tensor, slope: float = 0.01) -> Tensor:
 class NoTransactionBandPolicy(nn.Module):
     """Clamp the previous position into a learned band around the Black–Scholes delta.
 
+    ``n_features`` is the problem's (four market columns plus its context).
+
     Shape:
-        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+        obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
     """
 
-    def __init__(self, width: int = 32, n_layers: int = 4) -> None:
+    def __init__(self, width: int = 32, n_layers: int = 4, n_features: int = N_MARKET) -> None:
         super().__init__()
-        self.net = MLP(N_FEATURES, 2, width, n_layers)
+        self.net = MLP(n_features, 2, width, n_layers)
 
     def band(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Lower and upper band edges.
 
         Shape:
-            features: (..., 4) market features → lower, upper: (...)
+            features: (..., n_features) observation without the position → lower, upper: (...)
         """
         widths = _leaky_relu_floor(self.net(features))
         delta = features[..., DELTA]
         return delta - widths[..., 0], delta + widths[..., 1]
 
     def forward(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
-        lower, upper = self.band(obs[..., :N_FEATURES])
+        lower, upper = self.band(obs[..., :-1])
         return torch.clamp(prev_hedge, lower, upper)
 
 
@@ -110,12 +124,12 @@ class MLPPolicy(nn.Module):
     costs and risk aversion.
 
     Shape:
-        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+        obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
     """
 
-    def __init__(self, width: int = 32, n_layers: int = 4) -> None:
+    def __init__(self, width: int = 32, n_layers: int = 4, n_features: int = N_MARKET) -> None:
         super().__init__()
-        self.net = MLP(N_FEATURES + 1, 1, width, n_layers)
+        self.net = MLP(n_features + 1, 1, width, n_layers)
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
@@ -140,7 +154,21 @@ class TrainHistory:
         return len(self.loss)
 
 
-_HEADS = {"ntb": NoTransactionBandPolicy, "mlp": MLPPolicy}
+HEADS = {"ntb": NoTransactionBandPolicy, "mlp": MLPPolicy}
+
+
+def make_policy(
+    head: str, problem: HedgingProblem, width: int = 32, n_layers: int = 4
+) -> nn.Module:
+    """A fresh policy network of ``head`` sized for ``problem``'s observations."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
+    return HEADS[head](width, n_layers, problem.n_features)
+
+
+def sampler_of(problem: HedgingProblem) -> Sampler:
+    """Fresh E1-style episodes of ``problem``'s own market (GBM or Heston)."""
+    return lambda n, generator: simulate_paths(problem, n, generator)
 
 
 def train_deep_hedger(
@@ -156,6 +184,7 @@ def train_deep_hedger(
     num_threads: int | None = None,
     width: int = 32,
     n_layers: int = 4,
+    sampler: Sampler | None = None,
 ) -> tuple[nn.Module, TrainHistory]:
     """Train a policy by Adam on the price of fresh simulated paths, one step per epoch.
 
@@ -165,21 +194,22 @@ def train_deep_hedger(
     torch's intra-op threads for the duration of training (restored afterwards). ``width`` and
     ``n_layers`` size the head's network: pfhedge's 4 × 32 by default; 2 × 32 halves the cost
     of a step and, given the same CPU time, trained to a lower E1 price (benchmarks/hedging.md).
+    ``sampler`` draws the training episodes (default: ``problem``'s own GBM/Heston paths); a
+    calibrated weekly-code market passes its own.
 
     Returns the policy in eval mode (float32) and its :class:`TrainHistory`.
     """
-    if head not in _HEADS:
-        raise ValueError(f"unknown head {head!r}; expected one of {', '.join(_HEADS)}")
     risk = parse_criterion(criterion) if isinstance(criterion, str) else criterion
+    sample = sampler or sampler_of(problem)
     with torch_threads(num_threads):
         torch.manual_seed(seed)
-        policy = _HEADS[head](width, n_layers)
+        policy = make_policy(head, problem, width, n_layers)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
         history = TrainHistory()
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(epochs):
-            paths = simulate_paths(problem, paths_per_epoch, generator)
+            paths = sample(paths_per_epoch, generator)
             loss = risk.loss(rollout(problem, paths, policy)[0])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -56,16 +56,21 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hedge_pipeline.ml.hedging.deep_hedging import MLP, MLPPolicy, TrainHistory
+from hedge_pipeline.ml.hedging.deep_hedging import (
+    MLP,
+    MLPPolicy,
+    Sampler,
+    TrainHistory,
+    sampler_of,
+)
 from hedge_pipeline.ml.hedging.simulator import (
-    OBSERVATIONS,
-    PREV_HEDGE,
+    Episodes,
     HedgingProblem,
-    book_price,
+    as_episodes,
+    book_greeks,
     market_features,
-    payoff,
     rollout,
-    simulate_paths,
+    trade_costs,
 )
 from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import (
@@ -75,7 +80,6 @@ from hedge_pipeline.quant.risk import (
     RiskMeasure,
     parse_criterion,
 )
-from hedge_pipeline.quant.torch_pricing import bs_greeks
 
 __all__ = ["PPOHistory", "gae", "risk_aversion", "step_increments", "train_ppo"]
 
@@ -104,41 +108,33 @@ class PPOHistory(TrainHistory):
         return self.env_steps / self.rollout_seconds if self.rollout_seconds else 0.0
 
 
-def book_values(problem: HedgingProblem, paths: Tensor) -> Tensor:
-    """Black–Scholes value of the (long) book at every time, the payoff at maturity.
+def book_values(problem: HedgingProblem, paths: Tensor | Episodes) -> Tensor:
+    """Black–Scholes value of the (long) book at every time (at each option's vol), the
+    episode's terminal value (the payoff at expiry) at the end.
 
     Shape:
-        paths: (n_paths, n_steps + 1) → (n_paths, n_steps + 1)
+        paths: (n_paths, n_steps + 1) or Episodes → (n_paths, n_steps + 1)
     """
-    book = problem.book
-    dtype = paths.dtype
-    tau = problem.maturity - torch.arange(problem.n_steps, dtype=dtype) * problem.dt
-    g = bs_greeks(
-        paths[:, :-1].unsqueeze(-1),
-        torch.tensor(book.strikes, dtype=dtype),
-        tau.unsqueeze(-1),
-        problem.sigma,
-        is_call=torch.tensor(book.is_call),
-    )
-    live = (g["price"] * torch.tensor(book.weights, dtype=dtype)).sum(-1)
-    return torch.cat([live, payoff(problem, paths[:, -1]).unsqueeze(-1)], dim=1)
+    ep = as_episodes(problem, paths)
+    vol = ep.vol if ep.vol.ndim < 2 else ep.vol[:, :-1]
+    live = book_greeks(problem, ep.spot[:, :-1], ep.tau[:, :-1], vol)["price"]
+    return torch.cat([live, ep.terminal_value.unsqueeze(-1)], dim=1)
 
 
-def step_increments(problem: HedgingProblem, paths: Tensor, hedges: Tensor) -> Tensor:
-    """P&L of each step marked to Black–Scholes; row sums are ``pnl(...) + V_0``.
+def step_increments(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Tensor) -> Tensor:
+    """P&L of each step marked to Black–Scholes; row sums are ``pnl(...) + V_0 − premium``.
 
     x_t = −(V_{t+1} − V_t) + δ_t(S_{t+1} − S_t) − cost(δ_t − δ_{t−1}, S_t), with the cost
     terms of :func:`~hedge_pipeline.ml.hedging.simulator.pnl` (δ_{−1} = 0).
 
     Shape:
-        paths: (n_paths, n_steps + 1), hedges: (n_paths, n_steps) → (n_paths, n_steps)
+        paths: (n_paths, n_steps + 1) or Episodes, hedges: (n_paths, n_steps)
+        → (n_paths, n_steps)
     """
+    ep = as_episodes(problem, paths)
     trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
-    spot = paths[:, :-1]
-    costs = (problem.cost * trades.abs() + problem.slippage * trades * trades) * spot
-    if problem.fixed_fee:
-        costs = costs + problem.fixed_fee * (trades != 0).to(costs.dtype)
-    return -book_values(problem, paths).diff(dim=1) + hedges * paths.diff(dim=1) - costs
+    costs = trade_costs(problem, trades, ep.spot[:, :-1])
+    return -book_values(problem, ep).diff(dim=1) + hedges * ep.spot.diff(dim=1) - costs
 
 
 def risk_aversion(risk: RiskMeasure, reference_std: float) -> float:
@@ -201,14 +197,14 @@ class _RunningStd:
 class _Agent(nn.Module):
     """Actor (Gaussian around :class:`MLPPolicy`'s hedge) and critic of the observations."""
 
-    def __init__(self, width: int, n_layers: int, init_std: float) -> None:
+    def __init__(self, width: int, n_layers: int, init_std: float, n_features: int) -> None:
         super().__init__()
-        self.actor = MLPPolicy(width, n_layers)
-        self.critic = MLP(len(OBSERVATIONS), 1, width, n_layers)
+        self.actor = MLPPolicy(width, n_layers, n_features)
+        self.critic = MLP(n_features + 1, 1, width, n_layers)
         self.log_std = nn.Parameter(torch.tensor(math.log(init_std)))
 
     def distribution(self, obs: Tensor) -> torch.distributions.Normal:
-        mean = self.actor(obs, obs[..., PREV_HEDGE])
+        mean = self.actor(obs, obs[..., -1])
         return torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
 
     def value(self, obs: Tensor) -> Tensor:
@@ -236,6 +232,7 @@ def train_ppo(
     init_std: float = 0.05,
     width: int = 32,
     n_layers: int = 4,
+    sampler: Sampler | None = None,
 ) -> tuple[MLPPolicy, PPOHistory]:
     """Train a hedging policy by PPO on fresh simulated paths; see the module doc for choices.
 
@@ -243,26 +240,28 @@ def train_ppo(
     order (one private generator: the global RNG is reseeded for the initial weights only, as
     in :func:`~hedge_pipeline.ml.hedging.deep_hedging.train_deep_hedger`). Training stops after
     ``iterations`` or once ``time_budget_s`` wall seconds have passed. ``num_threads`` sets
-    torch's intra-op threads during training (restored afterwards).
+    torch's intra-op threads during training (restored afterwards). ``sampler`` draws the
+    training episodes (default: ``problem``'s own paths), as for the deep hedger.
 
     Returns the deterministic policy (the mean action, eval mode) and its :class:`PPOHistory`.
     """
     risk = parse_criterion(criterion) if isinstance(criterion, str) else criterion
     with torch_threads(num_threads):
         torch.manual_seed(seed)
-        agent = _Agent(width, n_layers, init_std)
+        agent = _Agent(width, n_layers, init_std, problem.n_features)
+        sample = sampler or sampler_of(problem)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5)
         return_std = _RunningStd()
         lam_risk: float | None = None
         history = PPOHistory()
-        n_steps, v0 = problem.n_steps, book_price(problem)
+        n_steps = problem.n_steps
         start, cpu_start = time.perf_counter(), time.process_time()
         for _ in range(iterations):
             # 1. Rollout: every path at once, one Python step per decision time.
             rollout_start = time.perf_counter()
             with torch.no_grad():
-                paths = simulate_paths(problem, paths_per_iteration, generator)
+                paths = as_episodes(problem, sample(paths_per_iteration, generator))
                 feats = market_features(problem, paths)
                 prev = torch.zeros(paths_per_iteration)
                 obs_steps, action_steps, logp_steps, value_steps = [], [], [], []
@@ -290,7 +289,7 @@ def train_ppo(
             history.rollout_seconds += time.perf_counter() - rollout_start
 
             # 2. Update: a few epochs of large minibatches over the flattened batch.
-            b_obs = torch.stack(obs_steps, dim=1).reshape(-1, len(OBSERVATIONS))
+            b_obs = torch.stack(obs_steps, dim=1).reshape(-1, problem.n_features + 1)
             b_actions, b_logp = hedges.reshape(-1), torch.stack(logp_steps, dim=1).reshape(-1)
             b_adv, b_returns = advantages.reshape(-1), returns.reshape(-1)
             batch = b_obs.shape[0]
@@ -313,7 +312,9 @@ def train_ppo(
                     nn.utils.clip_grad_norm_(agent.parameters(), max_grad_norm)
                     optimizer.step()
 
-            history.loss.append(v0 - float(rewards.sum(dim=1).double().mean()))
+            # Minus the shaped objective in P&L units: the increments sum to PL + V_0 − premium.
+            v0 = book_values(problem, paths)[:, 0] - paths.premium
+            history.loss.append(float((v0 - rewards.sum(dim=1)).double().mean()))
             history.env_steps += paths_per_iteration * n_steps
             history.seconds = time.perf_counter() - start
             history.cpu_seconds = time.process_time() - cpu_start

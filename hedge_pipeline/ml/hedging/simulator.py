@@ -18,8 +18,15 @@ constant almost everywhere). Rates are zero: the underlying is a futures price (
 carry) and cash earns nothing over a few weeks, as in E1.
 
 Paths come from :func:`simulate_paths` (GBM, or Heston by full-truncation Euler) or from
-anywhere else: every other function takes a plain price tensor, so historical replay plugs in
-by passing its paths.
+anywhere else. Every other function takes either a plain price tensor (the E1 setting: the book
+is sold at t = 0 with ``maturity`` to run, priced at the model vol ``sigma``) or an
+:class:`Episodes` batch, which says per path and per time what a tensor of prices cannot: the
+time to the book's expiry, the implied vol of each book option (for the Greeks and the marks),
+what the book was sold for and is worth at the end, and extra observation columns (context).
+A window of a weekly code's history (replay) or a path simulated from a calibrated market
+(``hedge_pipeline.ml.hedging.code_market``) is an ``Episodes``; with premium and terminal value
+the P&L becomes ``premium − terminal_value + gains − costs``, which for a tensor of paths
+(premium 0, terminal value the payoff) is exactly the E1 formula above.
 
 >>> import torch
 >>> problem = HedgingProblem(cost=1e-3)
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -42,8 +50,10 @@ from hedge_pipeline.quant.torch_pricing import bs_greeks
 __all__ = [
     "OBSERVATIONS",
     "Book",
+    "Episodes",
     "HedgingProblem",
     "Policy",
+    "as_episodes",
     "book_greeks",
     "book_price",
     "market_features",
@@ -52,14 +62,18 @@ __all__ = [
     "pnl",
     "rollout",
     "simulate_paths",
+    "trade_costs",
 ]
 
-# Columns of an observation; the first four are the market features, the last the position.
+# Columns of an observation without context: four market features, then the position. A
+# problem with ``context`` columns puts them between the two (``HedgingProblem.observations``);
+# the position is always the last column.
 OBSERVATIONS = ("log_moneyness", "time_to_expiry", "delta", "scaled_gamma", "prev_hedge")
 LOG_MONEYNESS, TIME_TO_EXPIRY, DELTA, SCALED_GAMMA, PREV_HEDGE = range(len(OBSERVATIONS))
+N_MARKET = PREV_HEDGE  # market-feature columns before any context
 
 Policy = Callable[[Tensor, Tensor], Tensor]
-"""policy(obs_t (n_paths, 5), prev_hedge (n_paths,)) → hedge held over [t, t+1] (n_paths,)."""
+"""policy(obs_t (n_paths, n_obs), prev_hedge (n_paths,)) → hedge held over [t, t+1] (n_paths,)."""
 
 
 @dataclass(frozen=True)
@@ -104,12 +118,26 @@ class HedgingProblem:
     cost: float = 0.0
     slippage: float = 0.0
     fixed_fee: float = 0.0
+    context: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or self.maturity <= 0.0 or self.s0 <= 0.0 or self.sigma <= 0.0:
             raise ValueError(f"need n_steps >= 1 and positive maturity, s0, sigma: {self}")
         if min(self.cost, self.slippage, self.fixed_fee) < 0.0:
-            raise ValueError(f"costs must be non-negative: {self}")
+            raise ValueError(
+                f"costs must be non-negative, got cost={self.cost}, slippage={self.slippage}, "
+                f"fixed_fee={self.fixed_fee}"
+            )
+
+    @property
+    def observations(self) -> tuple[str, ...]:
+        """Observation columns: market features, context (if any), previous hedge."""
+        return (*OBSERVATIONS[:N_MARKET], *self.context, OBSERVATIONS[PREV_HEDGE])
+
+    @property
+    def n_features(self) -> int:
+        """Columns a policy's network reads besides the position."""
+        return N_MARKET + len(self.context)
 
     @property
     def dt(self) -> float:
@@ -119,6 +147,62 @@ class HedgingProblem:
     @property
     def market(self) -> str:
         return "gbm" if self.heston is None else "heston"
+
+
+class Episodes(NamedTuple):
+    """A batch of hedging episodes: everything the P&L and the observations need, per path.
+
+    A NamedTuple of tensors so that the training loop (``ml.trainer``) can treat it as a
+    batch; ``vol`` may be any shape broadcastable to (n_paths, n_steps + 1, n_options) (a
+    scalar model vol in E1).
+
+    Shape:
+        spot, tau: (n_paths, n_steps + 1), years to the book's expiry in ``tau``;
+        vol: implied vol of each book option, (n_paths, n_steps + 1, n_options) or broadcastable;
+        premium, terminal_value: (n_paths,), the book's price at t = 0 and mark at t = N
+        (its payoff when it expires then); context: (n_paths, n_steps, n_context).
+    """
+
+    spot: Tensor
+    tau: Tensor
+    vol: Tensor
+    premium: Tensor
+    terminal_value: Tensor
+    context: Tensor
+
+    @property
+    def n_paths(self) -> int:
+        return self.spot.shape[0]
+
+
+def as_episodes(problem: HedgingProblem, paths: Tensor | Episodes) -> Episodes:
+    """``paths`` itself, or the E1 episodes of a price tensor.
+
+    E1: the book is sold at t = 0 for nothing (the risk measure's value is then the price),
+    runs ``maturity`` to expiry on a uniform grid and is priced at the model vol ``sigma``.
+    """
+    if isinstance(paths, Episodes):
+        if paths.spot.ndim != 2 or paths.spot.shape[1] != problem.n_steps + 1:
+            expected = f"(n_paths, {problem.n_steps + 1})"
+            raise ValueError(f"episodes must be {expected}, got {tuple(paths.spot.shape)}")
+        if paths.context.shape[-1] != len(problem.context):
+            raise ValueError(
+                f"episodes carry {paths.context.shape[-1]} context columns, the problem "
+                f"expects {len(problem.context)} ({', '.join(problem.context) or 'none'})"
+            )
+        return paths
+    _check_paths(problem, paths)
+    n, dtype = paths.shape[0], paths.dtype
+    steps = torch.arange(problem.n_steps + 1, dtype=dtype)
+    tau = (problem.maturity - steps * problem.dt).clamp(min=0.0).expand(n, -1)
+    return Episodes(
+        spot=paths,
+        tau=tau,
+        vol=torch.tensor(problem.sigma, dtype=dtype),
+        premium=torch.zeros(n, dtype=dtype),
+        terminal_value=payoff(problem, paths[:, -1]),
+        context=torch.zeros((n, problem.n_steps, len(problem.context)), dtype=dtype),
+    )
 
 
 def simulate_paths(
@@ -174,20 +258,23 @@ def _check_paths(problem: HedgingProblem, paths: Tensor) -> None:
 
 
 def book_greeks(
-    problem: HedgingProblem, spot: Tensor, tau: Tensor | float
-) -> tuple[Tensor, Tensor]:
-    """Black–Scholes delta and gamma of the (long) book at the model vol.
+    problem: HedgingProblem, spot: Tensor, tau: Tensor | float, vol: Tensor | float | None = None
+) -> dict[str, Tensor]:
+    """Black–Scholes value, delta and gamma of the (long) book (keys ``price, delta, gamma``).
+
+    ``vol`` is each option's implied vol (default: the model vol ``sigma`` for all).
 
     Shape:
-        spot, tau: broadcastable (...) → delta, gamma: (...)
+        spot, tau: broadcastable (...); vol: (..., n_options) or broadcastable → each (...)
     """
     book = problem.book
     tau = torch.as_tensor(tau, dtype=spot.dtype)
+    vol = torch.as_tensor(problem.sigma if vol is None else vol, dtype=spot.dtype)
     strikes = torch.tensor(book.strikes, dtype=spot.dtype)
     calls = torch.tensor(book.is_call)
     weights = torch.tensor(book.weights, dtype=spot.dtype)
-    g = bs_greeks(spot.unsqueeze(-1), strikes, tau.unsqueeze(-1), problem.sigma, is_call=calls)
-    return (g["delta"] * weights).sum(-1), (g["gamma"] * weights).sum(-1)
+    g = bs_greeks(spot.unsqueeze(-1), strikes, tau.unsqueeze(-1), vol, is_call=calls)
+    return {k: (g[k] * weights).sum(-1) for k in ("price", "delta", "gamma")}
 
 
 def book_price(problem: HedgingProblem, dtype: torch.dtype = torch.float64) -> float:
@@ -217,62 +304,78 @@ def payoff(problem: HedgingProblem, terminal: Tensor) -> Tensor:
     return (intrinsic * weights).sum(-1)
 
 
-def market_features(problem: HedgingProblem, paths: Tensor) -> Tensor:
-    """The first four observation columns at every decision time t = 0..N−1, in one pass.
+def market_features(problem: HedgingProblem, paths: Tensor | Episodes) -> Tensor:
+    """The observation columns before the position at every decision time t = 0..N−1.
 
-    log(S_t/K_ref), time to expiry T − t·dt, book delta, and S·Γ·σ·√τ: gamma made scale free
-    and bounded (it is φ(d1) for one option) so that a network needs no input normalization,
-    while the raw gamma grows like 1/√τ at the money.
+    log(S_t/K_ref), time to expiry, book delta, S·Γ·σ·√τ (gamma made scale free and bounded,
+    φ(d1) for one option, so that a network needs no input normalization while the raw gamma
+    grows like 1/√τ at the money; σ is the problem's reference vol ``sigma``, so a Whalley–
+    Wilmott band can read S·Γ back), then the episodes' context columns.
 
     Shape:
-        paths: (n_paths, n_steps + 1) → (n_paths, n_steps, 4)
+        paths: (n_paths, n_steps + 1) or Episodes → (n_paths, n_steps, problem.n_features)
     """
-    _check_paths(problem, paths)
-    steps = torch.arange(problem.n_steps, dtype=paths.dtype)
-    return _features(problem, paths[:, :-1], problem.maturity - steps * problem.dt)
+    ep = as_episodes(problem, paths)
+    vol = ep.vol if ep.vol.ndim < 2 else ep.vol[:, :-1]
+    feats = _features(problem, ep.spot[:, :-1], ep.tau[:, :-1], vol)
+    return torch.cat([feats, ep.context.to(feats.dtype)], dim=-1)
 
 
-def _features(problem: HedgingProblem, spot: Tensor, tau: Tensor | float) -> Tensor:
-    """Shape: spot (...), tau broadcastable to it → (..., 4)."""
+def _features(
+    problem: HedgingProblem, spot: Tensor, tau: Tensor | float, vol: Tensor | float | None = None
+) -> Tensor:
+    """The four market columns. Shape: spot (...), tau broadcastable to it → (..., 4)."""
     tau = torch.as_tensor(tau, dtype=spot.dtype).expand_as(spot)
-    delta, gamma = book_greeks(problem, spot, tau)
-    scaled_gamma = gamma * spot * problem.sigma * tau.sqrt()
+    g = book_greeks(problem, spot, tau, vol)
+    scaled_gamma = g["gamma"] * spot * problem.sigma * tau.sqrt()
     log_moneyness = torch.log(spot / problem.book.reference_strike)
-    return torch.stack([log_moneyness, tau, delta, scaled_gamma], dim=-1)
+    return torch.stack([log_moneyness, tau, g["delta"], scaled_gamma], dim=-1)
 
 
-def observations(problem: HedgingProblem, paths: Tensor, t: int, prev_hedge: Tensor) -> Tensor:
-    """What the hedger sees at decision time ``t`` (columns: :data:`OBSERVATIONS`).
+def observations(
+    problem: HedgingProblem, paths: Tensor | Episodes, t: int, prev_hedge: Tensor
+) -> Tensor:
+    """What the hedger sees at decision time ``t`` (columns: ``problem.observations``).
 
     Shape:
-        paths: (n_paths, n_steps + 1), prev_hedge: (n_paths,) → (n_paths, 5)
+        paths: (n_paths, n_steps + 1) or Episodes, prev_hedge: (n_paths,) → (n_paths, n_obs)
     """
     if not 0 <= t < problem.n_steps:
         raise ValueError(f"decision time must lie in [0, {problem.n_steps}), got {t}")
-    _check_paths(problem, paths)
-    feats = _features(problem, paths[:, t], problem.maturity - t * problem.dt)
+    feats = market_features(problem, paths)[:, t]
     return torch.cat([feats, prev_hedge.unsqueeze(-1)], dim=-1)
 
 
-def pnl(problem: HedgingProblem, paths: Tensor, hedges: Tensor) -> Tensor:
-    """Terminal P&L of the short book hedged with ``hedges`` (the E1 formula, module doc).
+def trade_costs(problem: HedgingProblem, trades: Tensor, spot: Tensor) -> Tensor:
+    """Cost of each trade: c·|Δ|·S + slippage·Δ²·S + fixed fee per non-zero trade.
 
     Shape:
-        paths: (n_paths, n_steps + 1), hedges: (n_paths, n_steps) → (n_paths,)
+        trades, spot: (...) → (...)
     """
-    _check_paths(problem, paths)
-    if hedges.shape != (paths.shape[0], problem.n_steps):
-        raise ValueError(f"hedges must be {(paths.shape[0], problem.n_steps)}, got {hedges.shape}")
-    gains = (hedges * paths.diff(dim=1)).sum(dim=1)
-    trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
-    spot = paths[:, :-1]
     costs = (problem.cost * trades.abs() + problem.slippage * trades * trades) * spot
     if problem.fixed_fee:
         costs = costs + problem.fixed_fee * (trades != 0).to(costs.dtype)
-    return -payoff(problem, paths[:, -1]) + gains - costs.sum(dim=1)
+    return costs
 
 
-def rollout(problem: HedgingProblem, paths: Tensor, policy: Policy) -> tuple[Tensor, Tensor]:
+def pnl(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Tensor) -> Tensor:
+    """Terminal P&L of the short book hedged with ``hedges`` (module doc).
+
+    Shape:
+        paths: (n_paths, n_steps + 1) or Episodes, hedges: (n_paths, n_steps) → (n_paths,)
+    """
+    ep = as_episodes(problem, paths)
+    if hedges.shape != (ep.n_paths, problem.n_steps):
+        raise ValueError(f"hedges must be {(ep.n_paths, problem.n_steps)}, got {hedges.shape}")
+    gains = (hedges * ep.spot.diff(dim=1)).sum(dim=1)
+    trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
+    costs = trade_costs(problem, trades, ep.spot[:, :-1]).sum(dim=1)
+    return ep.premium - ep.terminal_value + gains - costs
+
+
+def rollout(
+    problem: HedgingProblem, paths: Tensor | Episodes, policy: Policy
+) -> tuple[Tensor, Tensor]:
     """Run ``policy`` forward in time on every path at once and score the result.
 
     The market features are computed for all steps in one vectorized pass (they do not
@@ -280,10 +383,11 @@ def rollout(problem: HedgingProblem, paths: Tensor, policy: Policy) -> tuple[Ten
     graph links each decision to the ones before it, as the pathwise gradient requires.
 
     Shape:
-        paths: (n_paths, n_steps + 1) → pnl: (n_paths,), hedges: (n_paths, n_steps)
+        paths: (n_paths, n_steps + 1) or Episodes → pnl: (n_paths,), hedges: (n_paths, n_steps)
     """
+    paths = as_episodes(problem, paths)
     feats = market_features(problem, paths)
-    prev = torch.zeros(paths.shape[0], dtype=paths.dtype)
+    prev = torch.zeros(paths.n_paths, dtype=feats.dtype)
     hedges = []
     for t in range(problem.n_steps):
         prev = policy(torch.cat([feats[:, t], prev.unsqueeze(-1)], dim=-1), prev)
