@@ -34,9 +34,32 @@ class CnnLstmBudget:
 
 
 @dataclass(frozen=True)
+class SpecialistBudget:
+    """One weekly code's hedging agent: episode shape, training and evaluation sizes.
+
+    An epoch is ``steps_per_epoch`` optimizer steps of ``paths_per_step`` fresh simulated
+    episodes (PPO: iterations of that many paths); ``val_paths`` fixed simulated validation
+    episodes pick the best epoch; ``eval_paths`` simulated test episodes are scored with the
+    replayed test windows.
+    """
+
+    max_epochs: int
+    steps_per_epoch: int
+    paths_per_step: int
+    val_paths: int
+    eval_paths: int
+    n_steps: int  # decisions per episode
+    rebalance_bars: int  # bars between decisions
+    width: int
+    n_layers: int
+    patience: int
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     cnn_lstm: CnnLstmBudget
+    specialist: SpecialistBudget
 
 
 PROFILES: dict[str, Profile] = {
@@ -55,6 +78,18 @@ PROFILES: dict[str, Profile] = {
             max_hpo_trials=2,
             patience=2,
         ),
+        SpecialistBudget(
+            max_epochs=4,
+            steps_per_epoch=4,
+            paths_per_step=512,
+            val_paths=1024,
+            eval_paths=2048,
+            n_steps=6,
+            rebalance_bars=6,
+            width=16,
+            n_layers=2,
+            patience=3,
+        ),
     ),
     "default": Profile(
         "default",
@@ -69,6 +104,18 @@ PROFILES: dict[str, Profile] = {
             embedding_dim=32,
             mc_samples=30,
             max_hpo_trials=8,
+            patience=6,
+        ),
+        SpecialistBudget(
+            max_epochs=30,
+            steps_per_epoch=20,
+            paths_per_step=4096,
+            val_paths=16_384,
+            eval_paths=50_000,
+            n_steps=12,
+            rebalance_bars=6,
+            width=32,
+            n_layers=3,
             patience=6,
         ),
     ),
@@ -86,6 +133,18 @@ PROFILES: dict[str, Profile] = {
             mc_samples=100,
             max_hpo_trials=50,
             patience=15,
+        ),
+        SpecialistBudget(
+            max_epochs=200,
+            steps_per_epoch=50,
+            paths_per_step=20_000,
+            val_paths=50_000,
+            eval_paths=200_000,
+            n_steps=12,
+            rebalance_bars=6,
+            width=64,
+            n_layers=4,
+            patience=20,
         ),
     ),
 }
@@ -131,4 +190,44 @@ def cnn_lstm_stage_config(
             "embedding_dim": budget.embedding_dim,
             "dropout": 0.1,
         },
+    }
+
+
+def specialist_stage_config(
+    profile: Profile,
+    *,
+    algorithm: str,
+    criterion: str,
+    cost: float,
+    slippage: float,
+    fixed_fee: float,
+    head: str,
+    learning_rate: float,
+    epochs: int | None,
+    n_steps: int | None,
+    rebalance_bars: int | None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ``specialist`` stage's configuration: the run's choices within the profile's budget."""
+    budget = profile.specialist
+    return {
+        "algorithm": algorithm,
+        "criterion": criterion,
+        "cost": cost,
+        "slippage": slippage,
+        "fixed_fee": fixed_fee,
+        "head": head,
+        "learning_rate": learning_rate,
+        "epochs": min(epochs or budget.max_epochs, budget.max_epochs),
+        "steps_per_epoch": budget.steps_per_epoch,
+        "paths_per_step": budget.paths_per_step,
+        "val_paths": budget.val_paths,
+        "eval_paths": budget.eval_paths,
+        "n_steps": n_steps or budget.n_steps,
+        "rebalance_bars": rebalance_bars or budget.rebalance_bars,
+        "width": budget.width,
+        "n_layers": budget.n_layers,
+        "patience": budget.patience,
+        "mc_samples": profile.cnn_lstm.mc_samples,
+        "seed": seed,
     }

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge, WhalleyWilmott
 from hedge_pipeline.ml.hedging.deep_hedging import TrainHistory, train_deep_hedger
+from hedge_pipeline.ml.hedging.evaluation import baselines, pnl_metrics
 from hedge_pipeline.ml.hedging.ppo import PPOHistory, train_ppo
 from hedge_pipeline.ml.hedging.simulator import (
     Book,
@@ -42,7 +42,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     simulate_paths,
 )
 from hedge_pipeline.quant.market_sim import HestonParams
-from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, parse_criterion
+from hedge_pipeline.quant.risk import parse_criterion
 
 ALGORITHMS = ("deep_hedging", "ppo")
 # Offsets the evaluation seed far from any training seed a sweep would use.
@@ -124,12 +124,9 @@ def run(
         )
     eval_generator = torch.Generator().manual_seed(seed + _EVAL_SEED_OFFSET)
     eval_set = simulate_paths(problem, eval_paths, eval_generator)
-    risk_aversion = risk.a if isinstance(risk, EntropicRisk) else 1.0
-    hedgers: dict[str, Policy] = {
-        "no_hedge": NoHedge(),
-        "bs_delta": BlackScholesDelta(),
-        "whalley_wilmott": WhalleyWilmott(problem, risk_aversion),
-    } | {name: policy for name, (policy, _) in learned.items()}
+    hedgers: dict[str, Policy] = baselines(problem, risk) | {
+        name: policy for name, (policy, _) in learned.items()
+    }
     results = {}
     for name, hedger in hedgers.items():
         start = time.perf_counter()
@@ -138,11 +135,7 @@ def run(
         eval_seconds = time.perf_counter() - start
         history = learned[name][1] if name in learned else TrainHistory()
         train_steps = history.epochs * paths * steps
-        results[name] = {
-            "price": float(risk.cash(pl)),
-            "mean_pl": float(pl.mean()),
-            "std_pl": float(pl.std()),
-            "es10": float(ExpectedShortfall(0.1).cash(pl)),
+        results[name] = pnl_metrics(pl, risk) | {
             "train_seconds": history.seconds,
             "train_cpu_seconds": history.cpu_seconds,
             "steps_per_second": (

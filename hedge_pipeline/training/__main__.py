@@ -9,7 +9,10 @@ from hedge_pipeline.training.session import open_session
 from hedge_pipeline.training.tracking import failures_are_final
 
 # stage name -> module with a ``run(session)`` function
-STAGES = {"cnn_lstm": "hedge_pipeline.training.cnn_lstm"}
+STAGES = {
+    "cnn_lstm": "hedge_pipeline.training.cnn_lstm",
+    "specialist": "hedge_pipeline.training.specialist",
+}
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,6 @@ checks it predicts exactly what the trained model does.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import tempfile
@@ -23,7 +22,6 @@ from typing import Any
 import polars as pl
 import torch
 
-from hedge_pipeline import paths
 from hedge_pipeline.ml.cnn_lstm import CnnLstm, CnnLstmConfig, CnnLstmTask, evaluate_split
 from hedge_pipeline.ml.curves import save_training_curves
 from hedge_pipeline.ml.distributed import distributed
@@ -38,8 +36,10 @@ from hedge_pipeline.training import registry
 from hedge_pipeline.training.session import TrainingSession
 from hedge_pipeline.training.tracking import (
     TrackingReporter,
+    checkpoint_path,
     identity_tags,
     log_metrics,
+    png_markdown,
     tracking_run,
 )
 
@@ -105,23 +105,6 @@ def load_model(directory: Path) -> tuple[CnnLstm, dict[str, Any]]:
     return model, spec
 
 
-def _png_markdown(path: Path, title: str) -> str:
-    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"![{title}](data:image/png;base64,{encoded})"
-
-
-def checkpoint_path(identity: dict[str, Any], config_digest: str) -> Path:
-    """Checkpoints of one training: same data, same configuration, same Dagster run lineage.
-
-    Retries and re-executions of a run resume here; a new materialization trains afresh
-    rather than silently returning an old run's weights.
-    """
-    root = str(identity.get("root_run_id") or identity["dagster_run_id"])[:8]
-    return (
-        paths.checkpoints_dir() / STAGE / f"{identity['data_version'][:16]}-{config_digest}-{root}"
-    )
-
-
 def _fit(
     data: SequenceData, cfg: dict[str, Any], reporter: TrackingReporter, identity: dict[str, Any]
 ) -> tuple[FitResult, CnnLstmConfig, Path]:
@@ -130,7 +113,7 @@ def _fit(
     torch.manual_seed(cfg["seed"])
     model = CnnLstm(model_cfg)
     task = CnnLstmTask(data, batch_size=cfg["batch_size"], seed=cfg["seed"])
-    checkpoint_dir = checkpoint_path(identity, stage_hash(train, model_cfg, cfg))
+    checkpoint_dir = checkpoint_path(STAGE, identity, stage_hash(train, model_cfg, cfg))
     result = fit(model, task, train, checkpoint_dir, reporter)
     return result, model_cfg, checkpoint_dir
 
@@ -180,7 +163,7 @@ def _register_and_report(
         client.log_artifact(run_id, str(curves))
         model_dir = save_model(model, model_cfg, data, cfg["horizon"], Path(tmp) / "model")
         version = registry.register_version(client, MODEL_NAME, run_id, model_dir, tags)
-        curves_md = _png_markdown(curves, "training curves")
+        curves_md = png_markdown(curves, "training curves")
     reloaded, _ = load_model(registry.load_version(client, MODEL_NAME, version.version).directory)
     x = data.split("test").x
     with torch.no_grad():

@@ -120,12 +120,32 @@ class LoadedVersion:
     tags: dict[str, str]
 
 
+class UnknownModelVersionError(ValueError):
+    """No such registered model, version or alias (a configuration error: never retried)."""
+
+
 def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> LoadedVersion:
-    """Download a version (number, or an alias such as ``candidate``) and verify its weights."""
-    if isinstance(ref, int) or str(ref).isdigit():
-        version = mlflow_client.get_model_version(name, str(ref))
-    else:
-        version = mlflow_client.get_model_version_by_alias(name, str(ref))
+    """Download a version (number, or an alias such as ``candidate``) and verify its weights.
+
+    Raises:
+        UnknownModelVersionError: ``name`` has no version or alias ``ref``.
+        TamperedArtifactError: the weights do not match the checksum they were registered with.
+    """
+    try:
+        if isinstance(ref, int) or str(ref).isdigit():
+            version = mlflow_client.get_model_version(name, str(ref))
+        else:
+            version = mlflow_client.get_model_version_by_alias(name, str(ref))
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        known = sorted(
+            int(v.version) for v in mlflow_client.search_model_versions(f"name = '{name}'")
+        )
+        raise UnknownModelVersionError(
+            f"{name} has no version or alias {ref!r}; registered versions: "
+            f"{', '.join(map(str, known)) or 'none (train it first)'}"
+        ) from None
     directory = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=version.source, tracking_uri=mlflow_client.tracking_uri

@@ -7,6 +7,7 @@ attempt left unfinished, so per-epoch metrics continue as one curve instead of t
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -18,9 +19,27 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from hedge_pipeline import paths
 from hedge_pipeline.ml.monitor import TrainingDiverged
 from hedge_pipeline.training.registry import ensure_experiment
 from hedge_pipeline.training.session import TrainingSession
+
+
+def png_markdown(path: Path, title: str) -> str:
+    """A PNG inlined as a markdown image: Dagster metadata shows it without a file server."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![{title}](data:image/png;base64,{encoded})"
+
+
+def checkpoint_path(stage: str, identity: dict[str, Any], config_digest: str) -> Path:
+    """Checkpoints of one training: same stage, data, configuration and Dagster run lineage.
+
+    Retries and re-executions of a run resume here; a new materialization trains afresh
+    rather than silently returning an old run's weights.
+    """
+    root = str(identity.get("root_run_id") or identity["dagster_run_id"])[:8]
+    folder = f"{identity['data_version'][:16]}-{config_digest}-{root}"
+    return paths.checkpoints_dir() / stage / folder
 
 
 def identity_tags(identity: dict[str, Any], config_hash: str) -> dict[str, str]:

@@ -3,5 +3,6 @@
 import dagster as dg
 
 from hedge_pipeline.defs.models.cnn_lstm import cnn_lstm_model
+from hedge_pipeline.defs.models.specialist import specialist_agents
 
-defs = dg.Definitions(assets=[cnn_lstm_model])
+defs = dg.Definitions(assets=[cnn_lstm_model, specialist_agents])

@@ -1,0 +1,121 @@
+"""``specialist_agents``: one hedging agent per weekly code, trained in a Pipes child.
+
+The asset reads the code's book (its ``portfolio_selection`` rows) and those options'
+``greeks_features`` rows (one short read-only connection), exports both as content-addressed
+Parquet files and launches ``python -m hedge_pipeline.training specialist`` with the
+``hedge-cnn-lstm`` version to use: by default the one the latest ``cnn_lstm_model``
+materialization registered, so the specialist is built on exactly the upstream asset's current
+model. The child validates the configuration, trains, evaluates and registers
+``hedge-specialist-<weekly_code>``, and reports the materialization back.
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from hedge_pipeline import paths
+from hedge_pipeline.chains import warehouse
+from hedge_pipeline.datasets import export_parquet
+from hedge_pipeline.defs.market_data.assets import greeks_features
+from hedge_pipeline.defs.models.cnn_lstm import cnn_lstm_model
+from hedge_pipeline.defs.models.identity import identity
+from hedge_pipeline.defs.models.launcher import TrainingLauncher
+from hedge_pipeline.defs.partitions import weekly_code_partitions
+from hedge_pipeline.defs.portfolio.assets import portfolio_selection
+from hedge_pipeline.defs.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.profiles import specialist_stage_config
+
+BOOK_OF_CODE = """
+    SELECT * FROM portfolio_selection WHERE weekly_code = $1 AND NOT is_hedge_instrument
+"""
+FEATURES_OF_BOOK = """
+    SELECT f.* FROM greeks_features f
+    JOIN portfolio_selection s USING (weekly_code, option_symbol)
+    WHERE f.weekly_code = $1 AND NOT s.is_hedge_instrument
+"""
+
+
+class SpecialistConfig(dg.Config):
+    """The hedging problem and the trainer; sizes come from the profile (``HEDGE_PROFILE``)."""
+
+    algorithm: str = Field(default="deep_hedging", description="deep_hedging or ppo")
+    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
+    cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
+    slippage: float = Field(default=0.0, description="x (units traded)^2 x spot")
+    fixed_fee: float = Field(default=0.0, description="per trade")
+    head: str = Field(default="ntb", description="deep hedger's network: ntb or mlp")
+    learning_rate: float = 1e-3
+    epochs: int | None = Field(default=None, description="default: the profile's")
+    n_steps: int | None = Field(default=None, description="decisions per episode")
+    rebalance_bars: int | None = Field(default=None, description="bars between decisions")
+    cnn_lstm_version: int | None = Field(
+        default=None, description="hedge-cnn-lstm version; default: cnn_lstm_model's latest"
+    )
+    seed: int = 0
+
+
+def _cnn_lstm_version(context: dg.AssetExecutionContext, config: SpecialistConfig) -> int:
+    if config.cnn_lstm_version is not None:
+        return config.cnn_lstm_version
+    event = context.instance.get_latest_materialization_event(cnn_lstm_model.key)
+    version = event and event.asset_materialization.metadata.get("version")
+    if version is None:
+        raise dg.Failure(
+            "cnn_lstm_model has no materialization with a registered version: materialize it "
+            "first, or set cnn_lstm_version in the run config",
+            allow_retries=False,
+        )
+    return int(version.value)
+
+
+@dg.asset(
+    partitions_def=weekly_code_partitions,
+    group_name="models",
+    deps=[greeks_features, portfolio_selection, cnn_lstm_model],
+    kinds={"pytorch", "mlflow"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+)
+def specialist_agents(
+    context: dg.AssetExecutionContext,
+    config: SpecialistConfig,
+    warehouse_db: WarehouseResource,
+    launcher: TrainingLauncher,
+    profile: ProfileResource,
+) -> dg.MaterializeResult:
+    """The weekly code's hedging agent: trained on episodes simulated from a market calibrated
+    to the code, tested on its held-out windows (replay and simulated) against no hedge, BS
+    delta and Whalley–Wilmott; registered as ``hedge-specialist-<weekly_code>``."""
+    code = context.partition_key
+    with warehouse_db.connect(read_only=True) as con:
+        book = warehouse.query(con, BOOK_OF_CODE, [code])
+        features = warehouse.query(con, FEATURES_OF_BOOK, [code])
+    if book.is_empty():
+        raise dg.Failure(
+            f"portfolio_selection holds no option of weekly code {code!r}: its template did "
+            "not select the code (see the portfolio_selection metadata) or it was never "
+            "materialized after the code arrived",
+            allow_retries=False,
+        )
+    exported = {
+        "features": export_parquet(features, paths.datasets_dir()),
+        "selection": export_parquet(book, paths.datasets_dir()),
+    }
+    version = _cnn_lstm_version(context, config)
+    stage_config = specialist_stage_config(
+        profile.get(),
+        **config.model_dump(exclude={"cnn_lstm_version"}),
+    )
+    context.log.info(
+        f"{code}: {book.height} book options, {features.height} feature rows; "
+        f"hedge-cnn-lstm v{version}"
+    )
+    data_version = "-".join(path.stem[:16] for path in exported.values())
+    return launcher.run(
+        context,
+        "specialist",
+        {
+            **{key: str(path) for key, path in exported.items()},
+            "cnn_lstm_version": version,
+            "config": stage_config,
+            "identity": identity(context, data_version=data_version, weekly_code=code),
+        },
+    )

@@ -1,0 +1,459 @@
+"""One weekly code as a hedging market: its history, a generator calibrated to it, and replay.
+
+A specialist hedges the book its portfolio selection is short in one weekly code (DESIGN §7).
+Its episodes are windows of that code's life: a start bar, then ``n_steps`` decisions every
+``rebalance_bars`` bars (30 minutes at 6 five-minute bars), the book sold at its mark at the
+start and bought back at its mark at the end (at expiry, its payoff). Two sources of windows:
+
+* **Replay** (:meth:`CodeMarket.replay`): the code's own prices. Spot is the underlying, the
+  book's marks are the quoted mids, the Greeks use each option's implied vol at the bar
+  (carried forward over bars where it was not quoted). Windows lie inside one split of the
+  portfolio's time split, so test windows never see a training bar.
+* **Simulation** (:meth:`CodeMarket.sample`): Heston paths started from the state of a real bar
+  of the split (its futures price, its variance read off the ATM vol) and stepped on the real
+  bar clock of the window, overnight and weekend gaps included, so a simulated window lasts
+  the calendar time its historical twin does. Parameters come from the training split alone
+  (:func:`calibrate`): θ from the realized variance of the underlying, the ratio of implied to
+  realized variance (the variance risk premium, which sets v_0 from the ATM vol), ξ and ρ from
+  the changes of that variance and their correlation with returns (the leverage effect), the
+  skew of the smile from the median ``iv_skew``. κ is not identifiable from three weeks of one
+  code and stays at its prior, 3 per year (variance half-life ~2.8 months). Marks of the book
+  are Black–Scholes at the calibrated smile: ATM vol √(ratio·v), plus skew × standardized
+  moneyness.
+
+Observations carry three context columns besides the simulator's market features:
+
+* ``rv_forecast`` and ``rv_forecast_std``: the frozen CNN-LSTM's realized-vol forecast and its
+  MC-dropout std at the window's start bar (the latest forecast at or before it, never a later
+  one), divided by the reference vol. Held through the window in both replay and simulation, so
+  a policy trained on simulated windows sees the same kind of input in replay.
+* ``turbulence``: FinRL's turbulence index for one asset, (r − μ)²/σ² of the underlying's log
+  return over the last rebalancing interval, with μ = 0 and σ² = θ·Δt from the training split
+  (the interval before the start at t = 0, from history in both sources), capped at 25.
+
+Rates are zero inside the simulator (the underlying is a future; the discounting of a few weeks'
+options at 4.5 % moves their marks by < 0.4 %), costs are the problem's.
+
+>>> # see hedge_pipeline_tests/ml/hedging/test_code_market.py for a worked example
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+from torch import Tensor
+
+from hedge_pipeline.chains.features import SECONDS_PER_YEAR
+from hedge_pipeline.ml.hedging.simulator import Book, Episodes, HedgingProblem
+from hedge_pipeline.quant.market_sim import HestonParams
+from hedge_pipeline.quant.torch_pricing import bs_greeks
+
+__all__ = [
+    "CONTEXT",
+    "Calibration",
+    "CodeHistory",
+    "CodeMarket",
+    "CodeMarketError",
+    "calibrate",
+    "code_history",
+]
+
+CONTEXT = ("rv_forecast", "rv_forecast_std", "turbulence")
+SPLITS = ("train", "val", "test")
+KAPPA_PRIOR = 3.0
+TURBULENCE_CAP = 25.0
+MIN_VOL = 0.01  # floor of a simulated smile vol: deep wings of a steep skew
+
+
+class CodeMarketError(ValueError):
+    """The code's data cannot make the requested episodes (the message says why)."""
+
+
+@dataclass(frozen=True)
+class CodeHistory:
+    """One weekly code, bar by bar (arrays of one length T, sorted by time).
+
+    ``iv`` and ``mid`` are (T, n_options) in the order of ``book``; ``split`` is 'train',
+    'val', 'test' or '' (embargo bars between splits); forecasts are NaN before the first.
+    """
+
+    weekly_code: str
+    book: Book
+    symbols: tuple[str, ...]
+    ts: np.ndarray
+    years: np.ndarray  # calendar years since the first bar
+    spot: np.ndarray
+    tau: np.ndarray  # years to the book's expiry
+    iv: np.ndarray
+    mid: np.ndarray
+    atm_iv: np.ndarray
+    iv_skew: np.ndarray
+    split: np.ndarray
+    rv_forecast: np.ndarray
+    rv_forecast_std: np.ndarray
+
+    def __len__(self) -> int:
+        return self.ts.size
+
+
+def code_history(
+    features: pl.DataFrame, selection: pl.DataFrame, forecasts: pl.DataFrame | None = None
+) -> CodeHistory:
+    """The history of one code from its ``greeks_features`` rows and ``portfolio_selection``.
+
+    Args:
+        features: rows of the code's book options (at least ``ts, option_symbol,
+            underlying_price, tau, mid, iv, iv_status, atm_iv, iv_skew``).
+        selection: the code's book rows (not the hedge instrument): ``weekly_code,
+            option_symbol, option_type, strike, weight`` and the six split bounds.
+        forecasts: ``ts, prediction, std`` of the CNN-LSTM's realized-vol forecast.
+
+    Bars start once every book option has been quoted with an ok IV (before that a mark is
+    unknown); later gaps carry the last quote forward.
+    """
+    codes = selection["weekly_code"].unique().to_list()
+    if len(codes) != 1:
+        raise CodeMarketError(f"a code market needs the selection of one weekly code, got {codes}")
+    code = codes[0]
+    if selection.is_empty():
+        raise CodeMarketError(f"no option of {code} is selected")
+    selection = selection.sort("option_symbol")
+    symbols = tuple(selection["option_symbol"])
+    book = Book(
+        strikes=tuple(selection["strike"]),
+        is_call=tuple(t == "C" for t in selection["option_type"]),
+        weights=tuple(selection["weight"]),
+    )
+    rows = features.filter(pl.col("option_symbol").is_in(list(symbols)))
+    missing = sorted(set(symbols) - set(rows["option_symbol"].unique()))
+    if missing:
+        raise CodeMarketError(f"{code}: no greeks_features rows for selected options {missing}")
+    bars = _bars(rows, symbols)
+    bars = _with_split(bars, selection.row(0, named=True)).pipe(_with_forecasts, forecasts)
+    iv = bars.select(f"iv_{s}" for s in symbols).to_numpy()
+    mid = bars.select(f"mid_{s}" for s in symbols).to_numpy()
+    ts = bars["ts"]
+    years = (ts - ts[0]).dt.total_microseconds().to_numpy() / 1e6 / SECONDS_PER_YEAR
+    return CodeHistory(
+        weekly_code=code,
+        book=book,
+        symbols=symbols,
+        ts=ts.to_numpy(),
+        years=years,
+        spot=bars["underlying_price"].to_numpy(),
+        tau=bars["tau"].to_numpy(),
+        iv=iv,
+        mid=mid,
+        atm_iv=bars["atm_iv"].to_numpy(),
+        iv_skew=bars["iv_skew"].to_numpy(),
+        split=bars["split"].to_numpy(),
+        rv_forecast=bars["rv_forecast"].to_numpy(),
+        rv_forecast_std=bars["rv_forecast_std"].to_numpy(),
+    )
+
+
+def _bars(rows: pl.DataFrame, symbols: tuple[str, ...]) -> pl.DataFrame:
+    """One row per bar: market columns, then iv/mid of each option, carried forward."""
+    ok = rows.with_columns(
+        iv=pl.when(pl.col("iv_status") == "ok").then(pl.col("iv")),
+        mid=pl.when(pl.col("iv_status") == "ok").then(pl.col("mid")),
+    )
+    market = ok.group_by("ts").agg(
+        pl.col("underlying_price", "tau").first(),
+        pl.col("atm_iv", "iv_skew").drop_nulls().drop_nans().first(),
+    )
+    wide = ok.pivot(on="option_symbol", index="ts", values=["iv", "mid"])
+    # pivot names the columns iv_<symbol>, mid_<symbol> when it pivots several values
+    columns = [f"{v}_{s}" for v in ("iv", "mid") for s in symbols]
+    bars = (
+        market.join(wide, on="ts", how="left")
+        .sort("ts")
+        .with_columns(pl.col("atm_iv", "iv_skew", *columns).forward_fill())
+        .drop_nulls(["underlying_price", "tau", "atm_iv", "iv_skew", *columns])
+    )
+    if bars.is_empty():
+        raise CodeMarketError("no bar quotes every selected option with an ok implied vol")
+    return bars
+
+
+def _with_split(bars: pl.DataFrame, bounds: dict) -> pl.DataFrame:
+    ts = pl.col("ts")
+    label = pl.lit("")
+    for split in reversed(SPLITS):
+        start, end = bounds[f"{split}_start"], bounds[f"{split}_end"]
+        label = (
+            pl.when(ts.is_between(_like(bars, start), _like(bars, end)))
+            .then(pl.lit(split))
+            .otherwise(label)
+        )
+    return bars.with_columns(split=label)
+
+
+def _like(bars: pl.DataFrame, value) -> pl.Expr:
+    """A bound as a literal of the bars' timestamp type (naive or UTC alike)."""
+    return pl.lit(value).cast(bars.schema["ts"])
+
+
+def _with_forecasts(bars: pl.DataFrame, forecasts: pl.DataFrame | None) -> pl.DataFrame:
+    if forecasts is None or forecasts.is_empty():
+        return bars.with_columns(rv_forecast=pl.lit(math.nan), rv_forecast_std=pl.lit(math.nan))
+    latest = (
+        forecasts.select(
+            pl.col("ts").cast(bars.schema["ts"]),
+            rv_forecast=pl.col("prediction").cast(pl.Float64),
+            rv_forecast_std=pl.col("std").cast(pl.Float64),
+        )
+        .sort("ts")
+        .unique("ts", keep="last", maintain_order=True)
+    )
+    return bars.join_asof(latest, on="ts", strategy="backward").with_columns(
+        pl.col("rv_forecast", "rv_forecast_std").fill_null(math.nan)
+    )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The generator's parameters and the reference vol, fitted on the training split.
+
+    ``implied_ratio`` = mean ATM implied variance / realized variance: v = atm_iv² / ratio.
+    """
+
+    heston: HestonParams
+    implied_ratio: float
+    skew: float
+    sigma_ref: float
+    realized_vol: float
+    bars: int
+
+    def as_dict(self) -> dict[str, float]:
+        h = self.heston
+        return {
+            "theta": h.theta,
+            "kappa": h.kappa,
+            "xi": h.xi,
+            "rho": h.rho,
+            "implied_ratio": self.implied_ratio,
+            "skew": self.skew,
+            "sigma_ref": self.sigma_ref,
+            "realized_vol": self.realized_vol,
+            "bars": self.bars,
+        }
+
+
+def calibrate(history: CodeHistory, rebalance_bars: int) -> Calibration:
+    """Fit the generator to the training split (module docstring); ξ and ρ from changes over
+    ``rebalance_bars`` bars, where the ATM vol's quote noise matters less than bar to bar."""
+    train = np.flatnonzero(history.split == "train")
+    if train.size < 4 * rebalance_bars:
+        raise CodeMarketError(
+            f"{history.weekly_code}: the training split holds {train.size} bars, too few to "
+            f"calibrate on intervals of {rebalance_bars} bars"
+        )
+    spot, years = history.spot[train], history.years[train]
+    r, dy = np.diff(np.log(spot)), np.diff(years)
+    theta = float(np.sum(r * r) / np.sum(dy))
+    implied = history.atm_iv[train] ** 2
+    ratio = float(np.mean(implied) / theta)
+    v = implied / ratio
+    idx = np.arange(0, train.size, rebalance_bars)
+    dv, rk = np.diff(v[idx]), np.diff(np.log(spot[idx]))
+    dt = np.diff(years[idx])
+    xi = float(np.sqrt(np.sum(dv * dv) / np.sum(v[idx][:-1] * dt)))
+    rho = float(np.clip(np.corrcoef(rk, dv)[0, 1], -0.99, 0.99))
+    heston = HestonParams(v0=theta, theta=theta, kappa=KAPPA_PRIOR, xi=max(xi, 1e-4), rho=rho)
+    return Calibration(
+        heston=heston,
+        implied_ratio=ratio,
+        skew=float(np.nanmedian(history.iv_skew[train])),
+        sigma_ref=float(np.sqrt(np.mean(implied))),
+        realized_vol=math.sqrt(theta),
+        bars=int(train.size),
+    )
+
+
+class CodeMarket:
+    """Episodes of one code's book: replayed from history or simulated from its calibration.
+
+    Args:
+        history: the code's bars (:func:`code_history`).
+        rebalance_bars: bars between two decisions.
+        n_steps: decisions per episode; a window spans ``rebalance_bars · n_steps`` bars.
+        cost, slippage, fixed_fee: the hedge's transaction costs (see ``HedgingProblem``).
+    """
+
+    def __init__(
+        self,
+        history: CodeHistory,
+        rebalance_bars: int,
+        n_steps: int,
+        cost: float = 0.0,
+        slippage: float = 0.0,
+        fixed_fee: float = 0.0,
+    ) -> None:
+        if rebalance_bars < 1 or n_steps < 1:
+            raise CodeMarketError(
+                f"rebalance_bars and n_steps must be >= 1, got {rebalance_bars} and {n_steps}"
+            )
+        self.history, self.k, self.n_steps = history, rebalance_bars, n_steps
+        self.calibration = calibrate(history, rebalance_bars)
+        span = rebalance_bars * n_steps
+        self.problem = HedgingProblem(
+            book=history.book,
+            s0=float(history.spot[0]),
+            sigma=self.calibration.sigma_ref,
+            maturity=float(np.median(history.tau[: len(history) - span] - history.tau[span:])),
+            n_steps=n_steps,
+            cost=cost,
+            slippage=slippage,
+            fixed_fee=fixed_fee,
+            context=CONTEXT,
+        )
+        self._starts = {split: self._valid_starts(split) for split in SPLITS}
+
+    @property
+    def span(self) -> int:
+        """Bars from an episode's first decision to its end."""
+        return self.k * self.n_steps
+
+    def starts(self, split: str) -> np.ndarray:
+        """Bar indices where a window of ``split`` may start (all its bars in the split)."""
+        return self._starts[split]
+
+    def _valid_starts(self, split: str) -> np.ndarray:
+        h, span = self.history, self.span
+        inside = np.flatnonzero(h.split == split)
+        if inside.size <= span:
+            raise CodeMarketError(
+                f"{h.weekly_code}: an episode of {self.n_steps} steps x {self.k} bars "
+                f"({span} bars) runs past the {split} period, which holds {inside.size} bars "
+                f"and ends {_when(h.ts[inside[-1]]) if inside.size else 'nowhere'} (the book "
+                f"expires {h.tau[inside[-1]] * 365:.2f} days later)"
+                if inside.size
+                else f"{h.weekly_code}: the {split} period holds no bar"
+            )
+        ok = np.zeros(len(h), dtype=bool)
+        is_split = h.split == split
+        for i in inside:
+            end = i + span
+            ok[i] = end < len(h) and is_split[end] and i >= self.k
+        ok &= np.isfinite(h.rv_forecast)
+        starts = np.flatnonzero(ok)
+        if starts.size == 0:
+            raise CodeMarketError(
+                f"{h.weekly_code}: no {split} bar starts an episode with a CNN-LSTM forecast "
+                f"available (episodes of {span} bars)"
+            )
+        return starts
+
+    def _windows(self, starts: np.ndarray) -> np.ndarray:
+        """Bar indices of each window's decision times, (n, n_steps + 1)."""
+        return starts[:, None] + self.k * np.arange(self.n_steps + 1)
+
+    def _context(self, starts: np.ndarray, spot: Tensor, before: Tensor, dt: Tensor) -> Tensor:
+        """Context columns (n, n_steps, 3) of windows from ``starts`` with prices ``spot``."""
+        h, cal = self.history, self.calibration
+        dtype = spot.dtype
+        # r_t: the log return over the interval ending at decision t (before the start at t = 0)
+        r = torch.log(torch.cat([before.unsqueeze(1), spot[:, :-1]], dim=1)).diff(dim=1)
+        turbulence = (r * r / (cal.heston.theta * dt)).clamp(max=TURBULENCE_CAP)
+        held = torch.tensor(
+            np.stack([h.rv_forecast[starts], h.rv_forecast_std[starts]], axis=1) / cal.sigma_ref,
+            dtype=dtype,
+        )
+        held = held.unsqueeze(1).expand(-1, self.n_steps, -1)
+        return torch.cat([held, turbulence.unsqueeze(-1)], dim=-1)
+
+    def _intervals(self, idx: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """Calendar years before each decision: the interval ending at decision t (t = 0: the
+        interval before the start). Shape: (n, n_steps)."""
+        h = self.history
+        prev = np.concatenate([idx[:, :1] - self.k, idx[:, :-2]], axis=1)
+        return torch.tensor(h.years[idx[:, :-1]] - h.years[prev], dtype=dtype)
+
+    def replay(self, split: str, dtype: torch.dtype = torch.float32) -> Episodes:
+        """Every window of ``split`` (stride one bar), at the quoted prices."""
+        h = self.history
+        starts = self.starts(split)
+        idx = self._windows(starts)
+        spot = torch.tensor(h.spot[idx], dtype=dtype)
+        weights = np.asarray(h.book.weights)
+        before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
+        return Episodes(
+            spot=spot,
+            tau=torch.tensor(h.tau[idx], dtype=dtype),
+            vol=torch.tensor(h.iv[idx], dtype=dtype),
+            premium=torch.tensor(h.mid[idx[:, 0]] @ weights, dtype=dtype),
+            terminal_value=torch.tensor(h.mid[idx[:, -1]] @ weights, dtype=dtype),
+            context=self._context(starts, spot, before, self._intervals(idx, dtype)),
+        )
+
+    def sample(
+        self,
+        n_paths: int,
+        generator: torch.Generator | None = None,
+        split: str = "train",
+        dtype: torch.dtype = torch.float32,
+    ) -> Episodes:
+        """``n_paths`` simulated windows started from random bars of ``split``."""
+        h, cal = self.history, self.calibration
+        p = cal.heston
+        candidates = self.starts(split)
+        pick = torch.randint(candidates.size, (n_paths,), generator=generator).numpy()
+        starts = candidates[pick]
+        idx = self._windows(starts)
+        dt = torch.tensor(np.diff(h.years[idx], axis=1), dtype=dtype)
+        tau = torch.tensor(h.tau[idx], dtype=dtype)
+        v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
+        z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
+        z_var = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
+        shock = p.rho * z_var + math.sqrt(1.0 - p.rho**2) * z
+        log_s, variances = [torch.log(torch.tensor(h.spot[starts], dtype=dtype))], [v]
+        for t in range(self.n_steps):  # full-truncation Euler on the window's real clock
+            vp = v.clamp(min=0.0)
+            sd = (vp * dt[:, t]).sqrt()
+            log_s.append(log_s[-1] - 0.5 * vp * dt[:, t] + sd * shock[:, t])
+            v = v + p.kappa * (p.theta - vp) * dt[:, t] + p.xi * sd * z_var[:, t]
+            variances.append(v)
+        spot = torch.exp(torch.stack(log_s, dim=1))
+        vol = self._smile(spot, tau, torch.stack(variances, dim=1))
+        values = self._book_values(spot, tau, vol)
+        before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
+        return Episodes(
+            spot=spot,
+            tau=tau,
+            vol=vol,
+            premium=values[:, 0],
+            terminal_value=values[:, -1],
+            context=self._context(starts, spot, before, self._intervals(idx, dtype)),
+        )
+
+    def _smile(self, spot: Tensor, tau: Tensor, variance: Tensor) -> Tensor:
+        """Implied vol of each book option: √(ratio·v) plus skew × standardized moneyness.
+
+        Shape: (n, T) each → (n, T, n_options)
+        """
+        cal = self.calibration
+        atm = (cal.implied_ratio * variance.clamp(min=0.0)).sqrt().clamp(min=MIN_VOL)
+        strikes = torch.tensor(self.history.book.strikes, dtype=spot.dtype)
+        sd = (atm * tau.clamp(min=1e-12).sqrt()).unsqueeze(-1)
+        x = torch.log(strikes / spot.unsqueeze(-1)) / sd
+        return (atm.unsqueeze(-1) + cal.skew * x).clamp(min=MIN_VOL)
+
+    def _book_values(self, spot: Tensor, tau: Tensor, vol: Tensor) -> Tensor:
+        book = self.history.book
+        g = bs_greeks(
+            spot.unsqueeze(-1),
+            torch.tensor(book.strikes, dtype=spot.dtype),
+            tau.unsqueeze(-1),
+            vol,
+            is_call=torch.tensor(book.is_call),
+        )
+        return (g["price"] * torch.tensor(book.weights, dtype=spot.dtype)).sum(-1)
+
+
+def _when(ts: np.datetime64) -> str:
+    return str(np.datetime_as_string(ts, unit="m"))

@@ -1,0 +1,91 @@
+"""Scoring hedgers side by side on one set of episodes: the risk table of every report.
+
+Every hedger of a comparison runs on the same episodes (DESIGN §7: baselines always on the
+same paths), so differences between rows are differences between hedgers, not Monte Carlo
+noise between path sets. :func:`pnl_metrics` is the one definition of the columns that
+``hedge bench hedging``, the specialists and later stages report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge, WhalleyWilmott
+from hedge_pipeline.ml.hedging.simulator import (
+    DELTA,
+    Episodes,
+    HedgingProblem,
+    Policy,
+    market_features,
+    rollout,
+    trade_costs,
+)
+from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
+
+__all__ = ["BASELINES", "Evaluation", "baselines", "evaluate", "pnl_metrics"]
+
+BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
+TRADE_TOLERANCE = 1e-6  # a position change below this is not a trade
+
+
+def baselines(problem: HedgingProblem, risk: RiskMeasure) -> dict[str, Policy]:
+    """No hedge, Black–Scholes delta and the Whalley–Wilmott band (risk aversion: the entropic
+    parameter when the criterion is entropic, else 1)."""
+    risk_aversion = risk.a if isinstance(risk, EntropicRisk) else 1.0
+    return {
+        "no_hedge": NoHedge(),
+        "bs_delta": BlackScholesDelta(),
+        "whalley_wilmott": WhalleyWilmott(problem, risk_aversion),
+    }
+
+
+def pnl_metrics(pl: Tensor, risk: RiskMeasure) -> dict[str, float]:
+    """``price`` (the criterion's cash, lower is better), ``mean_pl``, ``std_pl``, ``es10``,
+    computed in float64."""
+    pl = pl.double()
+    return {
+        "price": float(risk.cash(pl)),
+        "mean_pl": float(pl.mean()),
+        "std_pl": float(pl.std()) if pl.numel() > 1 else 0.0,
+        "es10": float(ExpectedShortfall(0.1).cash(pl)),
+    }
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per hedger: metrics, P&L per episode and positions per episode and step."""
+
+    metrics: dict[str, dict[str, float]]
+    pnl: dict[str, Tensor]
+    hedges: dict[str, Tensor]
+    delta: Tensor  # (n_paths, n_steps): the Black–Scholes delta the baselines read
+
+
+def evaluate(
+    problem: HedgingProblem,
+    episodes: Tensor | Episodes,
+    hedgers: dict[str, Policy],
+    risk: RiskMeasure,
+) -> Evaluation:
+    """Roll every hedger on ``episodes``; besides :func:`pnl_metrics`, each row has
+    ``total_cost`` (mean transaction cost per episode), ``trade_frequency`` (share of
+    decisions that change the position) and ``mean_abs_gap_to_delta`` (mean |position − BS
+    delta|, how far a hedger strays from the textbook hedge)."""
+    with torch.no_grad():
+        delta = market_features(problem, episodes)[..., DELTA]
+        spot = episodes.spot if isinstance(episodes, Episodes) else episodes
+        metrics, pnls, positions = {}, {}, {}
+        for name, hedger in hedgers.items():
+            pl, hedges = rollout(problem, episodes, hedger)
+            trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
+            costs = trade_costs(problem, trades, spot[:, :-1]).sum(dim=1)
+            metrics[name] = pnl_metrics(pl, risk) | {
+                "total_cost": float(costs.double().mean()),
+                "trade_frequency": float((trades.abs() > TRADE_TOLERANCE).double().mean()),
+                "mean_abs_gap_to_delta": float((hedges - delta).abs().double().mean()),
+            }
+            pnls[name], positions[name] = pl, hedges
+    return Evaluation(metrics, pnls, positions, delta)

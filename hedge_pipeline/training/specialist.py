@@ -1,0 +1,376 @@
+"""Stage ``specialist``: train one weekly code's hedging agent, evaluate it, register it.
+
+Extras (from the ``specialist_agents`` asset): ``features`` (the code's ``greeks_features``
+rows of its book options), ``selection`` (its ``portfolio_selection`` book rows),
+``cnn_lstm_version`` (the registered ``hedge-cnn-lstm`` version whose forecasts enter the
+observations; its inputs are rebuilt here with the horizon it was trained for), ``config`` (see
+``profiles.specialist_stage_config``) and ``identity``.
+
+Steps: load the CNN-LSTM version (checksum verified) and forecast the code's realized vol at
+every bar; build the code's market (``ml.hedging.code_market``: calibrated on the training
+split); train by ``algorithm``:
+
+* ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
+  harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
+  early stopping on fixed simulated validation episodes, divergence monitor);
+* ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
+  (its own loop: no checkpoints, a retry starts it again);
+
+then score the policy and the baselines on the code's held-out test windows, replayed and
+simulated, register ``hedge-specialist-<weekly_code>`` (tag ``upstream.hedge-cnn-lstm``), and
+report a risk table, a P&L histogram and a policy-behaviour plot as Dagster metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch import nn
+
+from hedge_pipeline.ml.cnn_lstm import predictions
+from hedge_pipeline.ml.curves import save_training_curves
+from hedge_pipeline.ml.distributed import distributed
+from hedge_pipeline.ml.hedging.code_market import CodeMarket, code_history
+from hedge_pipeline.ml.hedging.deep_hedging import HEADS, make_policy
+from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate
+from hedge_pipeline.ml.hedging.plots import plot_pnl_histogram, plot_policy_behaviour
+from hedge_pipeline.ml.hedging.ppo import train_ppo
+from hedge_pipeline.ml.hedging.simulator import Book, HedgingProblem, rollout
+from hedge_pipeline.ml.hedging.task import HedgingTask
+from hedge_pipeline.ml.market_state import SequenceData, market_state_frame
+from hedge_pipeline.ml.trainer import TrainConfig, fit
+from hedge_pipeline.quant.risk import parse_criterion
+from hedge_pipeline.training import registry
+from hedge_pipeline.training.cnn_lstm import MODEL_NAME as CNN_LSTM_MODEL
+from hedge_pipeline.training.cnn_lstm import load_model
+from hedge_pipeline.training.session import TrainingSession
+from hedge_pipeline.training.tracking import (
+    TrackingReporter,
+    checkpoint_path,
+    identity_tags,
+    log_metrics,
+    png_markdown,
+    tracking_run,
+)
+
+STAGE = "specialist"
+ALGORITHMS = ("deep_hedging", "ppo")
+MODEL_PREFIX = "hedge-specialist-"
+POLICY = "policy"  # the trained hedger's row in every risk table
+# Seeds of the evaluation draws, far from any training seed.
+_VAL_SEED, _TEST_SEED = 7_000_003, 9_000_011
+
+
+def model_name(weekly_code: str) -> str:
+    return f"{MODEL_PREFIX}{weekly_code}"
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Reject what no data could fix, before anything is read (ValueError: never retried)."""
+    if cfg["algorithm"] not in ALGORITHMS:
+        raise ValueError(
+            f"unknown algorithm {cfg['algorithm']!r}; expected one of {', '.join(ALGORITHMS)}"
+        )
+    if cfg["head"] not in HEADS:
+        raise ValueError(f"unknown head {cfg['head']!r}; expected one of {', '.join(HEADS)}")
+    for key in ("cost", "slippage", "fixed_fee"):
+        if not cfg[key] >= 0.0:
+            raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
+    parse_criterion(cfg["criterion"])
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rv_forecasts(
+    model: nn.Module, spec: dict[str, Any], frame: pl.DataFrame, mc_samples: int, seed: int
+) -> pl.DataFrame:
+    """The CNN-LSTM's realized-vol forecast and MC-dropout std at every bar that ends a window
+    of the registered sequence length (``ts, prediction, std``), in the model's own scaling."""
+    data = SequenceData.build(
+        frame,
+        spec["model"]["sequence_length"],
+        inputs=spec["inputs"],
+        targets=spec["targets"],
+    )
+    parts = [
+        predictions(model, data, split, max(mc_samples, 2), seed)
+        for split in ("train", "val", "test")
+        if len(data.split(split))
+    ]
+    if not parts:
+        raise ValueError("the code has no bar with a full CNN-LSTM input window")
+    return (
+        pl.concat(parts)
+        .filter(pl.col("name") == "target_rv")
+        .select("ts", "prediction", "std")
+        .sort("ts")
+    )
+
+
+def run(session: TrainingSession) -> None:
+    extras = session.extras
+    cfg = dict(extras["config"])
+    check_config(cfg)
+    identity = dict(extras["identity"])
+    code = identity["weekly_code"]
+    name = model_name(code)
+    with distributed() as dist, ExitStack() as stack:
+        client = registry.client()
+        cnn_ref = extras["cnn_lstm_version"]
+        cnn = registry.load_version(client, CNN_LSTM_MODEL, cnn_ref)
+        cnn_model, spec = load_model(cnn.directory)
+        features = pl.read_parquet(extras["features"])
+        selection = pl.read_parquet(extras["selection"])
+        frame = market_state_frame(features, selection, horizon=spec["horizon"])
+        forecasts = rv_forecasts(cnn_model, spec, frame, cfg["mc_samples"], cfg["seed"])
+        history = code_history(features, selection, forecasts)
+        market = CodeMarket(
+            history,
+            cfg["rebalance_bars"],
+            cfg["n_steps"],
+            cost=cfg["cost"],
+            slippage=cfg["slippage"],
+            fixed_fee=cfg["fixed_fee"],
+        )
+        session.info(
+            f"{name}: book {', '.join(history.symbols)}; calibration "
+            + ", ".join(f"{k} {v:.4g}" for k, v in market.calibration.as_dict().items())
+            + f"; episodes of {market.n_steps} x {market.k} bars, start bars "
+            + ", ".join(f"{s} {market.starts(s).size}" for s in ("train", "val", "test"))
+            + f"; CNN-LSTM v{cnn.version}"
+        )
+        identity["upstream"] = {**identity.get("upstream", {}), CNN_LSTM_MODEL: cnn.version}
+        tags = identity_tags(identity, config_hash(cfg))
+        run_id = None
+        if session.is_main:
+            run_id = stack.enter_context(tracking_run(client, name, tags, cfg))
+        reporter = TrackingReporter(session, client if session.is_main else None, run_id)
+        policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
+        if session.is_main:
+            _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained)
+
+
+def _train(
+    market: CodeMarket,
+    cfg: dict[str, Any],
+    reporter: TrackingReporter,
+    identity: dict[str, Any],
+    world_size: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    problem, risk, seed = market.problem, parse_criterion(cfg["criterion"]), cfg["seed"]
+    if cfg["algorithm"] == "ppo":
+        if world_size > 1:
+            raise ValueError("algorithm 'ppo' runs in a single process; set devices=1")
+        policy, history = train_ppo(
+            problem,
+            risk,
+            iterations=cfg["epochs"] * cfg["steps_per_epoch"],
+            paths_per_iteration=cfg["paths_per_step"],
+            seed=seed,
+            width=cfg["width"],
+            n_layers=cfg["n_layers"],
+            sampler=market.sample,
+        )
+        for i, loss in enumerate(history.loss, start=1):
+            reporter.epoch(i, {"epoch": i, "train_loss": loss})
+        return policy, {"history": [], "epochs": history.epochs, "seconds": history.seconds}
+    torch.manual_seed(seed)
+    policy = make_policy(cfg["head"], problem, cfg["width"], cfg["n_layers"])
+    validation = market.sample(cfg["val_paths"], torch.Generator().manual_seed(seed + _VAL_SEED))
+    task = HedgingTask(
+        problem,
+        market.sample,
+        risk,
+        validation,
+        cfg["steps_per_epoch"],
+        cfg["paths_per_step"],
+        seed,
+    )
+    train = TrainConfig(
+        epochs=cfg["epochs"],
+        lr=cfg["learning_rate"],
+        patience=cfg["patience"],
+        seed=seed,
+        schedule="plateau",
+        grad_clip=1.0,
+        device="cpu",  # the simulator builds its tensors on the CPU
+    )
+    checkpoints = checkpoint_path(STAGE, identity, config_hash(cfg))
+    result = fit(policy, task, train, checkpoints, reporter)
+    return result.model.eval(), {
+        "history": result.history,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "start_epoch": result.start_epoch,
+        "stopped": result.stopped,
+        "seconds": float(sum(row["seconds"] for row in result.history)),
+        "checkpoint_dir": str(checkpoints),
+    }
+
+
+def save_policy(policy: nn.Module, cfg: dict[str, Any], market: CodeMarket, out: Path) -> Path:
+    """The registered folder: weights plus what rebuilds the policy and its observations."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(policy.state_dict(), out / registry.WEIGHTS_FILE)
+    problem = market.problem
+    spec = {
+        "algorithm": cfg["algorithm"],
+        "head": cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
+        "width": cfg["width"],
+        "n_layers": cfg["n_layers"],
+        "weekly_code": market.history.weekly_code,
+        "symbols": list(market.history.symbols),
+        "book": {
+            "strikes": list(problem.book.strikes),
+            "is_call": list(problem.book.is_call),
+            "weights": list(problem.book.weights),
+        },
+        "sigma_ref": problem.sigma,
+        "n_steps": problem.n_steps,
+        "rebalance_bars": market.k,
+        "costs": {
+            "cost": problem.cost,
+            "slippage": problem.slippage,
+            "fixed_fee": problem.fixed_fee,
+        },
+        "context": list(problem.context),
+        "calibration": market.calibration.as_dict(),
+    }
+    (out / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return out
+
+
+def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a registered specialist's policy (eval mode) and its spec."""
+    spec = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    book = spec["book"]
+    problem = HedgingProblem(
+        book=Book(tuple(book["strikes"]), tuple(book["is_call"]), tuple(book["weights"])),
+        sigma=spec["sigma_ref"],
+        n_steps=spec["n_steps"],
+        context=tuple(spec["context"]),
+        **spec["costs"],
+    )
+    policy = make_policy(spec["head"], problem, spec["width"], spec["n_layers"])
+    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    policy.load_state_dict(state)
+    return policy.eval(), spec
+
+
+def _risk_tables(
+    market: CodeMarket, cfg: dict[str, Any], policy: nn.Module
+) -> dict[str, Evaluation]:
+    problem, risk = market.problem, parse_criterion(cfg["criterion"])
+    hedgers = baselines(problem, risk) | {POLICY: policy}
+    simulated = market.sample(
+        cfg["eval_paths"], torch.Generator().manual_seed(cfg["seed"] + _TEST_SEED), "test"
+    )
+    return {
+        "test_replay": evaluate(problem, market.replay("test"), hedgers, risk),
+        "test_simulated": evaluate(problem, simulated, hedgers, risk),
+        "val_replay": evaluate(problem, market.replay("val"), hedgers, risk),
+    }
+
+
+def _markdown_table(evaluation: Evaluation) -> str:
+    columns = list(next(iter(evaluation.metrics.values())))
+    lines = [
+        "| hedger | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+        *(
+            f"| {name} | " + " | ".join(f"{row[c]:.5g}" for c in columns) + " |"
+            for name, row in evaluation.metrics.items()
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained) -> None:
+    name = model_name(market.history.weekly_code)
+    tables = _risk_tables(market, cfg, policy)
+    for split, evaluation in tables.items():
+        flat = {
+            f"{split}_{hedger}_{k}": v
+            for hedger, row in evaluation.metrics.items()
+            for k, v in row.items()
+        }
+        log_metrics(client, run_id, flat)
+    replay = tables["test_replay"].metrics
+    beats = replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
+    with tempfile.TemporaryDirectory(prefix="specialist-") as tmp:
+        folder = Path(tmp)
+        figures = {
+            "pnl_histogram": plot_pnl_histogram(
+                tables["test_replay"], f"{name}: test P&L (replay)"
+            ),
+            "policy_behaviour": plot_policy_behaviour(
+                tables["test_replay"], POLICY, f"{name}: policy on test windows (replay)"
+            ),
+        }
+        markdown = {}
+        for key, figure in figures.items():
+            figure.savefig(folder / f"{key}.png", dpi=90)
+            client.log_artifact(run_id, str(folder / f"{key}.png"))
+            markdown[key] = png_markdown(folder / f"{key}.png", key.replace("_", " "))
+        if trained["history"]:
+            curves = save_training_curves(trained["history"], folder / "curves.png", name)
+            client.log_artifact(run_id, str(curves))
+            markdown["training_curves"] = png_markdown(curves, "training curves")
+        model_dir = save_policy(policy, cfg, market, folder / "model")
+        version = registry.register_version(client, name, run_id, model_dir, tags)
+    reloaded, _ = load_policy(registry.load_version(client, name, version.version).directory)
+    episodes = market.replay("test")
+    with torch.no_grad():
+        identical = bool(
+            torch.equal(
+                rollout(market.problem, episodes, policy)[1],
+                rollout(market.problem, episodes, reloaded)[1],
+            )
+        )
+    if not identical:
+        raise RuntimeError(f"{name} v{version.version} does not reload to identical hedges")
+    session.info(
+        f"registered {name} v{version.version} (alias candidate): test ES10 (replay) "
+        f"{replay[POLICY]['es10']:.4g} vs BS delta {replay['bs_delta']['es10']:.4g}, "
+        f"no hedge {replay['no_hedge']['es10']:.4g}"
+    )
+    session.report(
+        metadata={
+            "registered_model": name,
+            "version": int(version.version),
+            "mlflow_run_id": run_id,
+            "weights_sha256": version.tags["weights_sha256"],
+            "upstream_cnn_lstm_version": int(tags[f"upstream.{CNN_LSTM_MODEL}"]),
+            "algorithm": cfg["algorithm"],
+            "criterion": cfg["criterion"],
+            "epochs_run": trained["epochs"],
+            "train_seconds": trained["seconds"],
+            "beats_bs_delta_es10_test_replay": bool(beats),
+            "calibration": market.calibration.as_dict(),
+            "episodes": {
+                split: int(evaluation.pnl[POLICY].numel()) for split, evaluation in tables.items()
+            },
+            "risk_table_test_replay": {
+                "raw_value": _markdown_table(tables["test_replay"]),
+                "type": "md",
+            },
+            "risk_table_test_simulated": {
+                "raw_value": _markdown_table(tables["test_simulated"]),
+                "type": "md",
+            },
+            "test_replay": replay,
+            "test_simulated": tables["test_simulated"].metrics,
+            "reloads_identically": identical,
+            **{key: {"raw_value": md, "type": "md"} for key, md in markdown.items()},
+        },
+        data_version=version.tags["weights_sha256"][:16],
+    )
