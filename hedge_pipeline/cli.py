@@ -17,13 +17,15 @@ from collections.abc import Sequence
 from hedge_pipeline import paths
 from hedge_pipeline.locks import file_lock
 
-# What each --select value materializes, in lineage order: the per-code market data first,
-# then the portfolio-level assets.
+# What each --select value materializes, in lineage order. Per-code steps name a job run once
+# per weekly code; the others are portfolio-level assets.
+PER_CODE_JOBS = {"market_data": "market_data_job", "specialists": "specialists_job"}
 SELECTIONS: dict[str, tuple[str, ...]] = {
     "market_data": ("market_data",),
     "portfolio": ("portfolio_selection",),
     "cnn_lstm": ("cnn_lstm_model",),
-    "all": ("market_data", "portfolio_selection", "cnn_lstm_model"),
+    "specialists": ("specialists",),
+    "all": ("market_data", "portfolio_selection", "cnn_lstm_model", "specialists"),
 }
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -59,6 +61,22 @@ def _report(label: str, result, started: float) -> bool:
     return result.success
 
 
+def _run_per_code(job, codes: list[str], instance) -> bool:
+    """Run ``job`` once per weekly code, in order; report each; True if all succeeded."""
+    label = job.name.removesuffix("_job").replace("_", " ")
+    failed = []
+    for i, code in enumerate(codes, 1):
+        started = time.perf_counter()
+        result = job.execute_in_process(
+            partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
+        )
+        if not _report(f"[{i}/{len(codes)}] {label} {code}", result, started):
+            failed.append(code)
+    if failed:
+        print(f"{label} failed for {', '.join(failed)}; stopping")
+    return not failed
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     _set_environment(args.source, args.profile)
     # Imported after the environment is set: the definitions read it when they load.
@@ -78,6 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     plan = SELECTIONS[args.select]
     instance = _instance()
+    name = weekly_code_partitions.name
     if "market_data" in plan:
         available = ChainSourceResource.from_env().build().list_codes()
         codes = args.partition or sorted(available)
@@ -88,25 +107,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        name = weekly_code_partitions.name
         missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
         if missing:
             instance.add_dynamic_partitions(name, missing)
-        job = defs.resolve_job_def("market_data_job")
-        failed = []
-        for i, code in enumerate(codes, 1):
-            started = time.perf_counter()
-            result = job.execute_in_process(
-                partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
-            )
-            if not _report(f"[{i}/{len(codes)}] market data {code}", result, started):
-                failed.append(code)
-        if failed:
-            print(f"market data failed for {', '.join(failed)}; stopping before the models")
-            return 1
+    else:
+        codes = args.partition or sorted(instance.get_dynamic_partitions(name))
     global_job = defs.resolve_implicit_global_asset_job_def()
     for asset in plan:
-        if asset == "market_data":
+        if asset in PER_CODE_JOBS:
+            if not _run_per_code(defs.resolve_job_def(PER_CODE_JOBS[asset]), codes, instance):
+                return 1
             continue
         started = time.perf_counter()
         run_config = {**QUIET}
@@ -175,7 +185,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.suite == "env":
         from hedge_pipeline.bench.env import run
 
-        report = run(num_envs=args.num_envs)
+        report = run(num_envs=args.num_envs, ppo=not args.no_ppo)
     elif args.suite == "cnn-lstm":
         from hedge_pipeline.bench.cnn_lstm import run
 
@@ -201,8 +211,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     greeks = suites.add_parser("greeks", help="prices + Greeks and implied vol vs peers")
     greeks.add_argument("--n", type=int, default=1_000_000, help="options per batch")
     greeks.add_argument("--repeats", type=int, default=5)
-    env = suites.add_parser("env", help="batched hedging env vs the single-path gymnasium env")
+    env = suites.add_parser(
+        "env", help="batched hedging env vs the single-path gymnasium env; PPO vs SB3's PPO"
+    )
     env.add_argument("--num-envs", type=int, default=1024)
+    env.add_argument(
+        "--no-ppo", action="store_true", help="skip PPO vs Stable-Baselines3 (minutes; dev extra)"
+    )
     cnn = suites.add_parser("cnn-lstm", help="CNN-LSTM training samples/s")
     cnn.add_argument("--batch-size", type=int, default=256)
     cnn.add_argument("--steps", type=int, default=30, help="timed optimizer steps")

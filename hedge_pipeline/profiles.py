@@ -53,6 +53,9 @@ class SpecialistBudget:
     width: int
     n_layers: int
     patience: int
+    # torch intra-op threads while training (None: torch's default). One for batches of a few
+    # thousand episodes on 2 shared cores, where a second thread spin-waits more than it helps.
+    num_threads: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,7 @@ PROFILES: dict[str, Profile] = {
             width=64,
             n_layers=4,
             patience=20,
+            num_threads=None,
         ),
     ),
 }
@@ -229,5 +233,6 @@ def specialist_stage_config(
         "n_layers": budget.n_layers,
         "patience": budget.patience,
         "mc_samples": profile.cnn_lstm.mc_samples,
+        "num_threads": budget.num_threads,
         "seed": seed,
     }

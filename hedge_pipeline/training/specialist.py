@@ -45,6 +45,7 @@ from hedge_pipeline.ml.hedging.ppo import train_ppo
 from hedge_pipeline.ml.hedging.simulator import Book, HedgingProblem, rollout
 from hedge_pipeline.ml.hedging.task import HedgingTask
 from hedge_pipeline.ml.market_state import SequenceData, market_state_frame
+from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.ml.trainer import TrainConfig, fit
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.training import registry
@@ -154,7 +155,8 @@ def run(session: TrainingSession) -> None:
         if session.is_main:
             run_id = stack.enter_context(tracking_run(client, name, tags, cfg))
         reporter = TrackingReporter(session, client if session.is_main else None, run_id)
-        policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
+        with torch_threads(cfg["num_threads"]):
+            policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
         if session.is_main:
             _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained)
 

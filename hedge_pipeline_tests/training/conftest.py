@@ -14,7 +14,7 @@ from hedge_pipeline.datasets import export_parquet
 from hedge_pipeline.ml.market_state import market_state_frame
 from hedge_pipeline.portfolio.selection import select_portfolio
 from hedge_pipeline.portfolio.templates import load_template
-from hedge_pipeline.profiles import cnn_lstm_stage_config, get_profile
+from hedge_pipeline.profiles import cnn_lstm_stage_config, get_profile, specialist_stage_config
 
 CODES = ("3CN5", "3IN5")
 
@@ -55,6 +55,59 @@ def write_extras(directory: Path, dataset: Path, **config_overrides) -> Path:
             "dagster_asset": "cnn_lstm_model",
             "data_version": dataset.stem,
             "code_version": "test",
+            "upstream": {},
+        },
+        "failure_file": str(directory / "failure.json"),
+    }
+    path = directory / "extras.json"
+    path.write_text(json.dumps(extras), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_specialist_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The code 3CN5's book rows and their greeks_features rows, as the asset exports them."""
+    code = CODES[0]
+    source = SyntheticSource(codes=(code,))
+    features = compute_features(source.load(code).drop("source_file", "source_row"))
+    book = select_portfolio(features, load_template("atm_book")).frame.filter(
+        ~pl.col("is_hedge_instrument")
+    )
+    rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
+    folder = tmp_path_factory.mktemp("specialist")
+    return {
+        "features": export_parquet(rows, folder),
+        "selection": export_parquet(book, folder),
+    }
+
+
+def write_specialist_extras(
+    directory: Path, inputs: dict[str, Path], cnn_lstm_version: int = 1, **config_overrides
+) -> Path:
+    """Extras for a standalone run of the ``specialist`` stage on 3CN5 (smoke profile)."""
+    config = specialist_stage_config(
+        get_profile("smoke"),
+        algorithm="deep_hedging",
+        criterion="es:0.1",
+        cost=5e-4,
+        slippage=0.0,
+        fixed_fee=0.0,
+        head="ntb",
+        learning_rate=1e-3,
+        epochs=None,
+        n_steps=None,
+        rebalance_bars=None,
+    )
+    extras = {
+        **{key: str(path) for key, path in inputs.items()},
+        "cnn_lstm_version": cnn_lstm_version,
+        "config": {**config, **config_overrides},
+        "identity": {
+            "dagster_run_id": "standalone-test",
+            "dagster_asset": "specialist_agents",
+            "data_version": "test",
+            "code_version": "test",
+            "weekly_code": CODES[0],
             "upstream": {},
         },
         "failure_file": str(directory / "failure.json"),

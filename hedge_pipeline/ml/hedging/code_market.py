@@ -30,6 +30,10 @@ Observations carry three context columns besides the simulator's market features
 * ``turbulence``: FinRL's turbulence index for one asset, (r − μ)²/σ² of the underlying's log
   return over the last rebalancing interval, with μ = 0 and σ² = θ·Δt from the training split
   (the interval before the start at t = 0, from history in both sources), capped at 25.
+* ``log_next_interval``: log of the calendar length of the coming interval over the code's
+  median one: 0 within a session, about 3.5 before a night, 4.5 before a weekend. The schedule
+  is known in advance, and a night carries the variance of ~35 intraday intervals (synthetic
+  data: the calendar clock), which no Greek at the current bar says.
 
 Rates are zero inside the simulator (the underlying is a future; the discounting of a few weeks'
 options at 4.5 % moves their marks by < 0.4 %), costs are the problem's.
@@ -62,7 +66,7 @@ __all__ = [
     "code_history",
 ]
 
-CONTEXT = ("rv_forecast", "rv_forecast_std", "turbulence")
+CONTEXT = ("rv_forecast", "rv_forecast_std", "turbulence", "log_next_interval")
 SPLITS = ("train", "val", "test")
 KAPPA_PRIOR = 3.0
 TURBULENCE_CAP = 25.0
@@ -263,7 +267,8 @@ def calibrate(history: CodeHistory, rebalance_bars: int) -> Calibration:
     dv, rk = np.diff(v[idx]), np.diff(np.log(spot[idx]))
     dt = np.diff(years[idx])
     xi = float(np.sqrt(np.sum(dv * dv) / np.sum(v[idx][:-1] * dt)))
-    rho = float(np.clip(np.corrcoef(rk, dv)[0, 1], -0.99, 0.99))
+    # Correlation is undefined when the variance never moves: no leverage then.
+    rho = float(np.clip(np.corrcoef(rk, dv)[0, 1], -0.99, 0.99)) if dv.std() > 0 else 0.0
     heston = HestonParams(v0=theta, theta=theta, kappa=KAPPA_PRIOR, xi=max(xi, 1e-4), rho=rho)
     return Calibration(
         heston=heston,
@@ -313,6 +318,9 @@ class CodeMarket:
             context=CONTEXT,
         )
         self._starts = {split: self._valid_starts(split) for split in SPLITS}
+        self._median_interval = float(
+            np.median(history.years[rebalance_bars:] - history.years[:-rebalance_bars])
+        )
 
     @property
     def span(self) -> int:
@@ -353,8 +361,11 @@ class CodeMarket:
         """Bar indices of each window's decision times, (n, n_steps + 1)."""
         return starts[:, None] + self.k * np.arange(self.n_steps + 1)
 
-    def _context(self, starts: np.ndarray, spot: Tensor, before: Tensor, dt: Tensor) -> Tensor:
-        """Context columns (n, n_steps, 3) of windows from ``starts`` with prices ``spot``."""
+    def _context(
+        self, starts: np.ndarray, spot: Tensor, before: Tensor, dt: Tensor, ahead: Tensor
+    ) -> Tensor:
+        """Context columns (n, n_steps, 4) of windows from ``starts`` with prices ``spot``;
+        ``dt`` the interval before each decision, ``ahead`` the one after it (years)."""
         h, cal = self.history, self.calibration
         dtype = spot.dtype
         # r_t: the log return over the interval ending at decision t (before the start at t = 0)
@@ -365,7 +376,8 @@ class CodeMarket:
             dtype=dtype,
         )
         held = held.unsqueeze(1).expand(-1, self.n_steps, -1)
-        return torch.cat([held, turbulence.unsqueeze(-1)], dim=-1)
+        next_interval = torch.log(ahead / self._median_interval)
+        return torch.cat([held, turbulence.unsqueeze(-1), next_interval.unsqueeze(-1)], dim=-1)
 
     def _intervals(self, idx: np.ndarray, dtype: torch.dtype) -> Tensor:
         """Calendar years before each decision: the interval ending at decision t (t = 0: the
@@ -373,6 +385,10 @@ class CodeMarket:
         h = self.history
         prev = np.concatenate([idx[:, :1] - self.k, idx[:, :-2]], axis=1)
         return torch.tensor(h.years[idx[:, :-1]] - h.years[prev], dtype=dtype)
+
+    def _ahead(self, idx: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """Calendar years from each decision to the next. Shape: (n, n_steps)."""
+        return torch.tensor(np.diff(self.history.years[idx], axis=1), dtype=dtype)
 
     def replay(self, split: str, dtype: torch.dtype = torch.float32) -> Episodes:
         """Every window of ``split`` (stride one bar), at the quoted prices."""
@@ -388,7 +404,9 @@ class CodeMarket:
             vol=torch.tensor(h.iv[idx], dtype=dtype),
             premium=torch.tensor(h.mid[idx[:, 0]] @ weights, dtype=dtype),
             terminal_value=torch.tensor(h.mid[idx[:, -1]] @ weights, dtype=dtype),
-            context=self._context(starts, spot, before, self._intervals(idx, dtype)),
+            context=self._context(
+                starts, spot, before, self._intervals(idx, dtype), self._ahead(idx, dtype)
+            ),
         )
 
     def sample(
@@ -405,7 +423,7 @@ class CodeMarket:
         pick = torch.randint(candidates.size, (n_paths,), generator=generator).numpy()
         starts = candidates[pick]
         idx = self._windows(starts)
-        dt = torch.tensor(np.diff(h.years[idx], axis=1), dtype=dtype)
+        dt = self._ahead(idx, dtype)
         tau = torch.tensor(h.tau[idx], dtype=dtype)
         v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
         z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
@@ -428,7 +446,9 @@ class CodeMarket:
             vol=vol,
             premium=values[:, 0],
             terminal_value=values[:, -1],
-            context=self._context(starts, spot, before, self._intervals(idx, dtype)),
+            context=self._context(
+                starts, spot, before, self._intervals(idx, dtype), self._ahead(idx, dtype)
+            ),
         )
 
     def _smile(self, spot: Tensor, tau: Tensor, variance: Tensor) -> Tensor:
