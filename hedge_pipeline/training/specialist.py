@@ -12,7 +12,9 @@ split); train by ``algorithm``:
 
 * ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
   harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
-  early stopping on fixed simulated validation episodes, divergence monitor);
+  early stopping on fixed simulated episodes started from validation-split bars, divergence
+  monitor). The policy starts as the Black–Scholes delta hedge (zero-width band, or zero
+  correction for the MLP head) with its inputs scaled on simulated training episodes;
 * ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
   (its own loop: no checkpoints, a retry starts it again);
 
@@ -42,7 +44,13 @@ from hedge_pipeline.ml.hedging.deep_hedging import HEADS, make_policy
 from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate
 from hedge_pipeline.ml.hedging.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.ml.hedging.ppo import train_ppo
-from hedge_pipeline.ml.hedging.simulator import Book, HedgingProblem, rollout
+from hedge_pipeline.ml.hedging.simulator import (
+    Book,
+    Episodes,
+    HedgingProblem,
+    market_features,
+    rollout,
+)
 from hedge_pipeline.ml.hedging.task import HedgingTask
 from hedge_pipeline.ml.market_state import SequenceData, market_state_frame
 from hedge_pipeline.ml.threads import torch_threads
@@ -169,6 +177,11 @@ def _train(
     world_size: int,
 ) -> tuple[nn.Module, dict[str, Any]]:
     problem, risk, seed = market.problem, parse_criterion(cfg["criterion"]), cfg["seed"]
+
+    def sample(n_paths: int, generator: torch.Generator) -> Episodes:
+        """Training episodes: states of the training split, anywhere in the code's life."""
+        return market.sample(n_paths, generator, any_expiry=True)
+
     if cfg["algorithm"] == "ppo":
         if world_size > 1:
             raise ValueError("algorithm 'ppo' runs in a single process; set devices=1")
@@ -180,17 +193,20 @@ def _train(
             seed=seed,
             width=cfg["width"],
             n_layers=cfg["n_layers"],
-            sampler=market.sample,
+            sampler=sample,
         )
         for i, loss in enumerate(history.loss, start=1):
             reporter.epoch(i, {"epoch": i, "train_loss": loss})
         return policy, {"history": [], "epochs": history.epochs, "seconds": history.seconds}
     torch.manual_seed(seed)
-    policy = make_policy(cfg["head"], problem, cfg["width"], cfg["n_layers"])
-    validation = market.sample(cfg["val_paths"], torch.Generator().manual_seed(seed + _VAL_SEED))
+    # Start from the Black-Scholes delta hedge, inputs at unit scale (see InputScale).
+    policy = make_policy(cfg["head"], problem, cfg["width"], cfg["n_layers"], start_at_delta=True)
+    generator = torch.Generator().manual_seed(seed + _VAL_SEED)
+    policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
+    validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True)
     task = HedgingTask(
         problem,
-        market.sample,
+        sample,
         risk,
         validation,
         cfg["steps_per_epoch"],

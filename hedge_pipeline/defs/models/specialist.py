@@ -42,8 +42,10 @@ class SpecialistConfig(dg.Config):
     cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
     slippage: float = Field(default=0.0, description="x (units traded)^2 x spot")
     fixed_fee: float = Field(default=0.0, description="per trade")
-    head: str = Field(default="ntb", description="deep hedger's network: ntb or mlp")
-    learning_rate: float = 1e-3
+    head: str = Field(
+        default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
+    )
+    learning_rate: float = 3e-3
     epochs: int | None = Field(default=None, description="default: the profile's")
     n_steps: int | None = Field(default=None, description="decisions per episode")
     rebalance_bars: int | None = Field(default=None, description="bars between decisions")

@@ -415,8 +415,18 @@ class CodeMarket:
         generator: torch.Generator | None = None,
         split: str = "train",
         dtype: torch.dtype = torch.float32,
+        *,
+        any_expiry: bool = False,
     ) -> Episodes:
-        """``n_paths`` simulated windows started from random bars of ``split``."""
+        """``n_paths`` simulated windows started from random bars of ``split``.
+
+        With ``any_expiry`` each window keeps its bar clock but is moved to a random distance
+        from expiry, from where it started to ending at the last bar: the training split lies
+        weeks before expiry and the test split in the last days, where gamma is many times
+        larger; a policy trained only at the former meets the latter for the first time in
+        the test. Only the calendar is moved (the expiry date is known in advance), never a
+        price of a later split.
+        """
         h, cal = self.history, self.calibration
         p = cal.heston
         candidates = self.starts(split)
@@ -425,6 +435,11 @@ class CodeMarket:
         idx = self._windows(starts)
         dt = self._ahead(idx, dtype)
         tau = torch.tensor(h.tau[idx], dtype=dtype)
+        if any_expiry:
+            end = tau[:, -1:]  # the window's distance to expiry after its last decision
+            last = float(h.tau[-1])  # the code's last bar, minutes before expiry
+            u = torch.rand((n_paths, 1), generator=generator, dtype=dtype)
+            tau = tau - u * (end - last)
         v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
         z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
         z_var = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)

@@ -88,18 +88,55 @@ def _leaky_relu_floor(x: Tensor, slope: float = 0.01) -> Tensor:
     return torch.where(x >= 0, x, slope * x)
 
 
+class InputScale(nn.Module):
+    """(x − shift) / scale per column, fixed buffers saved with the weights.
+
+    Identity by default (E1's features are already of order one). A weekly code's are not:
+    time to expiry is a few thousandths of a year, turbulence reaches 25. :meth:`fit` sets the
+    buffers from a sample of training observations, so every input reaches the network at
+    unit scale and one learning rate suits all of them.
+    """
+
+    def __init__(self, n_columns: int) -> None:
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(n_columns))
+        self.register_buffer("scale", torch.ones(n_columns))
+
+    def fit(self, sample: Tensor) -> None:
+        """Shape: sample (n, n_columns)."""
+        flat = sample.reshape(-1, sample.shape[-1]).double()
+        self.shift.copy_(flat.mean(dim=0))
+        self.scale.copy_(flat.std(dim=0).clamp(min=1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.shift) / self.scale
+
+
 class NoTransactionBandPolicy(nn.Module):
     """Clamp the previous position into a learned band around the Black–Scholes delta.
 
-    ``n_features`` is the problem's (four market columns plus its context).
+    ``n_features`` is the problem's (four market columns plus its context). With
+    ``start_at_delta`` the last layer starts at zero, so the untrained band has zero width: the
+    policy starts as the Black–Scholes delta hedge and training widens the band only where
+    that lowers the risk (pfhedge's random start is the default, as in its E1 figures).
 
     Shape:
         obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
     """
 
-    def __init__(self, width: int = 32, n_layers: int = 4, n_features: int = N_MARKET) -> None:
+    def __init__(
+        self,
+        width: int = 32,
+        n_layers: int = 4,
+        n_features: int = N_MARKET,
+        start_at_delta: bool = False,
+    ) -> None:
         super().__init__()
+        self.inputs = InputScale(n_features)
         self.net = MLP(n_features, 2, width, n_layers)
+        if start_at_delta:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def band(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Lower and upper band edges.
@@ -107,7 +144,7 @@ class NoTransactionBandPolicy(nn.Module):
         Shape:
             features: (..., n_features) observation without the position → lower, upper: (...)
         """
-        widths = _leaky_relu_floor(self.net(features))
+        widths = _leaky_relu_floor(self.net(self.inputs(features)))
         delta = features[..., DELTA]
         return delta - widths[..., 0], delta + widths[..., 1]
 
@@ -127,14 +164,23 @@ class MLPPolicy(nn.Module):
         obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
     """
 
-    def __init__(self, width: int = 32, n_layers: int = 4, n_features: int = N_MARKET) -> None:
+    def __init__(
+        self,
+        width: int = 32,
+        n_layers: int = 4,
+        n_features: int = N_MARKET,
+        start_at_delta: bool = True,
+    ) -> None:
         super().__init__()
+        self.inputs = InputScale(n_features)
         self.net = MLP(n_features + 1, 1, width, n_layers)
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        if start_at_delta:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
-        return obs[..., DELTA] + self.net(obs).squeeze(-1)
+        features = self.inputs(obs[..., :-1])
+        return obs[..., DELTA] + self.net(torch.cat([features, obs[..., -1:]], -1)).squeeze(-1)
 
 
 @dataclass
@@ -158,12 +204,18 @@ HEADS = {"ntb": NoTransactionBandPolicy, "mlp": MLPPolicy}
 
 
 def make_policy(
-    head: str, problem: HedgingProblem, width: int = 32, n_layers: int = 4
+    head: str,
+    problem: HedgingProblem,
+    width: int = 32,
+    n_layers: int = 4,
+    start_at_delta: bool | None = None,
 ) -> nn.Module:
-    """A fresh policy network of ``head`` sized for ``problem``'s observations."""
+    """A fresh policy network of ``head`` sized for ``problem``'s observations
+    (``start_at_delta``: None keeps the head's own default)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
-    return HEADS[head](width, n_layers, problem.n_features)
+    extra = {} if start_at_delta is None else {"start_at_delta": start_at_delta}
+    return HEADS[head](width, n_layers, problem.n_features, **extra)
 
 
 def sampler_of(problem: HedgingProblem) -> Sampler:
