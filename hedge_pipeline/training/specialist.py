@@ -139,7 +139,8 @@ def run(session: TrainingSession) -> None:
         cnn_model, spec = load_model(cnn.directory)
         features = pl.read_parquet(extras["features"])
         selection = pl.read_parquet(extras["selection"])
-        frame = market_state_frame(features, selection, horizon=spec["horizon"])
+        book = selection.filter(~pl.col("is_hedge_instrument"))
+        frame = market_state_frame(features, book, horizon=spec["horizon"])
         forecasts = rv_forecasts(cnn_model, spec, frame, cfg["mc_samples"], cfg["seed"])
         history = code_history(features, selection, forecasts)
         market = CodeMarket(
@@ -149,9 +150,17 @@ def run(session: TrainingSession) -> None:
             cost=cfg["cost"],
             slippage=cfg["slippage"],
             fixed_fee=cfg["fixed_fee"],
+            hedge_option=cfg["hedge_option"],
         )
+        if market.problem.instrument is not None and cfg["algorithm"] == "ppo":
+            raise ValueError(
+                "algorithm 'ppo' hedges with the underlying alone; set hedge_option=false "
+                "or use deep_hedging for delta-gamma"
+            )
         session.info(
-            f"{name}: book {', '.join(history.symbols)}; calibration "
+            f"{name}: book {', '.join(history.symbols)}; hedge option "
+            + f"{market.history.instrument_symbol if market.problem.instrument else 'none'}; "
+            + "calibration "
             + ", ".join(f"{k} {v:.4g}" for k, v in market.calibration.as_dict().items())
             + f"; episodes of {market.n_steps} x {market.k} bars, start bars "
             + ", ".join(f"{s} {market.starts(s).size}" for s in ("train", "val", "test"))

@@ -66,13 +66,11 @@ def write_extras(directory: Path, dataset: Path, **config_overrides) -> Path:
 
 @pytest.fixture(scope="session")
 def smoke_specialist_inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The code 3CN5's book rows and their greeks_features rows, as the asset exports them."""
+    """The code 3CN5's selection rows and their greeks_features rows, as the asset exports them."""
     code = CODES[0]
     source = SyntheticSource(codes=(code,))
     features = compute_features(source.load(code).drop("source_file", "source_row"))
-    book = select_portfolio(features, load_template("atm_book")).frame.filter(
-        ~pl.col("is_hedge_instrument")
-    )
+    book = select_portfolio(features, load_template("atm_book")).frame
     rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
     folder = tmp_path_factory.mktemp("specialist")
     return {
@@ -92,8 +90,9 @@ def write_specialist_extras(
         cost=5e-4,
         slippage=0.0,
         fixed_fee=0.0,
-        head="ntb",
-        learning_rate=1e-3,
+        head="mlp",
+        hedge_option=True,
+        learning_rate=3e-3,
         epochs=None,
         n_steps=None,
         rebalance_bars=None,

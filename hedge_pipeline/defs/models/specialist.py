@@ -10,6 +10,7 @@ model. The child validates the configuration, trains, evaluates and registers
 """
 
 import dagster as dg
+import polars as pl
 from pydantic import Field
 
 from hedge_pipeline import paths
@@ -24,13 +25,11 @@ from hedge_pipeline.defs.portfolio.assets import portfolio_selection
 from hedge_pipeline.defs.resources import ProfileResource, WarehouseResource
 from hedge_pipeline.profiles import specialist_stage_config
 
-BOOK_OF_CODE = """
-    SELECT * FROM portfolio_selection WHERE weekly_code = $1 AND NOT is_hedge_instrument
-"""
-FEATURES_OF_BOOK = """
+SELECTION_OF_CODE = "SELECT * FROM portfolio_selection WHERE weekly_code = $1"
+FEATURES_OF_SELECTION = """
     SELECT f.* FROM greeks_features f
     JOIN portfolio_selection s USING (weekly_code, option_symbol)
-    WHERE f.weekly_code = $1 AND NOT s.is_hedge_instrument
+    WHERE f.weekly_code = $1
 """
 
 
@@ -42,6 +41,10 @@ class SpecialistConfig(dg.Config):
     cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
     slippage: float = Field(default=0.0, description="x (units traded)^2 x spot")
     fixed_fee: float = Field(default=0.0, description="per trade")
+    hedge_option: bool = Field(
+        default=True,
+        description="also trade the template's hedge option (delta-gamma) when it names one",
+    )
     head: str = Field(
         default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
     )
@@ -88,8 +91,9 @@ def specialist_agents(
     delta and Whalley–Wilmott; registered as ``hedge-specialist-<weekly_code>``."""
     code = context.partition_key
     with warehouse_db.connect(read_only=True) as con:
-        book = warehouse.query(con, BOOK_OF_CODE, [code])
-        features = warehouse.query(con, FEATURES_OF_BOOK, [code])
+        selection = warehouse.query(con, SELECTION_OF_CODE, [code])
+        features = warehouse.query(con, FEATURES_OF_SELECTION, [code])
+    book = selection.filter(~pl.col("is_hedge_instrument"))
     if book.is_empty():
         raise dg.Failure(
             f"portfolio_selection holds no option of weekly code {code!r}: its template did "
@@ -99,7 +103,7 @@ def specialist_agents(
         )
     exported = {
         "features": export_parquet(features, paths.datasets_dir()),
-        "selection": export_parquet(book, paths.datasets_dir()),
+        "selection": export_parquet(selection, paths.datasets_dir()),
     }
     version = _cnn_lstm_version(context, config)
     stage_config = specialist_stage_config(
@@ -107,7 +111,8 @@ def specialist_agents(
         **config.model_dump(exclude={"cnn_lstm_version"}),
     )
     context.log.info(
-        f"{code}: {book.height} book options, {features.height} feature rows; "
+        f"{code}: {book.height} book options, {selection.height - book.height} hedge option, "
+        f"{features.height} feature rows; "
         f"hedge-cnn-lstm v{version}"
     )
     data_version = "-".join(path.stem[:16] for path in exported.values())

@@ -6,6 +6,9 @@ network.
 
 * :class:`NoHedge`: hold nothing; the price is the risk of the naked short book.
 * :class:`BlackScholesDelta`: the model delta at every step; optimal without costs.
+* :class:`BlackScholesDeltaGamma`: with a hedge option, hold Γ_book/Γ_option options and the
+  underlying that makes the whole hedge delta-neutral: locally immune to moves of either sign,
+  overnight gaps included, at the price of the option's spread.
 * :class:`WhalleyWilmott`: trade only when the position leaves a band of half-width
   H = (3·c·S·Γ²·e^{−r(T−t)} / (2·γ))^{1/3} around the delta, and then only to its edge: the
   asymptotically optimal policy for exponential utility with small proportional costs
@@ -29,12 +32,39 @@ from torch import Tensor
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     LOG_MONEYNESS,
+    OPTION_DELTA,
+    OPTION_SCALED_GAMMA,
     SCALED_GAMMA,
     TIME_TO_EXPIRY,
     HedgingProblem,
 )
 
-__all__ = ["BlackScholesDelta", "NoHedge", "WhalleyWilmott"]
+__all__ = [
+    "BlackScholesDelta",
+    "BlackScholesDeltaGamma",
+    "NoHedge",
+    "WhalleyWilmott",
+    "delta_gamma",
+]
+
+MAX_OPTIONS = 100.0  # per unit of the book: beyond, the option is too inert to carry its gamma
+
+
+def delta_gamma(obs: Tensor) -> Tensor:
+    """(underlying, option) positions that zero the hedged book's delta and gamma.
+
+    Both gammas are scaled by the same S·σ·√τ, so their ratio is the ratio of gammas. Where
+    that ratio would exceed ``MAX_OPTIONS`` (an option with next to no gamma left, deep in or
+    out of the money near expiry) the option is not used and the underlying hedges the delta.
+
+    Shape:
+        obs: (n_paths, n_obs) of a problem with a hedge option → (n_paths, 2)
+    """
+    book_gamma, option_gamma = obs[:, SCALED_GAMMA], obs[:, OPTION_SCALED_GAMMA]
+    usable = (option_gamma != 0) & (book_gamma.abs() <= MAX_OPTIONS * option_gamma.abs())
+    safe = torch.where(usable, option_gamma, torch.ones_like(option_gamma))
+    options = torch.where(usable, book_gamma / safe, torch.zeros_like(option_gamma))
+    return torch.stack([obs[:, DELTA] - options * obs[:, OPTION_DELTA], options], dim=-1)
 
 
 class NoHedge:
@@ -57,6 +87,19 @@ class BlackScholesDelta:
 
     def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
         return obs[:, DELTA]
+
+
+class BlackScholesDeltaGamma:
+    """Delta-gamma neutral at every step (:func:`delta_gamma`), rebalanced fully each time.
+
+    Shape:
+        obs: (n_paths, n_obs), prev_hedge: (n_paths, 2) → (n_paths, 2)
+    """
+
+    n_instruments = 2
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return delta_gamma(obs)
 
 
 class WhalleyWilmott:

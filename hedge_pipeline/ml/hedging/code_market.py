@@ -52,7 +52,13 @@ import torch
 from torch import Tensor
 
 from hedge_pipeline.chains.features import SECONDS_PER_YEAR
-from hedge_pipeline.ml.hedging.simulator import Book, Episodes, HedgingProblem
+from hedge_pipeline.ml.hedging.simulator import (
+    Book,
+    Episodes,
+    HedgingProblem,
+    Instrument,
+    option_price,
+)
 from hedge_pipeline.quant.market_sim import HestonParams
 from hedge_pipeline.quant.torch_pricing import bs_greeks
 
@@ -99,6 +105,13 @@ class CodeHistory:
     split: np.ndarray
     rv_forecast: np.ndarray
     rv_forecast_std: np.ndarray
+    # The template's hedge option (delta-gamma), when it names one: its mid, implied vol and
+    # half-spread (what one unit costs to trade) at every bar.
+    instrument: Instrument | None = None
+    instrument_symbol: str | None = None
+    instrument_mid: np.ndarray | None = None
+    instrument_iv: np.ndarray | None = None
+    instrument_half_spread: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.ts.size
@@ -112,8 +125,9 @@ def code_history(
     Args:
         features: rows of the code's book options (at least ``ts, option_symbol,
             underlying_price, tau, mid, iv, iv_status, atm_iv, iv_skew``).
-        selection: the code's book rows (not the hedge instrument): ``weekly_code,
-            option_symbol, option_type, strike, weight`` and the six split bounds.
+        selection: the code's ``portfolio_selection`` rows: ``weekly_code, option_symbol,
+            option_type, strike, weight`` and the six split bounds, and optionally
+            ``is_hedge_instrument`` (the hedge option's row, at most one).
         forecasts: ``ts, prediction, std`` of the CNN-LSTM's realized-vol forecast.
 
     Bars start once every book option has been quoted with an ok IV (before that a mark is
@@ -126,22 +140,42 @@ def code_history(
     if selection.is_empty():
         raise CodeMarketError(f"no option of {code} is selected")
     selection = selection.sort("option_symbol")
+    hedge_rows = (
+        selection.filter(pl.col("is_hedge_instrument"))
+        if "is_hedge_instrument" in selection.columns
+        else selection.clear()
+    )
+    if hedge_rows.height > 1:
+        raise CodeMarketError(f"{code}: more than one hedge option selected")
+    selection = selection.join(hedge_rows.select("option_symbol"), on="option_symbol", how="anti")
     symbols = tuple(selection["option_symbol"])
+    hedge_symbol = hedge_rows["option_symbol"][0] if hedge_rows.height else None
     book = Book(
         strikes=tuple(selection["strike"]),
         is_call=tuple(t == "C" for t in selection["option_type"]),
         weights=tuple(selection["weight"]),
     )
-    rows = features.filter(pl.col("option_symbol").is_in(list(symbols)))
-    missing = sorted(set(symbols) - set(rows["option_symbol"].unique()))
+    quoted = [*symbols, *([hedge_symbol] if hedge_symbol else [])]
+    rows = features.filter(pl.col("option_symbol").is_in(quoted))
+    missing = sorted(set(quoted) - set(rows["option_symbol"].unique()))
     if missing:
         raise CodeMarketError(f"{code}: no greeks_features rows for selected options {missing}")
-    bars = _bars(rows, symbols)
+    bars = _bars(rows, tuple(quoted))
     bars = _with_split(bars, selection.row(0, named=True)).pipe(_with_forecasts, forecasts)
     iv = bars.select(f"iv_{s}" for s in symbols).to_numpy()
     mid = bars.select(f"mid_{s}" for s in symbols).to_numpy()
     ts = bars["ts"]
     years = (ts - ts[0]).dt.total_microseconds().to_numpy() / 1e6 / SECONDS_PER_YEAR
+    hedge: dict = {}
+    if hedge_symbol:
+        row = hedge_rows.row(0, named=True)
+        hedge = {
+            "instrument": Instrument(strike=row["strike"], is_call=row["option_type"] == "C"),
+            "instrument_symbol": hedge_symbol,
+            "instrument_mid": bars[f"mid_{hedge_symbol}"].to_numpy(),
+            "instrument_iv": bars[f"iv_{hedge_symbol}"].to_numpy(),
+            "instrument_half_spread": bars[f"spread_{hedge_symbol}"].to_numpy() / 2.0,
+        }
     return CodeHistory(
         weekly_code=code,
         book=book,
@@ -157,22 +191,23 @@ def code_history(
         split=bars["split"].to_numpy(),
         rv_forecast=bars["rv_forecast"].to_numpy(),
         rv_forecast_std=bars["rv_forecast_std"].to_numpy(),
+        **hedge,
     )
 
 
 def _bars(rows: pl.DataFrame, symbols: tuple[str, ...]) -> pl.DataFrame:
-    """One row per bar: market columns, then iv/mid of each option, carried forward."""
+    """One row per bar: market columns, then iv/mid/spread of each option, carried forward."""
     ok = rows.with_columns(
-        iv=pl.when(pl.col("iv_status") == "ok").then(pl.col("iv")),
-        mid=pl.when(pl.col("iv_status") == "ok").then(pl.col("mid")),
+        pl.when(pl.col("iv_status") == "ok").then(pl.col(c)).alias(c)
+        for c in ("iv", "mid", "spread")
     )
     market = ok.group_by("ts").agg(
         pl.col("underlying_price", "tau").first(),
         pl.col("atm_iv", "iv_skew").drop_nulls().drop_nans().first(),
     )
-    wide = ok.pivot(on="option_symbol", index="ts", values=["iv", "mid"])
-    # pivot names the columns iv_<symbol>, mid_<symbol> when it pivots several values
-    columns = [f"{v}_{s}" for v in ("iv", "mid") for s in symbols]
+    wide = ok.pivot(on="option_symbol", index="ts", values=["iv", "mid", "spread"])
+    # pivot names the columns iv_<symbol>, mid_<symbol>, … when it pivots several values
+    columns = [f"{v}_{s}" for v in ("iv", "mid", "spread") for s in symbols]
     bars = (
         market.join(wide, on="ts", how="left")
         .sort("ts")
@@ -232,6 +267,7 @@ class Calibration:
     sigma_ref: float
     realized_vol: float
     bars: int
+    option_relative_half_spread: float = math.nan  # median over the split, hedge option only
 
     def as_dict(self) -> dict[str, float]:
         h = self.heston
@@ -245,6 +281,7 @@ class Calibration:
             "sigma_ref": self.sigma_ref,
             "realized_vol": self.realized_vol,
             "bars": self.bars,
+            "option_relative_half_spread": self.option_relative_half_spread,
         }
 
 
@@ -277,6 +314,11 @@ def calibrate(history: CodeHistory, rebalance_bars: int) -> Calibration:
         sigma_ref=float(np.sqrt(np.mean(implied))),
         realized_vol=math.sqrt(theta),
         bars=int(train.size),
+        option_relative_half_spread=(
+            float(np.median(history.instrument_half_spread[train] / history.instrument_mid[train]))
+            if history.instrument is not None
+            else math.nan
+        ),
     )
 
 
@@ -288,6 +330,9 @@ class CodeMarket:
         rebalance_bars: bars between two decisions.
         n_steps: decisions per episode; a window spans ``rebalance_bars · n_steps`` bars.
         cost, slippage, fixed_fee: the hedge's transaction costs (see ``HedgingProblem``).
+        hedge_option: trade the history's hedge option too (delta-gamma), when it has one; its
+            trades pay the quoted half-spread in replay, the calibrated relative half-spread
+            of its model price in simulation.
     """
 
     def __init__(
@@ -298,6 +343,7 @@ class CodeMarket:
         cost: float = 0.0,
         slippage: float = 0.0,
         fixed_fee: float = 0.0,
+        hedge_option: bool = True,
     ) -> None:
         if rebalance_bars < 1 or n_steps < 1:
             raise CodeMarketError(
@@ -316,6 +362,7 @@ class CodeMarket:
             slippage=slippage,
             fixed_fee=fixed_fee,
             context=CONTEXT,
+            instrument=history.instrument if hedge_option else None,
         )
         self._starts = {split: self._valid_starts(split) for split in SPLITS}
         self._median_interval = float(
@@ -398,6 +445,13 @@ class CodeMarket:
         spot = torch.tensor(h.spot[idx], dtype=dtype)
         weights = np.asarray(h.book.weights)
         before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
+        option = {}
+        if self.problem.instrument is not None:
+            option = {
+                "instrument_price": torch.tensor(h.instrument_mid[idx], dtype=dtype),
+                "instrument_vol": torch.tensor(h.instrument_iv[idx], dtype=dtype),
+                "instrument_cost": torch.tensor(h.instrument_half_spread[idx], dtype=dtype),
+            }
         return Episodes(
             spot=spot,
             tau=torch.tensor(h.tau[idx], dtype=dtype),
@@ -407,6 +461,7 @@ class CodeMarket:
             context=self._context(
                 starts, spot, before, self._intervals(idx, dtype), self._ahead(idx, dtype)
             ),
+            **option,
         )
 
     def sample(
@@ -452,8 +507,18 @@ class CodeMarket:
             v = v + p.kappa * (p.theta - vp) * dt[:, t] + p.xi * sd * z_var[:, t]
             variances.append(v)
         spot = torch.exp(torch.stack(log_s, dim=1))
-        vol = self._smile(spot, tau, torch.stack(variances, dim=1))
+        variance = torch.stack(variances, dim=1)
+        vol = self._smile(spot, tau, variance, self.history.book.strikes)
         values = self._book_values(spot, tau, vol)
+        option = {}
+        if (instrument := self.problem.instrument) is not None:
+            option_vol = self._smile(spot, tau, variance, (instrument.strike,))[..., 0]
+            price = option_price(self.problem, spot, tau, option_vol)
+            option = {
+                "instrument_price": price,
+                "instrument_vol": option_vol,
+                "instrument_cost": cal.option_relative_half_spread * price,
+            }
         before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
         return Episodes(
             spot=spot,
@@ -464,16 +529,19 @@ class CodeMarket:
             context=self._context(
                 starts, spot, before, self._intervals(idx, dtype), self._ahead(idx, dtype)
             ),
+            **option,
         )
 
-    def _smile(self, spot: Tensor, tau: Tensor, variance: Tensor) -> Tensor:
-        """Implied vol of each book option: √(ratio·v) plus skew × standardized moneyness.
+    def _smile(
+        self, spot: Tensor, tau: Tensor, variance: Tensor, strikes: tuple[float, ...]
+    ) -> Tensor:
+        """Implied vol at each strike: √(ratio·v) plus skew × standardized moneyness.
 
-        Shape: (n, T) each → (n, T, n_options)
+        Shape: (n, T) each → (n, T, len(strikes))
         """
         cal = self.calibration
         atm = (cal.implied_ratio * variance.clamp(min=0.0)).sqrt().clamp(min=MIN_VOL)
-        strikes = torch.tensor(self.history.book.strikes, dtype=spot.dtype)
+        strikes = torch.tensor(strikes, dtype=spot.dtype)
         sd = (atm * tau.clamp(min=1e-12).sqrt()).unsqueeze(-1)
         x = torch.log(strikes / spot.unsqueeze(-1)) / sd
         return (atm.unsqueeze(-1) + cal.skew * x).clamp(min=MIN_VOL)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from hedge_pipeline.ml.hedging.baselines import delta_gamma
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     N_MARKET,
@@ -154,7 +155,8 @@ class NoTransactionBandPolicy(nn.Module):
 
 
 class MLPPolicy(nn.Module):
-    """Black–Scholes delta plus a learned correction of every observation.
+    """Black–Scholes delta plus a learned correction of every observation (with a hedge
+    option, ``n_instruments=2``: the delta-gamma positions plus a correction of each).
 
     Starting from the delta hedge (the last layer is zero-initialized) rather than from zero
     puts the untrained policy at the zero-cost optimum, so training only learns the effect of
@@ -170,17 +172,24 @@ class MLPPolicy(nn.Module):
         n_layers: int = 4,
         n_features: int = N_MARKET,
         start_at_delta: bool = True,
+        n_instruments: int = 1,
     ) -> None:
         super().__init__()
+        self.n_instruments = n_instruments
         self.inputs = InputScale(n_features)
-        self.net = MLP(n_features + 1, 1, width, n_layers)
+        self.net = MLP(n_features + n_instruments, n_instruments, width, n_layers)
         if start_at_delta:
             nn.init.zeros_(self.net[-1].weight)
             nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
-        features = self.inputs(obs[..., :-1])
-        return obs[..., DELTA] + self.net(torch.cat([features, obs[..., -1:]], -1)).squeeze(-1)
+        k = self.n_instruments
+        features = self.inputs(obs[..., :-k])
+        correction = self.net(torch.cat([features, obs[..., -k:]], -1))
+        if k == 1:
+            return obs[..., DELTA] + correction.squeeze(-1)
+        # With a hedge option: the delta-gamma neutral positions plus the correction.
+        return delta_gamma(obs) + correction
 
 
 @dataclass
@@ -215,6 +224,12 @@ def make_policy(
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
     extra = {} if start_at_delta is None else {"start_at_delta": start_at_delta}
+    if problem.instrument is not None:
+        if head != "mlp":
+            raise ValueError(
+                f"head {head!r} hedges with the underlying alone; with a hedge option use 'mlp'"
+            )
+        extra["n_instruments"] = 2
     return HEADS[head](width, n_layers, problem.n_features, **extra)
 
 

@@ -157,6 +157,8 @@ def _episodes(
     dtype: torch.dtype,
 ) -> _Episodes:
     problem = problem if problem is not None else HedgingProblem()
+    if problem.instrument is not None or problem.context:
+        raise ValueError("the gymnasium envs hedge E1-style problems: no hedge option, no context")
     if max_hedge is None:
         max_hedge = 2.0 * (sum(abs(w) for w in problem.book.weights) or 1.0)
     if not max_hedge > 0.0:

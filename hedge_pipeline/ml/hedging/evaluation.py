@@ -13,15 +13,20 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge, WhalleyWilmott
+from hedge_pipeline.ml.hedging.baselines import (
+    BlackScholesDelta,
+    BlackScholesDeltaGamma,
+    NoHedge,
+    WhalleyWilmott,
+)
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     Episodes,
     HedgingProblem,
     Policy,
+    episode_costs,
     market_features,
     rollout,
-    trade_costs,
 )
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
@@ -33,13 +38,16 @@ TRADE_TOLERANCE = 1e-6  # a position change below this is not a trade
 
 def baselines(problem: HedgingProblem, risk: RiskMeasure) -> dict[str, Policy]:
     """No hedge, Black–Scholes delta and the Whalley–Wilmott band (risk aversion: the entropic
-    parameter when the criterion is entropic, else 1)."""
+    parameter when the criterion is entropic, else 1); with a hedge option, also delta-gamma."""
     risk_aversion = risk.a if isinstance(risk, EntropicRisk) else 1.0
-    return {
+    hedgers: dict[str, Policy] = {
         "no_hedge": NoHedge(),
         "bs_delta": BlackScholesDelta(),
         "whalley_wilmott": WhalleyWilmott(problem, risk_aversion),
     }
+    if problem.instrument is not None:
+        hedgers["bs_delta_gamma"] = BlackScholesDeltaGamma()
+    return hedgers
 
 
 def pnl_metrics(pl: Tensor, risk: RiskMeasure) -> dict[str, float]:
@@ -62,6 +70,7 @@ class Evaluation:
     pnl: dict[str, Tensor]
     hedges: dict[str, Tensor]
     delta: Tensor  # (n_paths, n_steps): the Black–Scholes delta the baselines read
+    # hedges are (n_paths, n_steps), or (n_paths, n_steps, 2) with a hedge option
 
 
 def evaluate(
@@ -72,20 +81,23 @@ def evaluate(
 ) -> Evaluation:
     """Roll every hedger on ``episodes``; besides :func:`pnl_metrics`, each row has
     ``total_cost`` (mean transaction cost per episode), ``trade_frequency`` (share of
-    decisions that change the position) and ``mean_abs_gap_to_delta`` (mean |position − BS
-    delta|, how far a hedger strays from the textbook hedge)."""
+    decisions that change a position) and ``mean_abs_gap_to_delta`` (mean |underlying position
+    − BS delta|, how far a hedger strays from the textbook hedge)."""
     with torch.no_grad():
         delta = market_features(problem, episodes)[..., DELTA]
-        spot = episodes.spot if isinstance(episodes, Episodes) else episodes
         metrics, pnls, positions = {}, {}, {}
         for name, hedger in hedgers.items():
             pl, hedges = rollout(problem, episodes, hedger)
-            trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
-            costs = trade_costs(problem, trades, spot[:, :-1]).sum(dim=1)
+            costs = episode_costs(problem, episodes, hedges)
+            trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1])).abs()
+            traded = trades > TRADE_TOLERANCE
+            underlying = hedges if hedges.ndim == 2 else hedges[..., 0]
             metrics[name] = pnl_metrics(pl, risk) | {
                 "total_cost": float(costs.double().mean()),
-                "trade_frequency": float((trades.abs() > TRADE_TOLERANCE).double().mean()),
-                "mean_abs_gap_to_delta": float((hedges - delta).abs().double().mean()),
+                "trade_frequency": float(
+                    (traded if traded.ndim == 2 else traded.any(-1)).double().mean()
+                ),
+                "mean_abs_gap_to_delta": float((underlying - delta).abs().double().mean()),
             }
             pnls[name], positions[name] = pl, hedges
     return Evaluation(metrics, pnls, positions, delta)

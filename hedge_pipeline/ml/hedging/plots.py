@@ -47,6 +47,7 @@ def plot_policy_behaviour(
     figure = _figure((11.0, 4.0), title)
     left, right = figure.subplots(1, 2, width_ratios=(3, 2))
     hedges = evaluation.hedges[policy].double().numpy()
+    hedges = hedges if hedges.ndim == 2 else hedges[..., 0]  # the underlying leg
     delta = evaluation.delta.double().numpy()
     steps = np.arange(hedges.shape[1])
     for i in np.linspace(0, hedges.shape[0] - 1, min(episodes, hedges.shape[0])).astype(int):

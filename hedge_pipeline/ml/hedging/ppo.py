@@ -246,6 +246,8 @@ def train_ppo(
     Returns the deterministic policy (the mean action, eval mode) and its :class:`PPOHistory`.
     """
     risk = parse_criterion(criterion) if isinstance(criterion, str) else criterion
+    if problem.instrument is not None:
+        raise ValueError("PPO hedges with the underlying alone: the problem has a hedge option")
     with torch_threads(num_threads):
         torch.manual_seed(seed)
         agent = _Agent(width, n_layers, init_std, problem.n_features)

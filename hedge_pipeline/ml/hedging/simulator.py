@@ -52,12 +52,15 @@ __all__ = [
     "Book",
     "Episodes",
     "HedgingProblem",
+    "Instrument",
     "Policy",
     "as_episodes",
     "book_greeks",
     "book_price",
+    "episode_costs",
     "market_features",
     "observations",
+    "option_price",
     "payoff",
     "pnl",
     "rollout",
@@ -71,6 +74,10 @@ __all__ = [
 OBSERVATIONS = ("log_moneyness", "time_to_expiry", "delta", "scaled_gamma", "prev_hedge")
 LOG_MONEYNESS, TIME_TO_EXPIRY, DELTA, SCALED_GAMMA, PREV_HEDGE = range(len(OBSERVATIONS))
 N_MARKET = PREV_HEDGE  # market-feature columns before any context
+# With a hedge option (delta-gamma), its delta and scaled gamma follow the market columns and
+# the previous option position follows the previous hedge.
+OPTION_COLUMNS = ("option_delta", "option_scaled_gamma")
+OPTION_DELTA, OPTION_SCALED_GAMMA = N_MARKET, N_MARKET + 1
 
 Policy = Callable[[Tensor, Tensor], Tensor]
 """policy(obs_t (n_paths, n_obs), prev_hedge (n_paths,)) → hedge held over [t, t+1] (n_paths,)."""
@@ -100,12 +107,22 @@ class Book:
 
 
 @dataclass(frozen=True)
+class Instrument:
+    """A European option of the book's expiry the hedger may trade (delta-gamma hedging)."""
+
+    strike: float
+    is_call: bool = True
+
+
+@dataclass(frozen=True)
 class HedgingProblem:
     """Market, book, costs and decision grid; the defaults are the reference experiment E1.
 
     ``sigma`` is the GBM vol and the model vol of the Black–Scholes features and baselines;
     with ``heston`` set the market is Heston and ``sigma`` stays the hedger's (misspecified)
     model vol — a natural choice is √θ. ``drift`` is the real-world drift of the underlying.
+    With ``instrument`` the hedger also holds that option: positions are then (underlying,
+    option) pairs and the option's trades pay the episodes' ``instrument_cost`` per unit.
     """
 
     book: Book = field(default_factory=Book)
@@ -119,6 +136,7 @@ class HedgingProblem:
     slippage: float = 0.0
     fixed_fee: float = 0.0
     context: tuple[str, ...] = ()
+    instrument: Instrument | None = None
 
     def __post_init__(self) -> None:
         if self.n_steps < 1 or self.maturity <= 0.0 or self.s0 <= 0.0 or self.sigma <= 0.0:
@@ -130,14 +148,21 @@ class HedgingProblem:
             )
 
     @property
+    def n_instruments(self) -> int:
+        """1 (the underlying) or 2 (and the hedge option)."""
+        return 1 if self.instrument is None else 2
+
+    @property
     def observations(self) -> tuple[str, ...]:
-        """Observation columns: market features, context (if any), previous hedge."""
-        return (*OBSERVATIONS[:N_MARKET], *self.context, OBSERVATIONS[PREV_HEDGE])
+        """Observation columns: market features (and the option's), context, positions."""
+        option = OPTION_COLUMNS if self.instrument else ()
+        positions = ("prev_hedge", "prev_option")[: self.n_instruments]
+        return (*OBSERVATIONS[:N_MARKET], *option, *self.context, *positions)
 
     @property
     def n_features(self) -> int:
-        """Columns a policy's network reads besides the position."""
-        return N_MARKET + len(self.context)
+        """Columns a policy's network reads besides the positions."""
+        return len(self.observations) - self.n_instruments
 
     @property
     def dt(self) -> float:
@@ -160,7 +185,9 @@ class Episodes(NamedTuple):
         spot, tau: (n_paths, n_steps + 1), years to the book's expiry in ``tau``;
         vol: implied vol of each book option, (n_paths, n_steps + 1, n_options) or broadcastable;
         premium, terminal_value: (n_paths,), the book's price at t = 0 and mark at t = N
-        (its payoff when it expires then); context: (n_paths, n_steps, n_context).
+        (its payoff when it expires then); context: (n_paths, n_steps, n_context);
+        instrument_price, instrument_vol, instrument_cost: (n_paths, n_steps + 1), the hedge
+        option's mark, implied vol and cost per unit traded (half-spread), None without one.
     """
 
     spot: Tensor
@@ -169,6 +196,9 @@ class Episodes(NamedTuple):
     premium: Tensor
     terminal_value: Tensor
     context: Tensor
+    instrument_price: Tensor | None = None
+    instrument_vol: Tensor | None = None
+    instrument_cost: Tensor | None = None
 
     @property
     def n_paths(self) -> int:
@@ -190,19 +220,43 @@ def as_episodes(problem: HedgingProblem, paths: Tensor | Episodes) -> Episodes:
                 f"episodes carry {paths.context.shape[-1]} context columns, the problem "
                 f"expects {len(problem.context)} ({', '.join(problem.context) or 'none'})"
             )
+        if (problem.instrument is None) != (paths.instrument_price is None):
+            raise ValueError("episodes carry a hedge option exactly when the problem has one")
         return paths
     _check_paths(problem, paths)
     n, dtype = paths.shape[0], paths.dtype
     steps = torch.arange(problem.n_steps + 1, dtype=dtype)
     tau = (problem.maturity - steps * problem.dt).clamp(min=0.0).expand(n, -1)
+    vol = torch.tensor(problem.sigma, dtype=dtype)
+    option: dict[str, Tensor] = {}
+    if problem.instrument is not None:
+        # Priced at the model vol, traded at the underlying's proportional cost of its price.
+        price = option_price(problem, paths, tau, vol)
+        option = {
+            "instrument_price": price,
+            "instrument_vol": vol.expand_as(paths),
+            "instrument_cost": problem.cost * price,
+        }
     return Episodes(
         spot=paths,
         tau=tau,
-        vol=torch.tensor(problem.sigma, dtype=dtype),
+        vol=vol,
         premium=torch.zeros(n, dtype=dtype),
         terminal_value=payoff(problem, paths[:, -1]),
         context=torch.zeros((n, problem.n_steps, len(problem.context)), dtype=dtype),
+        **option,
     )
+
+
+def option_price(problem: HedgingProblem, spot: Tensor, tau: Tensor, vol: Tensor) -> Tensor:
+    """Black–Scholes value of the hedge option (its payoff at tau 0).
+
+    Shape:
+        spot, tau, vol: broadcastable (...) → (...)
+    """
+    option = problem.instrument
+    assert option is not None
+    return bs_greeks(spot, option.strike, tau, vol, is_call=option.is_call)["price"]
 
 
 def simulate_paths(
@@ -317,8 +371,15 @@ def market_features(problem: HedgingProblem, paths: Tensor | Episodes) -> Tensor
     """
     ep = as_episodes(problem, paths)
     vol = ep.vol if ep.vol.ndim < 2 else ep.vol[:, :-1]
-    feats = _features(problem, ep.spot[:, :-1], ep.tau[:, :-1], vol)
-    return torch.cat([feats, ep.context.to(feats.dtype)], dim=-1)
+    spot, tau = ep.spot[:, :-1], ep.tau[:, :-1]
+    columns = [_features(problem, spot, tau, vol)]
+    if problem.instrument is not None:
+        option = problem.instrument
+        g = bs_greeks(spot, option.strike, tau, ep.instrument_vol[:, :-1], is_call=option.is_call)
+        scaled_gamma = g["gamma"] * spot * problem.sigma * tau.sqrt()
+        columns.append(torch.stack([g["delta"], scaled_gamma], dim=-1))
+    columns.append(ep.context.to(spot.dtype))
+    return torch.cat(columns, dim=-1)
 
 
 def _features(
@@ -343,7 +404,7 @@ def observations(
     if not 0 <= t < problem.n_steps:
         raise ValueError(f"decision time must lie in [0, {problem.n_steps}), got {t}")
     feats = market_features(problem, paths)[:, t]
-    return torch.cat([feats, prev_hedge.unsqueeze(-1)], dim=-1)
+    return torch.cat([feats, prev_hedge.reshape(feats.shape[0], -1)], dim=-1)
 
 
 def trade_costs(problem: HedgingProblem, trades: Tensor, spot: Tensor) -> Tensor:
@@ -358,19 +419,50 @@ def trade_costs(problem: HedgingProblem, trades: Tensor, spot: Tensor) -> Tensor
     return costs
 
 
-def pnl(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Tensor) -> Tensor:
-    """Terminal P&L of the short book hedged with ``hedges`` (module doc).
+def _positions(problem: HedgingProblem, ep: Episodes, hedges: Tensor) -> tuple[Tensor, ...]:
+    """(underlying, option or None) positions, after checking the shape of ``hedges``."""
+    expected = (ep.n_paths, problem.n_steps) + ((2,) if problem.instrument else ())
+    if hedges.shape != expected:
+        raise ValueError(f"hedges must be {expected}, got {tuple(hedges.shape)}")
+    if problem.instrument is None:
+        return hedges, None
+    return hedges[..., 0], hedges[..., 1]
+
+
+def _trades(positions: Tensor) -> Tensor:
+    """Position changes, the first from nothing (δ_{−1} = 0). Shape: (n, N) → (n, N)."""
+    return torch.diff(positions, dim=1, prepend=torch.zeros_like(positions[:, :1]))
+
+
+def episode_costs(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Tensor) -> Tensor:
+    """Transaction costs of each episode: the underlying's (:func:`trade_costs`) plus the
+    option's half-spread per unit traded.
 
     Shape:
-        paths: (n_paths, n_steps + 1) or Episodes, hedges: (n_paths, n_steps) → (n_paths,)
+        hedges: (n_paths, n_steps) or (n_paths, n_steps, 2) → (n_paths,)
     """
     ep = as_episodes(problem, paths)
-    if hedges.shape != (ep.n_paths, problem.n_steps):
-        raise ValueError(f"hedges must be {(ep.n_paths, problem.n_steps)}, got {hedges.shape}")
-    gains = (hedges * ep.spot.diff(dim=1)).sum(dim=1)
-    trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
-    costs = trade_costs(problem, trades, ep.spot[:, :-1]).sum(dim=1)
-    return ep.premium - ep.terminal_value + gains - costs
+    underlying, option = _positions(problem, ep, hedges)
+    costs = trade_costs(problem, _trades(underlying), ep.spot[:, :-1]).sum(dim=1)
+    if option is not None:
+        costs = costs + (ep.instrument_cost[:, :-1] * _trades(option).abs()).sum(dim=1)
+    return costs
+
+
+def pnl(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Tensor) -> Tensor:
+    """Terminal P&L of the short book hedged with ``hedges`` (module doc); the option, when
+    there is one, is marked to its price at the end like the underlying (no liquidation).
+
+    Shape:
+        paths: (n_paths, n_steps + 1) or Episodes,
+        hedges: (n_paths, n_steps), or (n_paths, n_steps, 2) with a hedge option → (n_paths,)
+    """
+    ep = as_episodes(problem, paths)
+    underlying, option = _positions(problem, ep, hedges)
+    gains = (underlying * ep.spot.diff(dim=1)).sum(dim=1)
+    if option is not None:
+        gains = gains + (option * ep.instrument_price.diff(dim=1)).sum(dim=1)
+    return ep.premium - ep.terminal_value + gains - episode_costs(problem, ep, hedges)
 
 
 def rollout(
@@ -382,15 +474,27 @@ def rollout(
     depend on the hedge); only the position is carried through the loop, so the autograd
     graph links each decision to the ones before it, as the pathwise gradient requires.
 
+    A policy with ``n_instruments = 2`` sets (underlying, option) positions; any other
+    policy hedges with the underlying alone.
+
     Shape:
-        paths: (n_paths, n_steps + 1) or Episodes → pnl: (n_paths,), hedges: (n_paths, n_steps)
+        paths: (n_paths, n_steps + 1) or Episodes → pnl: (n_paths,),
+        hedges: (n_paths, n_steps) or (n_paths, n_steps, 2) with a hedge option
     """
     paths = as_episodes(problem, paths)
     feats = market_features(problem, paths)
-    prev = torch.zeros(paths.n_paths, dtype=feats.dtype)
+    n, n_inst = paths.n_paths, problem.n_instruments
+    prev = torch.zeros((n, n_inst) if n_inst > 1 else (n,), dtype=feats.dtype)
+    # A hedger of the underlying alone (the baselines) holds no option in a delta-gamma problem.
+    underlying_only = n_inst > 1 and getattr(policy, "n_instruments", 1) == 1
     hedges = []
     for t in range(problem.n_steps):
-        prev = policy(torch.cat([feats[:, t], prev.unsqueeze(-1)], dim=-1), prev)
+        obs = torch.cat([feats[:, t], prev.reshape(n, -1)], dim=-1)
+        if underlying_only:
+            held = policy(obs, prev[:, 0])
+            prev = torch.stack([held, torch.zeros_like(held)], dim=-1)
+        else:
+            prev = policy(obs, prev)
         hedges.append(prev)
     stacked = torch.stack(hedges, dim=1)
     return pnl(problem, paths, stacked), stacked

@@ -20,9 +20,11 @@ from hedge_pipeline.ml.hedging.code_market import (
     calibrate,
     code_history,
 )
+from hedge_pipeline.ml.hedging.evaluation import baselines, evaluate
 from hedge_pipeline.ml.hedging.simulator import Book, market_features, rollout
 from hedge_pipeline.portfolio.selection import select_portfolio
 from hedge_pipeline.portfolio.templates import load_template
+from hedge_pipeline.quant.risk import parse_criterion
 
 CODE = "3CN5"
 FORECAST = 0.2
@@ -172,3 +174,28 @@ def test_a_selection_of_other_options_is_refused(inputs):
     renamed = selection.with_columns(option_symbol=pl.lit("3CN5_C999"))
     with pytest.raises(CodeMarketError, match="no greeks_features rows for selected options"):
         code_history(features, renamed, forecasts)
+
+
+def test_a_hedge_option_is_replayed_at_its_quotes_and_simulated_at_its_spread(inputs):
+    features, _, forecasts = inputs
+    selection = select_portfolio(features, load_template("delta_gamma_book")).frame
+    market = CodeMarket(code_history(features, selection, forecasts), 6, 6, cost=5e-4)
+    h, problem = market.history, market.problem
+    hedge_row = selection.filter(pl.col("is_hedge_instrument")).row(0, named=True)
+    assert h.instrument_symbol == hedge_row["option_symbol"]
+    assert problem.instrument.strike == hedge_row["strike"] and problem.n_instruments == 2
+    assert h.instrument_symbol not in h.symbols  # the book is short the others only
+    replay = market.replay("test", dtype=torch.float64)
+    windows = market.starts("test")[:, None] + market.k * np.arange(market.n_steps + 1)
+    np.testing.assert_allclose(replay.instrument_price.numpy(), h.instrument_mid[windows])
+    np.testing.assert_allclose(replay.instrument_cost.numpy(), h.instrument_half_spread[windows])
+    simulated = market.sample(4096, torch.Generator().manual_seed(3), "test", torch.float64)
+    relative = simulated.instrument_cost / simulated.instrument_price
+    np.testing.assert_allclose(relative.numpy(), market.calibration.option_relative_half_spread)
+    risk = parse_criterion("es:0.1")
+    evaluation = evaluate(problem, replay, baselines(problem, risk), risk)
+    assert set(evaluation.metrics) == {"no_hedge", "bs_delta", "whalley_wilmott", "bs_delta_gamma"}
+    assert evaluation.hedges["bs_delta_gamma"].shape == (len(windows), market.n_steps, 2)
+    # Neutral to gamma as well, the hedged book's P&L varies less than delta hedging's.
+    metrics = evaluation.metrics
+    assert metrics["bs_delta_gamma"]["std_pl"] < metrics["bs_delta"]["std_pl"]

@@ -10,12 +10,18 @@ import math
 import pytest
 import torch
 
-from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge
-from hedge_pipeline.ml.hedging.deep_hedging import NoTransactionBandPolicy
+from hedge_pipeline.ml.hedging.baselines import (
+    BlackScholesDelta,
+    BlackScholesDeltaGamma,
+    NoHedge,
+)
+from hedge_pipeline.ml.hedging.deep_hedging import NoTransactionBandPolicy, make_policy
 from hedge_pipeline.ml.hedging.simulator import (
     OBSERVATIONS,
     Book,
     HedgingProblem,
+    Instrument,
+    as_episodes,
     book_price,
     observations,
     pnl,
@@ -142,3 +148,59 @@ def test_rejects_bad_shapes(e1_paths):
         pnl(E1, e1_paths[:, :5], torch.zeros(N_PATHS, 30))
     with pytest.raises(ValueError, match="hedges must be"):
         pnl(E1, e1_paths, torch.zeros(N_PATHS, 29))
+
+
+def test_an_option_hedged_with_itself_is_replicated_exactly():
+    """Delta-gamma with the book's own option as the hedge: hold one, no underlying; the P&L is
+    minus what the option cost at t = 0 on every path (no trading cost on the option)."""
+    problem = HedgingProblem(instrument=Instrument(strike=1.0, is_call=True))
+    paths = simulate_paths(problem, 1000, torch.Generator().manual_seed(5), dtype=torch.float64)
+    episodes = as_episodes(problem, paths)._replace(instrument_cost=torch.zeros_like(paths))
+    pl, hedges = rollout(problem, episodes, BlackScholesDeltaGamma())
+    assert hedges.shape == (1000, problem.n_steps, 2)
+    torch.testing.assert_close(hedges[..., 1], torch.ones_like(hedges[..., 1]))
+    torch.testing.assert_close(hedges[..., 0], torch.zeros_like(hedges[..., 0]), atol=1e-12, rtol=0)
+    torch.testing.assert_close(pl, torch.full_like(pl, -book_price(problem)), atol=1e-12, rtol=0)
+
+
+def _hedging_errors(n_steps: int) -> tuple[float, float]:
+    """Std of the P&L of delta and of delta-gamma hedging, a short 1.05 call, the 1.0 call as
+    the hedge option, no costs."""
+    problem = HedgingProblem(
+        book=Book(strikes=(1.05,)), instrument=Instrument(strike=1.0), n_steps=n_steps
+    )
+    paths = simulate_paths(problem, 20_000, torch.Generator().manual_seed(6), dtype=torch.float64)
+    free = as_episodes(problem, paths)._replace(instrument_cost=torch.zeros_like(paths))
+    delta_pl, delta_hedges = rollout(problem, free, BlackScholesDelta())
+    assert torch.all(delta_hedges[..., 1] == 0)  # an underlying-only hedger holds no option
+    gamma_pl, _ = rollout(problem, free, BlackScholesDeltaGamma())
+    return float(delta_pl.std()), float(gamma_pl.std())
+
+
+def test_delta_gamma_hedging_error_shrinks_faster_than_delta_hedging_error():
+    """Delta hedging's error falls like N^(-1/2) (4x the steps: half the std); neutralizing
+    gamma as well removes the leading term, so its error falls faster."""
+    delta_15, gamma_15 = _hedging_errors(15)
+    delta_60, gamma_60 = _hedging_errors(60)
+    assert delta_15 / delta_60 == pytest.approx(2.0, rel=0.05)
+    assert gamma_15 < delta_15 and gamma_60 < delta_60
+    assert gamma_15 / gamma_60 > 1.2 * (delta_15 / delta_60)
+
+
+def test_option_trades_pay_the_episodes_half_spread():
+    problem = HedgingProblem(instrument=Instrument(strike=1.0))
+    paths = simulate_paths(problem, 500, torch.Generator().manual_seed(7), dtype=torch.float64)
+    free = as_episodes(problem, paths)._replace(instrument_cost=torch.zeros_like(paths))
+    free_pl, hedges = rollout(problem, free, BlackScholesDeltaGamma())
+    spread = 0.01
+    costly = free._replace(instrument_cost=torch.full_like(paths, spread))
+    trades = torch.diff(hedges[..., 1], dim=1, prepend=torch.zeros_like(hedges[:, :1, 1]))
+    expected = free_pl - spread * trades.abs().sum(dim=1)
+    torch.testing.assert_close(pnl(problem, costly, hedges), expected)
+
+
+def test_heads_that_cannot_trade_an_option_are_refused():
+    problem = HedgingProblem(instrument=Instrument(strike=1.0))
+    assert make_policy("mlp", problem).n_instruments == 2
+    with pytest.raises(ValueError, match="hedges with the underlying alone; with a hedge option"):
+        make_policy("ntb", problem)
