@@ -21,8 +21,12 @@ The single env pays for reusing the simulator's ``pnl`` on one-element tensors e
 (about 60 % of its ~0.25 ms step), so it is slower than a lean NumPy per-step env (70–87 k/s in
 shared/notes/training-throughput.md); ``speedup`` is against this repository's single env.
 
-``run()`` returns a JSON-serialisable dict; the PPO comparison of ``hedge bench env`` lives
-elsewhere.
+With ``ppo=True`` (what ``hedge bench env`` does unless ``--no-ppo``) the report also has a
+``ppo`` section: our PPO end to end against Stable-Baselines3's on the same problem, both
+priced on one set of evaluation paths (:func:`hedge_pipeline.bench.sb3.compare_ppo`; needs the
+``dev`` extra). It is off by default here because it takes minutes, the stepping part seconds.
+
+``run()`` returns a JSON-serialisable dict.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import time
 import numpy as np
 
 from hedge_pipeline.bench.machine import machine_info
+from hedge_pipeline.bench.sb3 import PPO_ENV_STEPS, compare_ppo
 from hedge_pipeline.ml.hedging.envs import HedgingEnv, HedgingVectorEnv
 from hedge_pipeline.ml.hedging.simulator import DELTA, HedgingProblem
 from hedge_pipeline.ml.threads import torch_threads
@@ -68,11 +73,14 @@ def run(
     repeats: int = 3,
     seed: int = 0,
     threads: int = 1,
+    ppo: bool = False,
+    ppo_env_steps: int = PPO_ENV_STEPS,
 ) -> dict:
     """Run the suite; a JSON-serialisable report (see the module docstring).
 
     ``steps`` are calls of the batched env's ``step`` per repeat (310 = 10 episodes of E1's 30
     steps plus their autoreset steps); ``single_steps`` decisions of the single env per repeat.
+    ``ppo`` adds the PPO comparison, each PPO training for ``ppo_env_steps`` env steps.
     """
     problem = HedgingProblem(cost=1e-3)
     batched, single = HedgingVectorEnv(num_envs, problem), HedgingEnv(problem)
@@ -85,10 +93,11 @@ def run(
             rates["single"].append(_single_rate(single, single_steps, seed + i))
     batched_rate = statistics.median(rates["batched"])
     single_rate = statistics.median(rates["single"])
-    return {
+    report = {
         "suite": "env",
         "date": dt.datetime.now(dt.UTC).date().isoformat(),
-        "machine": machine_info("numpy", "torch", "gymnasium") | {"torch_threads": threads},
+        "machine": machine_info("numpy", "torch", "gymnasium", "stable-baselines3")
+        | {"torch_threads": threads},
         "config": {
             "num_envs": num_envs,
             "steps": steps,
@@ -102,3 +111,6 @@ def run(
         "single": {"env_steps_per_second": single_rate, "repeats": rates["single"]},
         "speedup": batched_rate / single_rate,
     }
+    if ppo:
+        report["ppo"] = compare_ppo(problem, env_steps=ppo_env_steps, seed=seed, threads=threads)
+    return report
