@@ -203,6 +203,7 @@ def _train(
             width=cfg["width"],
             n_layers=cfg["n_layers"],
             sampler=sample,
+            scale_inputs=True,
         )
         for i, loss in enumerate(history.loss, start=1):
             reporter.epoch(i, {"epoch": i, "train_loss": loss})

@@ -233,6 +233,7 @@ def train_ppo(
     width: int = 32,
     n_layers: int = 4,
     sampler: Sampler | None = None,
+    scale_inputs: bool = False,
 ) -> tuple[MLPPolicy, PPOHistory]:
     """Train a hedging policy by PPO on fresh simulated paths; see the module doc for choices.
 
@@ -242,6 +243,8 @@ def train_ppo(
     ``iterations`` or once ``time_budget_s`` wall seconds have passed. ``num_threads`` sets
     torch's intra-op threads during training (restored afterwards). ``sampler`` draws the
     training episodes (default: ``problem``'s own paths), as for the deep hedger.
+    ``scale_inputs`` fits the actor's input scaling on one batch first (a weekly code's
+    features are far from unit scale; E1's need none, and its figures were measured without).
 
     Returns the deterministic policy (the mean action, eval mode) and its :class:`PPOHistory`.
     """
@@ -252,6 +255,12 @@ def train_ppo(
         torch.manual_seed(seed)
         agent = _Agent(width, n_layers, init_std, problem.n_features)
         sample = sampler or sampler_of(problem)
+        if scale_inputs:
+            agent.actor.inputs.fit(
+                market_features(
+                    problem, sample(paths_per_iteration, torch.Generator().manual_seed(seed))
+                )
+            )
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(agent.parameters(), lr=lr, eps=1e-5)
         return_std = _RunningStd()
