@@ -107,6 +107,10 @@ class TrainConfig:
             ``min_delta`` for ``patience`` epochs.
         checkpoint_every: epochs between ``epoch-NNNN.pt`` snapshots (the newest 3 kept).
         device: ``auto``, ``cpu``, ``cuda`` (``cuda:LOCAL_RANK`` under torchrun) or ``cuda:N``.
+        validate_initial: validate the untrained model first and let it compete as "epoch 0"
+            for the best weights: for a model that starts at a known-good solution (a hedger
+            initialized at the Black–Scholes hedge), so training can only be kept where it
+            improved on the validation set.
     """
 
     epochs: int = 20
@@ -122,6 +126,7 @@ class TrainConfig:
     checkpoint_every: int = 1
     seed: int = 0
     device: str = "auto"
+    validate_initial: bool = False
 
     def __post_init__(self) -> None:
         problems = [
@@ -279,6 +284,13 @@ def fit(
     start_epoch = progress.epoch + 1
     stopped: Literal["completed", "early_stopping"] = "completed"
     reporter.info(_start_message(run, progress))
+    if config.validate_initial and progress.epoch == 0 and progress.batches_done == 0:
+        initial = _evaluate(run, task)["val_loss"]
+        if not math.isfinite(initial):
+            raise TrainingDiverged(f"the untrained model's val_loss is {initial}")
+        progress.best_val_loss, progress.best_epoch = initial, 0
+        _save(run, checkpoints, progress, best=True)
+        reporter.info(f"epoch 0 (untrained): val_loss={initial:.4g}, the result to beat")
 
     with _SignalFlag() as signals:
         for epoch in range(start_epoch, config.epochs + 1):

@@ -231,6 +231,7 @@ def _train(
         schedule="plateau",
         grad_clip=1.0,
         device="cpu",  # the simulator builds its tensors on the CPU
+        validate_initial=True,  # the untrained policy is the BS hedge: keep it unless beaten
     )
     checkpoints = checkpoint_path(STAGE, identity, config_hash(cfg))
     result = fit(policy, task, train, checkpoints, reporter)
@@ -366,6 +367,11 @@ def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, t
         )
     if not identical:
         raise RuntimeError(f"{name} v{version.version} does not reload to identical hedges")
+    if trained.get("best_epoch") == 0:
+        session.warning(
+            f"{name}: no epoch beat the untrained policy (the Black-Scholes hedge) on the "
+            "validation episodes; the registered policy is that hedge"
+        )
     session.info(
         f"registered {name} v{version.version} (alias candidate): test ES10 (replay) "
         f"{replay[POLICY]['es10']:.4g} vs BS delta {replay['bs_delta']['es10']:.4g}, "
@@ -381,6 +387,7 @@ def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, t
             "algorithm": cfg["algorithm"],
             "criterion": cfg["criterion"],
             "epochs_run": trained["epochs"],
+            "best_epoch": trained.get("best_epoch", trained["epochs"]),
             "train_seconds": trained["seconds"],
             "beats_bs_delta_es10_test_replay": bool(beats),
             "calibration": market.calibration.as_dict(),

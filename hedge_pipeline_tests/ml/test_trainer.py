@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -514,3 +515,27 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class StayNearStartTask(LinearTask):
+    """Validation penalizes any move away from the initial weights: training can only lose."""
+
+    def __init__(self, start: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.start = start
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        moved = sum(float(((p - self.start[k]) ** 2).sum()) for k, p in model.state_dict().items())
+        return {"val_loss": 1.0 + moved}
+
+
+def test_validate_initial_keeps_the_untrained_model_when_no_epoch_beats_it(tmp_path: Path):
+    start = weights(make_model())
+    reporter = RecordingReporter()
+    config = replace(CONFIG, epochs=4, patience=2, validate_initial=True)
+    result = run_fit(tmp_path, StayNearStartTask(start), config, reporter=reporter)
+    assert result.best_epoch == 0 and result.best_val_loss == 1.0
+    assert result.stopped == "early_stopping" and len(result.history) == 2
+    for name, value in weights(result.model).items():
+        torch.testing.assert_close(value, start[name], rtol=0.0, atol=0.0)
+    assert any(m.startswith("epoch 0 (untrained): val_loss=1") for m in reporter.infos)

@@ -70,15 +70,29 @@ Sampler = Callable[[int, torch.Generator], Episodes]
 class MLP(nn.Sequential):
     """``n_layers`` hidden ReLU layers of ``width`` units (pfhedge's default: 4 × 32).
 
+    ``zero_output`` starts the output layer at zero: a head whose output is a correction (or a
+    band width) then starts at no correction, i.e. at the textbook hedge.
+
     Shape:
         (..., in_features) → (..., out_features)
     """
 
-    def __init__(self, in_features: int, out_features: int, width: int = 32, n_layers: int = 4):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        width: int = 32,
+        n_layers: int = 4,
+        zero_output: bool = False,
+    ):
         layers: list[nn.Module] = []
         for i in range(n_layers):
             layers += [nn.Linear(in_features if i == 0 else width, width), nn.ReLU()]
-        super().__init__(*layers, nn.Linear(width, out_features))
+        output = nn.Linear(width, out_features)
+        if zero_output:
+            nn.init.zeros_(output.weight)
+            nn.init.zeros_(output.bias)
+        super().__init__(*layers, output)
 
 
 def _leaky_relu_floor(x: Tensor, slope: float = 0.01) -> Tensor:
@@ -134,10 +148,7 @@ class NoTransactionBandPolicy(nn.Module):
     ) -> None:
         super().__init__()
         self.inputs = InputScale(n_features)
-        self.net = MLP(n_features, 2, width, n_layers)
-        if start_at_delta:
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
+        self.net = MLP(n_features, 2, width, n_layers, zero_output=start_at_delta)
 
     def band(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Lower and upper band edges.
@@ -177,10 +188,9 @@ class MLPPolicy(nn.Module):
         super().__init__()
         self.n_instruments = n_instruments
         self.inputs = InputScale(n_features)
-        self.net = MLP(n_features + n_instruments, n_instruments, width, n_layers)
-        if start_at_delta:
-            nn.init.zeros_(self.net[-1].weight)
-            nn.init.zeros_(self.net[-1].bias)
+        self.net = MLP(
+            n_features + n_instruments, n_instruments, width, n_layers, zero_output=start_at_delta
+        )
 
     def forward(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
         k = self.n_instruments
