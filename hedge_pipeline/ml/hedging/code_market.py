@@ -38,7 +38,7 @@ Observations carry three context columns besides the simulator's market features
 Rates are zero inside the simulator (the underlying is a future; the discounting of a few weeks'
 options at 4.5 % moves their marks by < 0.4 %), costs are the problem's.
 
->>> # see hedge_pipeline_tests/ml/hedging/test_code_market.py for a worked example
+``hedge_pipeline_tests/ml/hedging/test_code_market.py`` works through one synthetic code.
 """
 
 from __future__ import annotations
@@ -379,24 +379,26 @@ class CodeMarket:
         return self._starts[split]
 
     def _valid_starts(self, split: str) -> np.ndarray:
+        """Bars of ``split`` whose whole window lies in ``split`` (and after one interval of
+        history, which the turbulence at t = 0 reads), with a CNN-LSTM forecast."""
         h, span = self.history, self.span
         inside = np.flatnonzero(h.split == split)
+        if inside.size == 0:
+            raise CodeMarketError(f"{h.weekly_code}: the {split} period holds no bar")
         if inside.size <= span:
+            last = inside[-1]
             raise CodeMarketError(
                 f"{h.weekly_code}: an episode of {self.n_steps} steps x {self.k} bars "
                 f"({span} bars) runs past the {split} period, which holds {inside.size} bars "
-                f"and ends {_when(h.ts[inside[-1]]) if inside.size else 'nowhere'} (the book "
-                f"expires {h.tau[inside[-1]] * 365:.2f} days later)"
-                if inside.size
-                else f"{h.weekly_code}: the {split} period holds no bar"
+                f"and ends {_when(h.ts[last])} (the book expires "
+                f"{h.tau[last] * 365:.2f} days later)"
             )
-        ok = np.zeros(len(h), dtype=bool)
-        is_split = h.split == split
-        for i in inside:
-            end = i + span
-            ok[i] = end < len(h) and is_split[end] and i >= self.k
-        ok &= np.isfinite(h.rv_forecast)
-        starts = np.flatnonzero(ok)
+        ends = inside + span
+        in_split = np.zeros(inside.size, dtype=bool)
+        within = ends < len(h)
+        in_split[within] = h.split[ends[within]] == split
+        ok = in_split & (inside >= self.k) & np.isfinite(h.rv_forecast[inside])
+        starts = inside[ok]
         if starts.size == 0:
             raise CodeMarketError(
                 f"{h.weekly_code}: no {split} bar starts an episode with a CNN-LSTM forecast "
