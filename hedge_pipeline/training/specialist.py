@@ -39,7 +39,8 @@ from torch import nn
 from hedge_pipeline.ml.cnn_lstm import predictions
 from hedge_pipeline.ml.curves import save_training_curves
 from hedge_pipeline.ml.distributed import distributed
-from hedge_pipeline.ml.hedging.code_market import CodeMarket, code_history
+from hedge_pipeline.ml.hedging.code_history import code_history
+from hedge_pipeline.ml.hedging.code_market import CodeMarket
 from hedge_pipeline.ml.hedging.deep_hedging import HEADS, make_policy
 from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate
 from hedge_pipeline.ml.hedging.plots import plot_pnl_histogram, plot_policy_behaviour

@@ -12,14 +12,9 @@ import torch
 from hedge_pipeline.chains.features import compute_features
 from hedge_pipeline.chains.synthetic import SyntheticSource
 from hedge_pipeline.ml.hedging.baselines import NoHedge
-from hedge_pipeline.ml.hedging.code_market import (
-    CONTEXT,
-    CodeHistory,
-    CodeMarket,
-    CodeMarketError,
-    calibrate,
-    code_history,
-)
+from hedge_pipeline.ml.hedging.calibration import calibrate
+from hedge_pipeline.ml.hedging.code_history import CodeHistory, CodeMarketError, code_history
+from hedge_pipeline.ml.hedging.code_market import CONTEXT, CodeMarket
 from hedge_pipeline.ml.hedging.evaluation import baselines, evaluate
 from hedge_pipeline.ml.hedging.simulator import Book, market_features, rollout
 from hedge_pipeline.portfolio.selection import select_portfolio
