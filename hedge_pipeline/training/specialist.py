@@ -14,7 +14,8 @@ split); train by ``algorithm``:
   harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
   early stopping on fixed simulated episodes started from validation-split bars, divergence
   monitor). The policy starts as the Black–Scholes delta hedge (zero-width band, or zero
-  correction for the MLP head) with its inputs scaled on simulated training episodes;
+  correction for the MLP head, whose correction is gated by the book's gamma) with its inputs
+  scaled on simulated training episodes, and the untrained policy competes as epoch 0;
 * ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
   (its own loop: no checkpoints, a retry starts it again);
 
@@ -211,7 +212,14 @@ def _train(
         return policy, {"history": [], "epochs": history.epochs, "seconds": history.seconds}
     torch.manual_seed(seed)
     # Start from the Black-Scholes delta hedge, inputs at unit scale (see InputScale).
-    policy = make_policy(cfg["head"], problem, cfg["width"], cfg["n_layers"], start_at_delta=True)
+    policy = make_policy(
+        cfg["head"],
+        problem,
+        cfg["width"],
+        cfg["n_layers"],
+        start_at_delta=True,
+        gamma_gated=cfg["head"] == "mlp",
+    )
     generator = torch.Generator().manual_seed(seed + _VAL_SEED)
     policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
     validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True)
@@ -255,6 +263,7 @@ def save_policy(policy: nn.Module, cfg: dict[str, Any], market: CodeMarket, out:
     spec = {
         "algorithm": cfg["algorithm"],
         "head": cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
+        "gamma_gated": bool(getattr(policy, "gamma_gated", False)),
         "width": cfg["width"],
         "n_layers": cfg["n_layers"],
         "weekly_code": market.history.weekly_code,
@@ -290,7 +299,13 @@ def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
         context=tuple(spec["context"]),
         **spec["costs"],
     )
-    policy = make_policy(spec["head"], problem, spec["width"], spec["n_layers"])
+    policy = make_policy(
+        spec["head"],
+        problem,
+        spec["width"],
+        spec["n_layers"],
+        gamma_gated=spec.get("gamma_gated", False),
+    )
     state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
     policy.load_state_dict(state)
     return policy.eval(), spec

@@ -215,8 +215,10 @@ class CodeMarket:
         from expiry, from where it started to ending at the last bar: the training split lies
         weeks before expiry and the test split in the last days, where gamma is many times
         larger; a policy trained only at the former meets the latter for the first time in
-        the test. Only the calendar is moved (the expiry date is known in advance), never a
-        price of a later split.
+        the test. The start price then diffuses over the time the window was moved by, so those
+        windows meet the book at every moneyness, not only where the training split traded.
+        Only the calendar is moved (the expiry date is known in advance), and no price of a
+        later split is read.
         """
         h, cal = self.history, self.calibration
         p = cal.heston
@@ -226,16 +228,22 @@ class CodeMarket:
         idx = self._windows(starts)
         dt = self._ahead(idx, dtype)
         tau = torch.tensor(h.tau[idx], dtype=dtype)
-        if any_expiry:
-            end = tau[:, -1:]  # the window's distance to expiry after its last decision
-            last = float(h.tau[-1])  # the code's last bar, minutes before expiry
-            u = torch.rand((n_paths, 1), generator=generator, dtype=dtype)
-            tau = tau - u * (end - last)
         v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
+        log_s0 = torch.log(torch.tensor(h.spot[starts], dtype=dtype))
+        if any_expiry:
+            end = tau[:, -1]  # the window's distance to expiry after its last decision
+            last = float(h.tau[-1])  # the code's last bar, minutes before expiry
+            shift = torch.rand(n_paths, generator=generator, dtype=dtype) * (end - last)
+            tau = tau - shift.unsqueeze(1)
+            # The price diffuses over the time the window was moved by (at the start variance,
+            # a martingale), so windows near expiry meet the book at every moneyness.
+            diffusion = (v * shift).sqrt()
+            moved = torch.randn(n_paths, generator=generator, dtype=dtype)
+            log_s0 = log_s0 + diffusion * moved - 0.5 * diffusion * diffusion
         z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
         z_var = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
         shock = p.rho * z_var + math.sqrt(1.0 - p.rho**2) * z
-        log_s, variances = [torch.log(torch.tensor(h.spot[starts], dtype=dtype))], [v]
+        log_s, variances = [log_s0], [v]
         for t in range(self.n_steps):  # full-truncation Euler on the window's real clock
             vp = v.clamp(min=0.0)
             sd = (vp * dt[:, t]).sqrt()

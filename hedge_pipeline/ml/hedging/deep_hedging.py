@@ -44,6 +44,7 @@ from hedge_pipeline.ml.hedging.baselines import delta_gamma
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     N_MARKET,
+    SCALED_GAMMA,
     Episodes,
     HedgingProblem,
     rollout,
@@ -171,7 +172,11 @@ class MLPPolicy(nn.Module):
 
     Starting from the delta hedge (the last layer is zero-initialized) rather than from zero
     puts the untrained policy at the zero-cost optimum, so training only learns the effect of
-    costs and risk aversion.
+    costs and risk aversion. With ``gamma_gated`` the correction is multiplied by the book's
+    scaled gamma |S·Γ·σ·√τ|: departing from the delta hedge pays only where rebalancing is
+    costly, i.e. where gamma is (the Whalley–Wilmott band grows with Γ^(2/3) too), and a book
+    far from the money, which the training states may never have shown, is delta hedged
+    instead of receiving an extrapolated correction.
 
     Shape:
         obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
@@ -184,9 +189,10 @@ class MLPPolicy(nn.Module):
         n_features: int = N_MARKET,
         start_at_delta: bool = True,
         n_instruments: int = 1,
+        gamma_gated: bool = False,
     ) -> None:
         super().__init__()
-        self.n_instruments = n_instruments
+        self.n_instruments, self.gamma_gated = n_instruments, gamma_gated
         self.inputs = InputScale(n_features)
         self.net = MLP(
             n_features + n_instruments, n_instruments, width, n_layers, zero_output=start_at_delta
@@ -196,6 +202,8 @@ class MLPPolicy(nn.Module):
         k = self.n_instruments
         features = self.inputs(obs[..., :-k])
         correction = self.net(torch.cat([features, obs[..., -k:]], -1))
+        if self.gamma_gated:
+            correction = correction * obs[..., SCALED_GAMMA].abs().unsqueeze(-1)
         if k == 1:
             return obs[..., DELTA] + correction.squeeze(-1)
         # With a hedge option: the delta-gamma neutral positions plus the correction.
@@ -228,12 +236,17 @@ def make_policy(
     width: int = 32,
     n_layers: int = 4,
     start_at_delta: bool | None = None,
+    gamma_gated: bool = False,
 ) -> nn.Module:
     """A fresh policy network of ``head`` sized for ``problem``'s observations
     (``start_at_delta``: None keeps the head's own default)."""
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {', '.join(HEADS)}")
-    extra = {} if start_at_delta is None else {"start_at_delta": start_at_delta}
+    extra: dict = {} if start_at_delta is None else {"start_at_delta": start_at_delta}
+    if gamma_gated:
+        if head != "mlp":
+            raise ValueError(f"head {head!r} has no correction to gate; gamma_gated needs 'mlp'")
+        extra["gamma_gated"] = True
     if problem.instrument is not None:
         if head != "mlp":
             raise ValueError(

@@ -9,9 +9,16 @@ from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta
 from hedge_pipeline.ml.hedging.deep_hedging import (
     MLPPolicy,
     NoTransactionBandPolicy,
+    make_policy,
     train_deep_hedger,
 )
-from hedge_pipeline.ml.hedging.simulator import HedgingProblem, rollout, simulate_paths
+from hedge_pipeline.ml.hedging.simulator import (
+    DELTA,
+    SCALED_GAMMA,
+    HedgingProblem,
+    rollout,
+    simulate_paths,
+)
 from hedge_pipeline.quant.risk import EntropicRisk
 
 
@@ -59,3 +66,15 @@ def test_time_budget_stops_training_and_threads_are_restored():
 def test_rejects_unknown_head():
     with pytest.raises(ValueError, match="unknown head"):
         train_deep_hedger(HedgingProblem(), "entropic:1", epochs=1, head="lstm")
+
+
+def test_a_gamma_gated_correction_vanishes_where_the_book_has_no_gamma():
+    problem = HedgingProblem()
+    policy = make_policy("mlp", problem, start_at_delta=False, gamma_gated=True)
+    obs = torch.randn(64, problem.n_features + 1)
+    obs[:, SCALED_GAMMA] = 0.0
+    torch.testing.assert_close(policy(obs, obs[:, -1]), obs[:, DELTA], rtol=0.0, atol=0.0)
+    obs[:, SCALED_GAMMA] = 1.0
+    assert not torch.equal(policy(obs, obs[:, -1]), obs[:, DELTA])
+    with pytest.raises(ValueError, match="gamma_gated needs 'mlp'"):
+        make_policy("ntb", problem, gamma_gated=True)
