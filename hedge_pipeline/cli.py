@@ -198,7 +198,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             maturity=args.maturity, strike=args.strike, option=args.option, sigma=args.sigma,
             heston=_parse_heston(args.heston), algorithm=args.algorithm, epochs=args.epochs,
             paths=args.paths, eval_paths=args.eval_paths, seed=args.seed,
-            n_layers=args.layers, num_threads=args.threads,
+            n_layers=args.layers, num_threads=args.threads, start_at_delta=args.start_at_delta,
         )  # fmt: skip
     print(json.dumps(report, indent=2))
     return 0
@@ -238,6 +238,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     hedging.add_argument("--seed", type=int, default=0)
     hedging.add_argument("--layers", type=int, default=4, help="hidden layers of the policy")
     hedging.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    hedging.add_argument(
+        "--start-at-delta",
+        action="store_true",
+        help="start the deep hedger's network at the BS delta hedge (zero band / correction)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,6 +70,7 @@ def run(
     time_budget_s: float | None = None,
     num_threads: int | None = None,
     n_layers: int = 4,
+    start_at_delta: bool = False,
 ) -> dict[str, Any]:
     """Train ``algorithm`` and evaluate it with the baselines; returns the JSON-able document.
 
@@ -77,7 +78,8 @@ def run(
     :class:`~hedge_pipeline.quant.market_sim.HestonParams`: kappa, theta, xi, rho, v0) while
     the hedgers keep using Black–Scholes features at ``sigma``. ``head`` picks the deep
     hedger's network (``"ntb"`` or ``"mlp"``) and ``n_layers`` its depth (width 32, PPO's
-    networks too); ``lr`` is the deep hedger's, PPO keeps its own (3e-4). The
+    networks too); ``lr`` is the deep hedger's, PPO keeps its own (3e-4). ``start_at_delta``
+    starts the deep hedger at the BS delta hedge (zero band) instead of pfhedge's random band. The
     Whalley–Wilmott risk aversion is the
     entropic parameter a when the criterion is entropic, else 1.
     """
@@ -110,6 +112,7 @@ def run(
             time_budget_s=time_budget_s,
             num_threads=num_threads,
             n_layers=n_layers,
+            start_at_delta=start_at_delta or None,
         )
     if "ppo" in algorithms:
         learned["ppo"] = train_ppo(
@@ -161,6 +164,7 @@ def run(
         "algorithm": algorithm,
         "head": head,
         "n_layers": n_layers,
+        "start_at_delta": start_at_delta,
         "epochs": epochs,
         "paths": paths,
         "eval_paths": eval_paths,

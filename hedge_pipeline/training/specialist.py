@@ -30,6 +30,7 @@ import hashlib
 import json
 import tempfile
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     Book,
     Episodes,
     HedgingProblem,
+    Instrument,
     market_features,
     rollout,
 )
@@ -282,6 +284,7 @@ def save_policy(policy: nn.Module, cfg: dict[str, Any], market: CodeMarket, out:
             "fixed_fee": problem.fixed_fee,
         },
         "context": list(problem.context),
+        "instrument": asdict(problem.instrument) if problem.instrument else None,
         "calibration": market.calibration.as_dict(),
     }
     (out / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
@@ -297,6 +300,7 @@ def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
         sigma=spec["sigma_ref"],
         n_steps=spec["n_steps"],
         context=tuple(spec["context"]),
+        instrument=Instrument(**spec["instrument"]) if spec.get("instrument") else None,
         **spec["costs"],
     )
     policy = make_policy(

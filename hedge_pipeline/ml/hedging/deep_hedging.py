@@ -275,6 +275,7 @@ def train_deep_hedger(
     width: int = 32,
     n_layers: int = 4,
     sampler: Sampler | None = None,
+    start_at_delta: bool | None = None,
 ) -> tuple[nn.Module, TrainHistory]:
     """Train a policy by Adam on the price of fresh simulated paths, one step per epoch.
 
@@ -285,7 +286,8 @@ def train_deep_hedger(
     ``n_layers`` size the head's network: pfhedge's 4 × 32 by default; 2 × 32 halves the cost
     of a step and, given the same CPU time, trained to a lower E1 price (benchmarks/hedging.md).
     ``sampler`` draws the training episodes (default: ``problem``'s own GBM/Heston paths); a
-    calibrated weekly-code market passes its own.
+    calibrated weekly-code market passes its own. ``start_at_delta`` overrides the head's
+    initialization (see the heads).
 
     Returns the policy in eval mode (float32) and its :class:`TrainHistory`.
     """
@@ -293,7 +295,7 @@ def train_deep_hedger(
     sample = sampler or sampler_of(problem)
     with torch_threads(num_threads):
         torch.manual_seed(seed)
-        policy = make_policy(head, problem, width, n_layers)
+        policy = make_policy(head, problem, width, n_layers, start_at_delta)
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
         history = TrainHistory()

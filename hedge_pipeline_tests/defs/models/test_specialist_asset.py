@@ -72,3 +72,16 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
     assert metadata["reloads_identically"].value is True
     logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
     assert any(m.startswith("epoch 1/") for m in logs)
+
+    # A template with a hedge option: the agent trades it, beside the delta-gamma baseline.
+    assert dg.materialize(
+        [portfolio_selection],
+        instance=instance,
+        resources=resources(),
+        run_config={"ops": {"portfolio_selection": {"config": {"template": "delta_gamma_book"}}}},
+    ).success
+    result = _materialize(instance, specialist_agents, CODE)
+    assert result.success
+    metadata = result.asset_materializations_for_node("specialist_agents")[0].metadata
+    assert "bs_delta_gamma" in metadata["test_replay"].value
+    assert metadata["reloads_identically"].value is True
