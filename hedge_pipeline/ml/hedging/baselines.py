@@ -45,26 +45,39 @@ __all__ = [
     "NoHedge",
     "WhalleyWilmott",
     "delta_gamma",
+    "max_options",
 ]
 
-MAX_OPTIONS = 100.0  # per unit of the book: beyond, the option is too inert to carry its gamma
+MIN_OPTION_GAMMA = 0.01  # scaled gamma φ(d1) of the hedge option: |d1| < 2.9, still convex
 
 
-def delta_gamma(obs: Tensor) -> Tensor:
+def delta_gamma(obs: Tensor, max_options: float, min_gamma: float = MIN_OPTION_GAMMA) -> Tensor:
     """(underlying, option) positions that zero the hedged book's delta and gamma.
 
-    Both gammas are scaled by the same S·σ·√τ, so their ratio is the ratio of gammas. Where
-    that ratio would exceed ``MAX_OPTIONS`` (an option with next to no gamma left, deep in or
-    out of the money near expiry) the option is not used and the underlying hedges the delta.
+    Both gammas are scaled by the same S·σ·√τ, so their ratio is the ratio of gammas. An option
+    with little gamma left (deep in or out of the money near expiry, φ(d1) < 0.01) would need
+    many contracts, each paying its spread, to carry the book's gamma: it is not used below
+    ``min_gamma``, and the option position is capped at ``max_options`` (a multiple of the
+    book's size) always;
+    the underlying makes the whole hedge delta-neutral either way.
 
     Shape:
         obs: (n_paths, n_obs) of a problem with a hedge option → (n_paths, 2)
     """
     book_gamma, option_gamma = obs[:, SCALED_GAMMA], obs[:, OPTION_SCALED_GAMMA]
-    usable = (option_gamma != 0) & (book_gamma.abs() <= MAX_OPTIONS * option_gamma.abs())
+    usable = option_gamma.abs() >= min_gamma
     safe = torch.where(usable, option_gamma, torch.ones_like(option_gamma))
     options = torch.where(usable, book_gamma / safe, torch.zeros_like(option_gamma))
+    options = options.clamp(-max_options, max_options)
     return torch.stack([obs[:, DELTA] - options * obs[:, OPTION_DELTA], options], dim=-1)
+
+
+def max_options(problem: HedgingProblem) -> float:
+    """The most hedge options a delta-gamma hedger holds: twice the book's options."""
+    return 2.0 * sum(abs(w) for w in problem.book.weights)
+
+
+_max_options = max_options  # the constructor's parameter shadows the name
 
 
 class NoHedge:
@@ -98,8 +111,17 @@ class BlackScholesDeltaGamma:
 
     n_instruments = 2
 
+    def __init__(
+        self,
+        problem: HedgingProblem,
+        max_options: float | None = None,
+        min_gamma: float = MIN_OPTION_GAMMA,
+    ) -> None:
+        self.max_options = _max_options(problem) if max_options is None else max_options
+        self.min_gamma = min_gamma
+
     def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
-        return delta_gamma(obs)
+        return delta_gamma(obs, self.max_options, self.min_gamma)
 
 
 class WhalleyWilmott:

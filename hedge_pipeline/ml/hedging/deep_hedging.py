@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from hedge_pipeline.ml.hedging.baselines import delta_gamma
+from hedge_pipeline.ml.hedging.baselines import delta_gamma, max_options
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     N_MARKET,
@@ -190,9 +190,11 @@ class MLPPolicy(nn.Module):
         start_at_delta: bool = True,
         n_instruments: int = 1,
         gamma_gated: bool = False,
+        max_options: float = 0.0,
     ) -> None:
         super().__init__()
         self.n_instruments, self.gamma_gated = n_instruments, gamma_gated
+        self.max_options = max_options  # of the delta-gamma start, with a hedge option
         self.inputs = InputScale(n_features)
         self.net = MLP(
             n_features + n_instruments, n_instruments, width, n_layers, zero_output=start_at_delta
@@ -207,7 +209,7 @@ class MLPPolicy(nn.Module):
         if k == 1:
             return obs[..., DELTA] + correction.squeeze(-1)
         # With a hedge option: the delta-gamma neutral positions plus the correction.
-        return delta_gamma(obs) + correction
+        return delta_gamma(obs, self.max_options) + correction
 
 
 @dataclass
@@ -253,6 +255,7 @@ def make_policy(
                 f"head {head!r} hedges with the underlying alone; with a hedge option use 'mlp'"
             )
         extra["n_instruments"] = 2
+        extra["max_options"] = max_options(problem)
     return HEADS[head](width, n_layers, problem.n_features, **extra)
 
 

@@ -46,7 +46,7 @@ def baselines(problem: HedgingProblem, risk: RiskMeasure) -> dict[str, Policy]:
         "whalley_wilmott": WhalleyWilmott(problem, risk_aversion),
     }
     if problem.instrument is not None:
-        hedgers["bs_delta_gamma"] = BlackScholesDeltaGamma()
+        hedgers["bs_delta_gamma"] = BlackScholesDeltaGamma(problem)
     return hedgers
 
 
