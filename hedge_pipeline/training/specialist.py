@@ -107,7 +107,7 @@ def rv_forecasts(
     model: nn.Module, spec: dict[str, Any], frame: pl.DataFrame, mc_samples: int, seed: int
 ) -> pl.DataFrame:
     """The CNN-LSTM's realized-vol forecast and MC-dropout std at every bar that ends a window
-    of the registered sequence length (``ts, prediction, std``), in the model's own scaling."""
+    of the registered sequence length (``ts, prediction, std``), annualized like its target."""
     data = SequenceData.build(
         frame,
         spec["model"]["sequence_length"],
@@ -143,8 +143,10 @@ def run(session: TrainingSession) -> None:
         cnn_model, spec = load_model(cnn.directory)
         features = pl.read_parquet(extras["features"])
         selection = pl.read_parquet(extras["selection"])
+        # The CNN-LSTM reads the book's rows only, as it was trained (not the hedge option's).
         book = selection.filter(~pl.col("is_hedge_instrument"))
-        frame = market_state_frame(features, book, horizon=spec["horizon"])
+        book_rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
+        frame = market_state_frame(book_rows, book, horizon=spec["horizon"])
         forecasts = rv_forecasts(cnn_model, spec, frame, cfg["mc_samples"], cfg["seed"])
         history = code_history(features, selection, forecasts)
         market = CodeMarket(
