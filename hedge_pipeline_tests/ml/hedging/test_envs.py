@@ -16,6 +16,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     Book,
     HedgingProblem,
+    Instrument,
     pnl,
     rollout,
     simulate_paths,
@@ -138,3 +139,11 @@ def test_bench_env_reports_both_faces():
     assert report["batched"]["env_steps_per_second"] > 0
     assert report["single"]["env_steps_per_second"] > 0
     assert report["speedup"] > 0 and report["date"]
+
+
+def test_envs_refuse_problems_they_do_not_model():
+    with_option = HedgingProblem(instrument=Instrument(strike=1.0))
+    with_context = HedgingProblem(context=("rv_forecast",))
+    for problem in (with_option, with_context):
+        with pytest.raises(ValueError, match="E1-style problems: no hedge option, no context"):
+            HedgingEnv(problem)
