@@ -45,7 +45,7 @@ __all__ = [
     "NoHedge",
     "WhalleyWilmott",
     "delta_gamma",
-    "max_options",
+    "option_cap",
 ]
 
 MIN_OPTION_GAMMA = 0.01  # scaled gamma φ(d1) of the hedge option: |d1| < 2.9, still convex
@@ -72,12 +72,9 @@ def delta_gamma(obs: Tensor, max_options: float, min_gamma: float = MIN_OPTION_G
     return torch.stack([obs[:, DELTA] - options * obs[:, OPTION_DELTA], options], dim=-1)
 
 
-def max_options(problem: HedgingProblem) -> float:
+def option_cap(problem: HedgingProblem) -> float:
     """The most hedge options a delta-gamma hedger holds: twice the book's options."""
     return 2.0 * sum(abs(w) for w in problem.book.weights)
-
-
-_max_options = max_options  # the constructor's parameter shadows the name
 
 
 class NoHedge:
@@ -117,7 +114,7 @@ class BlackScholesDeltaGamma:
         max_options: float | None = None,
         min_gamma: float = MIN_OPTION_GAMMA,
     ) -> None:
-        self.max_options = _max_options(problem) if max_options is None else max_options
+        self.max_options = option_cap(problem) if max_options is None else max_options
         self.min_gamma = min_gamma
 
     def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:

@@ -46,8 +46,12 @@ from torch import Tensor
 
 from hedge_pipeline.ml.hedging.calibration import calibrate
 from hedge_pipeline.ml.hedging.code_history import SPLITS, CodeHistory, CodeMarketError
-from hedge_pipeline.ml.hedging.simulator import Episodes, HedgingProblem, option_price
-from hedge_pipeline.quant.torch_pricing import bs_greeks
+from hedge_pipeline.ml.hedging.simulator import (
+    Episodes,
+    HedgingProblem,
+    book_greeks,
+    option_price,
+)
 
 __all__ = ["CONTEXT", "CodeMarket"]
 
@@ -253,7 +257,7 @@ class CodeMarket:
         spot = torch.exp(torch.stack(log_s, dim=1))
         variance = torch.stack(variances, dim=1)
         vol = self._smile(spot, tau, variance, self.history.book.strikes)
-        values = self._book_values(spot, tau, vol)
+        values = book_greeks(self.problem, spot, tau, vol)["price"]
         option = {}
         if (instrument := self.problem.instrument) is not None:
             option_vol = self._smile(spot, tau, variance, (instrument.strike,))[..., 0]
@@ -289,17 +293,6 @@ class CodeMarket:
         sd = (atm * tau.clamp(min=1e-12).sqrt()).unsqueeze(-1)
         x = torch.log(strikes / spot.unsqueeze(-1)) / sd
         return (atm.unsqueeze(-1) + cal.skew * x).clamp(min=MIN_VOL)
-
-    def _book_values(self, spot: Tensor, tau: Tensor, vol: Tensor) -> Tensor:
-        book = self.history.book
-        g = bs_greeks(
-            spot.unsqueeze(-1),
-            torch.tensor(book.strikes, dtype=spot.dtype),
-            tau.unsqueeze(-1),
-            vol,
-            is_call=torch.tensor(book.is_call),
-        )
-        return (g["price"] * torch.tensor(book.weights, dtype=spot.dtype)).sum(-1)
 
 
 def _when(ts: np.datetime64) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from hedge_pipeline.ml.hedging.baselines import delta_gamma, max_options
+from hedge_pipeline.ml.hedging.baselines import delta_gamma, option_cap
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     N_MARKET,
@@ -255,7 +255,7 @@ def make_policy(
                 f"head {head!r} hedges with the underlying alone; with a hedge option use 'mlp'"
             )
         extra["n_instruments"] = 2
-        extra["max_options"] = max_options(problem)
+        extra["max_options"] = option_cap(problem)
     return HEADS[head](width, n_layers, problem.n_features, **extra)
 
 

@@ -27,6 +27,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     episode_costs,
     market_features,
     rollout,
+    trades,
 )
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
@@ -89,8 +90,7 @@ def evaluate(
         for name, hedger in hedgers.items():
             pl, hedges = rollout(problem, episodes, hedger)
             costs = episode_costs(problem, episodes, hedges)
-            trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1])).abs()
-            traded = trades > TRADE_TOLERANCE
+            traded = trades(hedges).abs() > TRADE_TOLERANCE
             underlying = hedges if hedges.ndim == 2 else hedges[..., 0]
             metrics[name] = pnl_metrics(pl, risk) | {
                 "total_cost": float(costs.double().mean()),

@@ -71,6 +71,7 @@ from hedge_pipeline.ml.hedging.simulator import (
     market_features,
     rollout,
     trade_costs,
+    trades,
 )
 from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import (
@@ -132,8 +133,7 @@ def step_increments(problem: HedgingProblem, paths: Tensor | Episodes, hedges: T
         → (n_paths, n_steps)
     """
     ep = as_episodes(problem, paths)
-    trades = torch.diff(hedges, dim=1, prepend=torch.zeros_like(hedges[:, :1]))
-    costs = trade_costs(problem, trades, ep.spot[:, :-1])
+    costs = trade_costs(problem, trades(hedges), ep.spot[:, :-1])
     return -book_values(problem, ep).diff(dim=1) + hedges * ep.spot.diff(dim=1) - costs
 
 

@@ -66,6 +66,7 @@ __all__ = [
     "rollout",
     "simulate_paths",
     "trade_costs",
+    "trades",
 ]
 
 # Columns of an observation without context: four market features, then the position. A
@@ -429,8 +430,12 @@ def _positions(problem: HedgingProblem, ep: Episodes, hedges: Tensor) -> tuple[T
     return hedges[..., 0], hedges[..., 1]
 
 
-def _trades(positions: Tensor) -> Tensor:
-    """Position changes, the first from nothing (δ_{−1} = 0). Shape: (n, N) → (n, N)."""
+def trades(positions: Tensor) -> Tensor:
+    """Position changes, the first from nothing (δ_{−1} = 0).
+
+    Shape:
+        (n_paths, n_steps) or (n_paths, n_steps, 2) → the same
+    """
     return torch.diff(positions, dim=1, prepend=torch.zeros_like(positions[:, :1]))
 
 
@@ -443,9 +448,9 @@ def episode_costs(problem: HedgingProblem, paths: Tensor | Episodes, hedges: Ten
     """
     ep = as_episodes(problem, paths)
     underlying, option = _positions(problem, ep, hedges)
-    costs = trade_costs(problem, _trades(underlying), ep.spot[:, :-1]).sum(dim=1)
+    costs = trade_costs(problem, trades(underlying), ep.spot[:, :-1]).sum(dim=1)
     if option is not None:
-        costs = costs + (ep.instrument_cost[:, :-1] * _trades(option).abs()).sum(dim=1)
+        costs = costs + (ep.instrument_cost[:, :-1] * trades(option).abs()).sum(dim=1)
     return costs
 
 
