@@ -8,6 +8,7 @@ import dagster as dg
 import polars as pl
 
 from hedge_pipeline.chains.quality import CheckOutcome
+from hedge_pipeline.markdown import markdown_table
 
 
 def preview_md(
@@ -20,9 +21,7 @@ def preview_md(
         .head(rows)
         .with_columns(pl.col(pl.Datetime).dt.strftime("%Y-%m-%d %H:%M"))
     )
-    lines = ["| " + " | ".join(map(str, row)) + " |" for row in [head.columns, *head.iter_rows()]]
-    lines.insert(1, "|" + " --- |" * head.width)
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table(head.columns, head.iter_rows()))
 
 
 def check_result(name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:

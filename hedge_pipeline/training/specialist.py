@@ -38,6 +38,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from hedge_pipeline.markdown import markdown_table
 from hedge_pipeline.ml.cnn_lstm import predictions
 from hedge_pipeline.ml.curves import save_training_curves
 from hedge_pipeline.ml.distributed import distributed
@@ -334,15 +335,8 @@ def _risk_tables(
 
 def _markdown_table(evaluation: Evaluation) -> str:
     columns = list(next(iter(evaluation.metrics.values())))
-    lines = [
-        "| hedger | " + " | ".join(columns) + " |",
-        "|---|" + "---:|" * len(columns),
-        *(
-            f"| {name} | " + " | ".join(f"{row[c]:.5g}" for c in columns) + " |"
-            for name, row in evaluation.metrics.items()
-        ),
-    ]
-    return "\n".join(lines)
+    rows = ([name, *(f"{row[c]:.5g}" for c in columns)] for name, row in evaluation.metrics.items())
+    return markdown_table(["hedger", *columns], rows, right_from=1)
 
 
 def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained) -> None:
