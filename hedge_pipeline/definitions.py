@@ -6,6 +6,7 @@ Areas are imported as modules: Dagster refuses a module that holds more than one
 
 import dagster as dg
 
+from hedge_pipeline.defs.automation import definitions as automation
 from hedge_pipeline.defs.market_data import definitions as market_data
 from hedge_pipeline.defs.models import definitions as models
 from hedge_pipeline.defs.portfolio import definitions as portfolio
@@ -15,5 +16,6 @@ defs = dg.Definitions.merge(
     market_data.defs,
     portfolio.defs,
     models.defs,
+    automation.defs,
     dg.Definitions(resources=resources_from_env()),
 )

@@ -1,0 +1,1 @@
+"""Automation: the nightly retrain schedule and the sensor that retrains the portfolio stages."""
