@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
+import signal
 import sys
 import time
 from collections.abc import Sequence
 
-from hedge_pipeline import paths
+from hedge_pipeline import backfill, paths
 from hedge_pipeline.locks import file_lock
 
 # What each --select value materializes, in lineage order. Per-code steps name a job run once
@@ -137,13 +137,30 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    """Become ``dagster dev`` (webserver and daemon) on the data directory's instance.
+
+    The storage is created first under the lock ``hedge run`` takes, so a ``hedge run`` started
+    at the same moment on a fresh data directory does not race it. Then this process *is*
+    replaced by ``dagster dev`` (exec, not a child), so SIGTERM from a process manager or
+    ``kill`` reaches it and it stops the webserver, the daemon and the code server cleanly; a
+    child would leave them running. SIGINT and SIGTERM are reset to their defaults first:
+    started in the background of a script they are inherited as ignored, and ``dagster dev``
+    then ignores both.
+    """
     _set_environment(None)
+    _instance()
     command = [
         sys.executable, "-m", "dagster", "dev",
         "-w", str(paths.REPO_ROOT / "workspace.yaml"),
         "-h", args.host, "-p", str(args.port),
     ]  # fmt: skip
-    return subprocess.call(command, cwd=paths.REPO_ROOT)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(paths.REPO_ROOT)
+    os.execv(sys.executable, command)
+    return 1  # not reached: execv replaces the process or raises
 
 
 def _cmd_portfolios(args: argparse.Namespace) -> int:
@@ -267,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     portfolios.add_argument("name", nargs="?")
     portfolios.set_defaults(func=_cmd_portfolios)
 
+    backfill.add_parser(sub)
     _add_bench(sub)
     return parser
 
