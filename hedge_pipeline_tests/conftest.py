@@ -6,6 +6,7 @@ suite never reads or writes the repo's ``data/`` and parallel workers never shar
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,3 +65,27 @@ def small_book(frame: pl.DataFrame, options: int = 6, bars: int = 40) -> pl.Data
     return frame.filter(
         pl.col("option_symbol").is_in(atm.implode()) & pl.col("ts").is_in(first_ts.implode())
     )
+
+
+@pytest.fixture(scope="session")
+def _migrated_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow sqlite store with its schema in place: migrating a new store takes
+    seconds (ten under load), copying this one milliseconds."""
+    from mlflow import MlflowClient
+
+    store = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    uri = f"sqlite:///{store}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
+    return store
+
+
+@pytest.fixture
+def mlflow_client(data_dir: Path, _migrated_mlflow_store: Path):
+    """``registry.client()`` on the test's own data directory, its registry empty."""
+    from hedge_pipeline.training import registry
+
+    paths.mlflow_dir().mkdir(parents=True)
+    shutil.copyfile(_migrated_mlflow_store, paths.mlflow_dir() / "mlflow.db")
+    return registry.client()
