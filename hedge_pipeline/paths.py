@@ -42,6 +42,11 @@ def checkpoints_dir() -> Path:
     return data_dir() / "checkpoints"
 
 
+def reports_dir() -> Path:
+    """Evaluation reports downloaded from the registry by ``hedge evaluate``."""
+    return data_dir() / "reports"
+
+
 def instance_env(base: Path | None = None) -> dict[str, str]:
     """Environment variables that make ``dagster.yaml`` store everything under ``base``.
 
