@@ -182,6 +182,65 @@ def _cmd_portfolios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Exit 2 for a reference that resolves to nothing, 1 when the lineage has broken links
+    (after printing what could be read), 0 otherwise."""
+    from hedge_pipeline import lineage, model_catalog
+    from hedge_pipeline.training import registry
+
+    client = registry.client()
+    broken: list[str] = []
+    try:
+        if args.action == "list":
+            doc = model_catalog.list_models(client)
+            text = model_catalog.render_list(doc, client.tracking_uri)
+        elif (ref := lineage.ModelRef.parse(args.ref)).version is None and ref.alias is None:
+            doc = model_catalog.model_versions(client, ref.name)
+            text = model_catalog.render_versions(doc)
+        else:
+            doc = model_catalog.version_detail(client, lineage.resolve(client, ref))
+            text = model_catalog.render_detail(doc)
+            broken = doc["broken_links"]
+    except (registry.UnknownModelVersionError, lineage.ReferenceSyntaxError) as exc:
+        print(f"hedge models {args.action}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2) if args.json else text)
+    for message in broken:
+        print(f"hedge models show: broken lineage: {message}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from hedge_pipeline import lineage, reports
+    from hedge_pipeline.training import registry
+
+    client = registry.client()
+    try:
+        version, note = (
+            (lineage.resolve(client, args.ref), None)
+            if args.ref
+            else reports.default_version(client)
+        )
+        report = reports.fetch(client, version)
+    except (
+        registry.UnknownModelVersionError,
+        lineage.ReferenceSyntaxError,
+        reports.MissingReportError,
+    ) as exc:
+        print(f"hedge evaluate: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    aliases = f" [{', '.join(sorted(version.aliases))}]" if version.aliases else ""
+    print(f"{report.name} v{report.version}{aliases}, source run {version.run_id}\n")
+    print(reports.evaluation_table(report.markdown) or f"({reports.REPORT_MD} holds no table)")
+    print(f"\nwritten to {report.directory}:")
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
 def _parse_heston(text: str | None) -> dict[str, float] | None:
     """``kappa=2,theta=0.04,xi=0.5,rho=-0.7,v0=0.04`` -> a dict (None when not given)."""
     if not text:
@@ -283,6 +342,28 @@ def build_parser() -> argparse.ArgumentParser:
     portfolios.add_argument("action", choices=["list", "info"])
     portfolios.add_argument("name", nargs="?")
     portfolios.set_defaults(func=_cmd_portfolios)
+
+    models = sub.add_parser("models", help="registered models: list, or show NAME[@alias|:version]")
+    models.set_defaults(func=_cmd_models)
+    model_actions = models.add_subparsers(dest="action", required=True)
+    listing = model_actions.add_parser("list", help="every registered model")
+    show = model_actions.add_parser(
+        "show", help="NAME: its versions and key metrics; NAME@alias or NAME:version: one version"
+    )
+    show.add_argument("ref", metavar="NAME[@alias|:version]")
+    for action in (listing, show):
+        action.add_argument("--json", action="store_true", help="print one JSON document")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="fetch a version's evaluation report and print its table"
+    )
+    evaluate.add_argument(
+        "ref",
+        nargs="?",
+        metavar="NAME[@alias|:version]",
+        help="default: hedge-ensemble@champion, else the latest hedge-ensemble",
+    )
+    evaluate.set_defaults(func=_cmd_evaluate)
 
     backfill.add_parser(sub)
     _add_bench(sub)
