@@ -59,10 +59,34 @@ class SpecialistBudget:
 
 
 @dataclass(frozen=True)
+class PortfolioBudget:
+    """The portfolio stages: meta-controller, joint model (per curriculum phase) and ensemble.
+
+    Epochs are ``steps_per_epoch`` steps of ``paths_per_step`` simulated portfolio windows;
+    ``val_paths`` fixed simulated validation windows pick the best epoch; ``eval_paths``
+    simulated test windows are scored with the replayed ones; ``members`` joint models (one
+    per seed) make the ensemble.
+    """
+
+    meta_epochs: int
+    joint_epochs_per_phase: int
+    steps_per_epoch: int
+    paths_per_step: int
+    val_paths: int
+    eval_paths: int
+    width: int
+    n_layers: int
+    patience: int
+    members: int
+    num_threads: int | None = 1
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     cnn_lstm: CnnLstmBudget
     specialist: SpecialistBudget
+    portfolio: PortfolioBudget
 
 
 PROFILES: dict[str, Profile] = {
@@ -93,6 +117,18 @@ PROFILES: dict[str, Profile] = {
             n_layers=2,
             patience=3,
         ),
+        PortfolioBudget(
+            meta_epochs=2,
+            joint_epochs_per_phase=1,
+            steps_per_epoch=2,
+            paths_per_step=256,
+            val_paths=512,
+            eval_paths=1024,
+            width=16,
+            n_layers=2,
+            patience=2,
+            members=2,
+        ),
     ),
     "default": Profile(
         "default",
@@ -120,6 +156,18 @@ PROFILES: dict[str, Profile] = {
             width=32,
             n_layers=3,
             patience=6,
+        ),
+        PortfolioBudget(
+            meta_epochs=15,
+            joint_epochs_per_phase=5,
+            steps_per_epoch=10,
+            paths_per_step=2048,
+            val_paths=8192,
+            eval_paths=20_000,
+            width=32,
+            n_layers=2,
+            patience=4,
+            members=3,
         ),
     ),
     "full": Profile(
@@ -150,8 +198,41 @@ PROFILES: dict[str, Profile] = {
             patience=20,
             num_threads=None,
         ),
+        PortfolioBudget(
+            meta_epochs=100,
+            joint_epochs_per_phase=30,
+            steps_per_epoch=40,
+            paths_per_step=16_384,
+            val_paths=50_000,
+            eval_paths=200_000,
+            width=64,
+            n_layers=3,
+            patience=10,
+            members=5,
+            num_threads=None,
+        ),
     ),
 }
+
+
+def portfolio_stage_config(profile: Profile, **choices: Any) -> dict[str, Any]:
+    """The portfolio stages' configuration: the run's ``choices`` (the asset's config) within
+    the profile's budget."""
+    budget = profile.portfolio
+    return {
+        **choices,
+        "meta_epochs": budget.meta_epochs,
+        "joint_epochs_per_phase": budget.joint_epochs_per_phase,
+        "steps_per_epoch": budget.steps_per_epoch,
+        "paths_per_step": budget.paths_per_step,
+        "val_paths": budget.val_paths,
+        "eval_paths": budget.eval_paths,
+        "width": budget.width,
+        "n_layers": budget.n_layers,
+        "patience": budget.patience,
+        "members": budget.members,
+        "num_threads": budget.num_threads,
+    }
 
 
 def get_profile(name: str | None = None) -> Profile:

@@ -111,6 +111,11 @@ class TrainConfig:
             for the best weights: for a model that starts at a known-good solution (a hedger
             initialized at the Black–Scholes hedge), so training can only be kept where it
             improved on the validation set.
+        component_lr: ``(name, lr)`` per top-level child module of the model: each child is
+            its own optimizer group at its own learning rate (a pre-trained part fine-tuned
+            slower than a new one); every parameter must belong to a named child.
+        clip_per_component: clip each component's gradient norm to ``grad_clip`` on its own,
+            so one part's large gradient does not shrink the other's step.
     """
 
     epochs: int = 20
@@ -127,6 +132,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     validate_initial: bool = False
+    component_lr: tuple[tuple[str, float], ...] = ()
+    clip_per_component: bool = False
 
     def __post_init__(self) -> None:
         problems = [
@@ -412,7 +419,7 @@ class _Run:
             device_ids = [device.index] if device.type == "cuda" else None
             module = DistributedDataParallel(model, device_ids=device_ids)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            _parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay
         )
         amp_dtype = _amp_dtype(device, config.amp)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -464,7 +471,12 @@ class _Run:
         *losses, grad_norm = torch.stack([loss.float() for _, loss, _ in pending] + [norm]).tolist()
         numbered = [(number, loss) for (number, _, _), loss in zip(pending, losses, strict=True)]
         self.monitor.check_step(numbered, grad_norm, epoch, self.lr)
-        if self.config.grad_clip is not None:
+        if self.config.grad_clip is not None and self.config.clip_per_component:
+            for group in self.optimizer.param_groups:
+                grads = [p.grad for p in group["params"] if p.grad is not None]
+                if grads:
+                    torch.nn.utils.clip_grad_norm_(grads, self.config.grad_clip)
+        elif self.config.grad_clip is not None:
             torch.nn.utils.clip_grads_with_norm_(parameters, self.config.grad_clip, norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -705,6 +717,26 @@ class _SignalFlag:
 
     def _handle(self, signum: int, frame: object) -> None:
         self.signum = signum
+
+
+def _parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """One optimizer group, or one per component named in ``config.component_lr``."""
+    if not config.component_lr:
+        return [{"params": list(model.parameters())}]
+    children = dict(model.named_children())
+    rates = dict(config.component_lr)
+    unknown = sorted(set(rates) - set(children))
+    if unknown:
+        raise ValueError(f"component_lr names {unknown}; the model's children: {sorted(children)}")
+    groups = [
+        {"params": list(children[name].parameters()), "lr": lr, "name": name}
+        for name, lr in config.component_lr
+    ]
+    covered = {id(p) for group in groups for p in group["params"]}
+    missing = [name for name, p in model.named_parameters() if id(p) not in covered]
+    if missing:
+        raise ValueError(f"component_lr leaves parameters without a learning rate: {missing}")
+    return groups
 
 
 def _make_scheduler(

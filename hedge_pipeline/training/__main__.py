@@ -12,6 +12,9 @@ from hedge_pipeline.training.tracking import failures_are_final
 STAGES = {
     "cnn_lstm": "hedge_pipeline.training.cnn_lstm",
     "specialist": "hedge_pipeline.training.specialist",
+    "meta_controller": "hedge_pipeline.training.meta_controller",
+    "joint": "hedge_pipeline.training.joint",
+    "ensemble": "hedge_pipeline.training.ensemble",
 }
 
 

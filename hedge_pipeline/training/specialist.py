@@ -78,6 +78,7 @@ STAGE = "specialist"
 ALGORITHMS = ("deep_hedging", "ppo")
 MODEL_PREFIX = "hedge-specialist-"
 POLICY = "policy"  # the trained hedger's row in every risk table
+FORECASTS_FILE = "forecasts.parquet"
 # Seeds of the evaluation draws, far from any training seed.
 _VAL_SEED, _TEST_SEED = 7_000_003, 9_000_011
 
@@ -130,6 +131,39 @@ def rv_forecasts(
     )
 
 
+def code_market(
+    features: pl.DataFrame, selection: pl.DataFrame, forecasts: pl.DataFrame, cfg: dict[str, Any]
+) -> CodeMarket:
+    """One code's market (:class:`CodeMarket`) with the frozen CNN-LSTM's ``forecasts`` in its
+    observations; ``cfg`` holds ``rebalance_bars, n_steps, cost, slippage, fixed_fee,
+    hedge_option`` (a specialist's stage config, or :func:`market_config` of its spec)."""
+    return CodeMarket(
+        code_history(features, selection, forecasts),
+        cfg["rebalance_bars"],
+        cfg["n_steps"],
+        cost=cfg["cost"],
+        slippage=cfg["slippage"],
+        fixed_fee=cfg["fixed_fee"],
+        hedge_option=cfg["hedge_option"],
+    )
+
+
+def book_forecasts(
+    features: pl.DataFrame,
+    selection: pl.DataFrame,
+    cnn_model: nn.Module,
+    cnn_spec: dict[str, Any],
+    mc_samples: int,
+    seed: int,
+) -> pl.DataFrame:
+    """:func:`rv_forecasts` of the code's book: the CNN-LSTM reads the book's rows only, as it
+    was trained (not the hedge option's)."""
+    book = selection.filter(~pl.col("is_hedge_instrument"))
+    book_rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
+    frame = market_state_frame(book_rows, book, horizon=cnn_spec["horizon"])
+    return rv_forecasts(cnn_model, cnn_spec, frame, mc_samples, seed)
+
+
 def run(session: TrainingSession) -> None:
     extras = session.extras
     cfg = dict(extras["config"])
@@ -144,21 +178,11 @@ def run(session: TrainingSession) -> None:
         cnn_model, spec = load_model(cnn.directory)
         features = pl.read_parquet(extras["features"])
         selection = pl.read_parquet(extras["selection"])
-        # The CNN-LSTM reads the book's rows only, as it was trained (not the hedge option's).
-        book = selection.filter(~pl.col("is_hedge_instrument"))
-        book_rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
-        frame = market_state_frame(book_rows, book, horizon=spec["horizon"])
-        forecasts = rv_forecasts(cnn_model, spec, frame, cfg["mc_samples"], cfg["seed"])
-        history = code_history(features, selection, forecasts)
-        market = CodeMarket(
-            history,
-            cfg["rebalance_bars"],
-            cfg["n_steps"],
-            cost=cfg["cost"],
-            slippage=cfg["slippage"],
-            fixed_fee=cfg["fixed_fee"],
-            hedge_option=cfg["hedge_option"],
+        forecasts = book_forecasts(
+            features, selection, cnn_model, spec, cfg["mc_samples"], cfg["seed"]
         )
+        market = code_market(features, selection, forecasts, cfg)
+        history = market.history
         if market.problem.instrument is not None and cfg["algorithm"] == "ppo":
             raise ValueError(
                 "algorithm 'ppo' hedges with the underlying alone; set hedge_option=false "
@@ -182,7 +206,9 @@ def run(session: TrainingSession) -> None:
         with torch_threads(cfg["num_threads"]):
             policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
         if session.is_main:
-            _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained)
+            _evaluate_and_register(
+                session, client, run_id, tags, market, forecasts, cfg, policy, trained
+            )
 
 
 def _train(
@@ -260,10 +286,19 @@ def _train(
     }
 
 
-def save_policy(policy: nn.Module, cfg: dict[str, Any], market: CodeMarket, out: Path) -> Path:
-    """The registered folder: weights plus what rebuilds the policy and its observations."""
+def save_policy(
+    policy: nn.Module,
+    cfg: dict[str, Any],
+    market: CodeMarket,
+    forecasts: pl.DataFrame,
+    out: Path,
+) -> Path:
+    """The registered folder: weights plus what rebuilds the policy and its observations,
+    the CNN-LSTM forecasts it saw included (``FORECASTS_FILE``), so that the portfolio stages
+    replay the specialist's own inputs without running the CNN-LSTM again."""
     out.mkdir(parents=True, exist_ok=True)
     torch.save(policy.state_dict(), out / registry.WEIGHTS_FILE)
+    forecasts.write_parquet(out / FORECASTS_FILE)
     problem = market.problem
     spec = {
         "algorithm": cfg["algorithm"],
@@ -286,6 +321,8 @@ def save_policy(policy: nn.Module, cfg: dict[str, Any], market: CodeMarket, out:
             "slippage": problem.slippage,
             "fixed_fee": problem.fixed_fee,
         },
+        "mc_samples": cfg["mc_samples"],
+        "seed": cfg["seed"],
         "context": list(problem.context),
         "instrument": asdict(problem.instrument) if problem.instrument else None,
         "calibration": market.calibration.as_dict(),
@@ -318,6 +355,18 @@ def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
     return policy.eval(), spec
 
 
+def market_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`code_market` settings a registered specialist was trained with (its spec)."""
+    return {
+        "rebalance_bars": spec["rebalance_bars"],
+        "n_steps": spec["n_steps"],
+        **spec["costs"],
+        "hedge_option": spec.get("instrument") is not None,
+        "mc_samples": spec.get("mc_samples", 30),
+        "seed": spec.get("seed", 0),
+    }
+
+
 def _risk_tables(
     market: CodeMarket, cfg: dict[str, Any], policy: nn.Module
 ) -> dict[str, Evaluation]:
@@ -339,7 +388,9 @@ def _markdown_table(evaluation: Evaluation) -> str:
     return markdown_table(["hedger", *columns], rows, right_from=1)
 
 
-def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, trained) -> None:
+def _evaluate_and_register(
+    session, client, run_id, tags, market, forecasts, cfg, policy, trained
+) -> None:
     name = model_name(market.history.weekly_code)
     tables = _risk_tables(market, cfg, policy)
     for split, evaluation in tables.items():
@@ -370,7 +421,7 @@ def _evaluate_and_register(session, client, run_id, tags, market, cfg, policy, t
             curves = save_training_curves(trained["history"], folder / "curves.png", name)
             client.log_artifact(run_id, str(curves))
             markdown["training_curves"] = png_markdown(curves, "training curves")
-        model_dir = save_policy(policy, cfg, market, folder / "model")
+        model_dir = save_policy(policy, cfg, market, forecasts, folder / "model")
         version = registry.register_version(client, name, run_id, model_dir, tags)
     reloaded, _ = load_policy(registry.load_version(client, name, version.version).directory)
     episodes = market.replay("test")

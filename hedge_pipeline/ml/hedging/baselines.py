@@ -46,6 +46,7 @@ __all__ = [
     "WhalleyWilmott",
     "delta_gamma",
     "option_cap",
+    "whalley_wilmott_width",
 ]
 
 MIN_OPTION_GAMMA = 0.01  # scaled gamma φ(d1) of the hedge option: |d1| < 2.9, still convex
@@ -139,7 +140,14 @@ class WhalleyWilmott:
         spot = p.book.reference_strike * torch.exp(obs[:, LOG_MONEYNESS])
         # S·Γ from the observation's scaled gamma S·Γ·σ·√τ; then S·Γ² = (S·Γ)² / S.
         spot_gamma = obs[:, SCALED_GAMMA] / (p.sigma * obs[:, TIME_TO_EXPIRY].sqrt())
-        cube = 1.5 * p.cost * spot_gamma * spot_gamma / (spot * self.risk_aversion)
+        width = whalley_wilmott_width(p.cost, spot, spot_gamma, self.risk_aversion)
         delta = obs[:, DELTA]
-        width = cube ** (1.0 / 3.0)
         return torch.clamp(prev_hedge, delta - width, delta + width)
+
+
+def whalley_wilmott_width(
+    cost: float, spot: Tensor, spot_gamma: Tensor, risk_aversion: float
+) -> Tensor:
+    """The band's half-width (3·c·S·Γ² / (2·γ))^{1/3}, from the dollar gamma S·Γ of the book
+    (a portfolio's: the sum of its books'). Shape: broadcastable (...) → (...)."""
+    return (1.5 * cost * spot_gamma * spot_gamma / (spot * risk_aversion)) ** (1.0 / 3.0)

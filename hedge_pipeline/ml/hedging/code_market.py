@@ -144,7 +144,7 @@ class CodeMarket:
             )
         return starts
 
-    def _windows(self, starts: np.ndarray) -> np.ndarray:
+    def windows(self, starts: np.ndarray) -> np.ndarray:
         """Bar indices of each window's decision times, (n, n_steps + 1)."""
         return starts[:, None] + self.k * np.arange(self.n_steps + 1)
 
@@ -179,9 +179,12 @@ class CodeMarket:
 
     def replay(self, split: str, dtype: torch.dtype = torch.float32) -> Episodes:
         """Every window of ``split`` (stride one bar), at the quoted prices."""
+        return self.replay_from(self.starts(split), dtype)
+
+    def replay_from(self, starts: np.ndarray, dtype: torch.dtype = torch.float32) -> Episodes:
+        """The windows starting at bars ``starts`` (valid starts: :meth:`starts`), as quoted."""
         h = self.history
-        starts = self.starts(split)
-        idx = self._windows(starts)
+        idx = self.windows(starts)
         spot = torch.tensor(h.spot[idx], dtype=dtype)
         weights = np.asarray(h.book.weights)
         before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
@@ -224,21 +227,40 @@ class CodeMarket:
         Only the calendar is moved (the expiry date is known in advance), and no price of a
         later split is read.
         """
-        h, cal = self.history, self.calibration
-        p = cal.heston
         candidates = self.starts(split)
         pick = torch.randint(candidates.size, (n_paths,), generator=generator).numpy()
         starts = candidates[pick]
-        idx = self._windows(starts)
-        dt = self._ahead(idx, dtype)
-        tau = torch.tensor(h.tau[idx], dtype=dtype)
-        v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
-        log_s0 = torch.log(torch.tensor(h.spot[starts], dtype=dtype))
+        shift = None
         if any_expiry:
-            end = tau[:, -1]  # the window's distance to expiry after its last decision
-            last = float(h.tau[-1])  # the code's last bar, minutes before expiry
+            tau = self.history.tau[self.windows(starts)]
+            end = torch.tensor(tau[:, -1], dtype=dtype)  # distance to expiry after the window
+            last = float(self.history.tau[-1])  # the code's last bar, minutes before expiry
             shift = torch.rand(n_paths, generator=generator, dtype=dtype) * (end - last)
-            tau = tau - shift.unsqueeze(1)
+        spot, variance = self.simulate(starts, generator, dtype, shift)
+        return self.episodes_on(starts, spot, variance, shift)
+
+    def simulate(
+        self,
+        starts: np.ndarray,
+        generator: torch.Generator | None,
+        dtype: torch.dtype = torch.float32,
+        shift: Tensor | None = None,
+        vol_scale: Tensor | float = 1.0,
+    ) -> tuple[Tensor, Tensor]:
+        """Heston prices and variances of windows from ``starts`` on their real bar clock.
+
+        ``shift`` (years, per window) moves a window closer to expiry (see :meth:`sample`):
+        the start price then diffuses over the shift. ``vol_scale`` (per window or one)
+        multiplies the start vol: a calmer or stormier regime than the bar's (a curriculum).
+        Shape: → (n, n_steps + 1) each.
+        """
+        h, cal = self.history, self.calibration
+        p, n_paths = cal.heston, starts.size
+        dt = self._ahead(self.windows(starts), dtype)
+        v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
+        v = v * torch.as_tensor(vol_scale, dtype=dtype) ** 2
+        log_s0 = torch.log(torch.tensor(h.spot[starts], dtype=dtype))
+        if shift is not None:
             # The price diffuses over the time the window was moved by (at the start variance,
             # a martingale), so windows near expiry meet the book at every moneyness.
             diffusion = (v * shift).sqrt()
@@ -254,8 +276,21 @@ class CodeMarket:
             log_s.append(log_s[-1] - 0.5 * vp * dt[:, t] + sd * shock[:, t])
             v = v + p.kappa * (p.theta - vp) * dt[:, t] + p.xi * sd * z_var[:, t]
             variances.append(v)
-        spot = torch.exp(torch.stack(log_s, dim=1))
-        variance = torch.stack(variances, dim=1)
+        return torch.exp(torch.stack(log_s, dim=1)), torch.stack(variances, dim=1)
+
+    def episodes_on(
+        self, starts: np.ndarray, spot: Tensor, variance: Tensor, shift: Tensor | None = None
+    ) -> Episodes:
+        """The book's episodes on simulated ``spot``/``variance`` paths of windows from
+        ``starts`` (moved ``shift`` years closer to expiry): marks at the calibrated smile.
+
+        A portfolio prices every code it holds on one simulated path of their underlying.
+        """
+        h, cal, dtype = self.history, self.calibration, spot.dtype
+        idx = self.windows(starts)
+        tau = torch.tensor(h.tau[idx], dtype=dtype)
+        if shift is not None:
+            tau = tau - shift.unsqueeze(1)
         vol = self._smile(spot, tau, variance, self.history.book.strikes)
         values = book_greeks(self.problem, spot, tau, vol)["price"]
         option = {}

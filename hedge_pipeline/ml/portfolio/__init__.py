@@ -1,0 +1,1 @@
+"""Portfolio-level hedging: every weekly code of one underlying, hedged together."""

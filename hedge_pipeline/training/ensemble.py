@@ -1,0 +1,284 @@
+"""Stage ``ensemble``: joint models weighted by validation risk, evaluated, promoted or not.
+
+Loads the joint models (``joint_versions``), weights them by their risk on the fixed
+validation windows (:func:`~hedge_pipeline.ml.portfolio.ensemble.risk_weights`), sets the
+turbulence guard at a quantile of the turbulence index over the training windows, and scores
+on the held-out test windows, replayed and simulated, every baseline and every stage:
+specialists alone (each code trading for itself), specialists netted, the meta-controller,
+the best joint model, the ensemble, and the ensemble with the CNN-LSTM's forecast and
+uncertainty held at their training means (the ablation of what the CNN-LSTM tells it).
+
+Promotion gate (DESIGN §8): the new version gets ``champion`` only when its test ES10
+(replay) beats BS delta's and the current champion's (re-scored on the same windows when it
+covers the same codes) by ``promotion_margin``; otherwise it stays ``candidate``, with the
+reason in its tags (``promotion``, ``promotion_reason``) and the metadata. The report (JSON,
+markdown, PNGs) is logged under ``report/`` of the version's MLflow run for ``hedge evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from hedge_pipeline.ml.hedging.code_market import CONTEXT
+from hedge_pipeline.ml.portfolio.controller import (
+    MetaController,
+    code_features,
+    meta_rollout,
+    proposals,
+)
+from hedge_pipeline.ml.portfolio.ensemble import (
+    HedgeEnsemble,
+    member_positions,
+    risk_weights,
+    without_forecasts,
+)
+from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
+from hedge_pipeline.ml.portfolio.task import PortfolioTask
+from hedge_pipeline.ml.threads import torch_threads
+from hedge_pipeline.training import portfolio as shared
+from hedge_pipeline.training import registry
+from hedge_pipeline.training.session import TrainingSession
+from hedge_pipeline.training.tracking import (
+    identity_tags,
+    log_metrics,
+    png_markdown,
+    tracking_run,
+)
+
+FORECAST_COLUMNS = tuple(CONTEXT.index(c) for c in ("rv_forecast", "rv_forecast_std"))
+TURBULENCE_COLUMN = CONTEXT.index("turbulence")
+CHAMPION = "champion"
+
+
+def run(session: TrainingSession) -> None:
+    extras = session.extras
+    cfg = dict(extras["config"])
+    shared.check_config(cfg)
+    identity = dict(extras["identity"])
+    with ExitStack() as stack, torch_threads(cfg["num_threads"]):
+        client = registry.client()
+        portfolio = shared.load_portfolio(client, extras, cfg)
+        shared.describe(session, portfolio)
+        pp = portfolio.problem
+        validation = shared.validation_windows(portfolio, cfg)
+        objective = shared.objective(portfolio, cfg, validation)
+        members, member_versions = [], []
+        for ref in extras["joint_versions"]:
+            loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
+            state, spec = shared.load_state(loaded.directory)
+            model = shared.joint_skeleton(portfolio, spec)
+            model.load_state_dict(state)
+            members.append(model.eval())
+            member_versions.append(loaded.version)
+        task = PortfolioTask(pp, shared.sampler(portfolio), objective, validation, 1, 2)
+        val_risk = [task.evaluate(m, torch.device("cpu"))["val_loss"] for m in members]
+        weights = risk_weights(val_risk)
+        with torch.no_grad():
+            _, context = code_features(pp, portfolio.market.replay("train"))
+        threshold = float(
+            torch.quantile(
+                context[..., TURBULENCE_COLUMN].double().flatten(), cfg["turbulence_quantile"]
+            )
+        )
+        ensemble = HedgeEnsemble(members, weights, threshold, TURBULENCE_COLUMN)
+        meta_ref = extras["meta_controller_version"]
+        meta_loaded = registry.load_version(client, shared.META_MODEL, meta_ref)
+        meta_state, meta_spec = shared.load_state(meta_loaded.directory)
+        meta = MetaController(**meta_spec["meta"])
+        meta.load_state_dict(meta_state)
+        means = _forecast_means(portfolio)
+        best = members[int(torch.argmax(weights))]
+        episodes = {
+            "test_replay": portfolio.market.replay("test"),
+            "test_simulated": portfolio.market.sample(
+                cfg["eval_paths"],
+                torch.Generator().manual_seed(cfg["seed"] + shared.TEST_SEED),
+                "test",
+            ),
+        }
+        tables, pnls, guard_share = {}, {}, {}
+        for split, ep in episodes.items():
+            with torch.no_grad():
+                prop = proposals(pp, ep, portfolio.specialists)
+                held_ensemble, guard = ensemble.positions(pp, ep)
+                held = baseline_positions(pp, ep) | {
+                    "specialists": prop,
+                    "specialists_netted": prop.sum(dim=-1),
+                    "meta_controller": meta_rollout(pp, ep, prop, meta).positions,
+                    "joint": member_positions(pp, ep, best),
+                    "ensemble": held_ensemble,
+                    "ensemble_without_cnn_lstm": ensemble.positions(
+                        pp, without_forecasts(ep, FORECAST_COLUMNS, means)
+                    )[0],
+                }
+            tables[split], pnls[split] = score(pp, ep, held, objective.risk, objective.var_limit)
+            guard_share[split] = float(guard.double().mean())
+        # The joints name the meta-controller, which names the specialists (hedge models show).
+        identity["upstream"] = {
+            f"{shared.JOINT_MODEL}/{k}": v for k, v in enumerate(member_versions)
+        }
+        tags = identity_tags(identity, shared.config_hash(cfg))
+        run_id = stack.enter_context(tracking_run(client, shared.ENSEMBLE_MODEL, tags, cfg))
+        for split, table in tables.items():
+            log_metrics(
+                client,
+                run_id,
+                {f"{split}_{h}_{k}": v for h, row in table.items() for k, v in row.items()},
+            )
+        champion = _champion_es10(client, portfolio, episodes["test_replay"], objective)
+        decision, reason = _gate(tables["test_replay"], champion, cfg["promotion_margin"])
+        spec = shared.meta_spec(portfolio, meta, cfg) | {
+            "ensemble": {
+                "joint_versions": member_versions,
+                "weights": weights.tolist(),
+                "validation_risk": val_risk,
+                "turbulence_threshold": threshold,
+                "turbulence_quantile": cfg["turbulence_quantile"],
+            },
+            "member_spec": spec,
+        }
+        with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
+            folder = Path(tmp)
+            report = _report(folder / "report", tables, pnls, spec, decision, reason, guard_share)
+            client.log_artifacts(run_id, str(folder / "report"), artifact_path="report")
+            model_dir = shared.save_model(ensemble, spec, folder / "model")
+            version = registry.register_version(
+                client,
+                shared.ENSEMBLE_MODEL,
+                run_id,
+                model_dir,
+                tags | {"promotion": decision, "promotion_reason": reason},
+            )
+        if decision == "promoted":
+            client.set_registered_model_alias(shared.ENSEMBLE_MODEL, CHAMPION, version.version)
+        client.set_model_version_tag(shared.ENSEMBLE_MODEL, version.version, "promotion", decision)
+        client.set_model_version_tag(
+            shared.ENSEMBLE_MODEL, version.version, "promotion_reason", reason
+        )
+        (session.info if decision == "promoted" else session.warning)(
+            f"{shared.ENSEMBLE_MODEL} v{version.version}: {decision}: {reason}"
+        )
+        session.report(
+            metadata={
+                "registered_model": shared.ENSEMBLE_MODEL,
+                "version": int(version.version),
+                "mlflow_run_id": run_id,
+                "weights_sha256": version.tags["weights_sha256"],
+                "promotion": decision,
+                "promotion_reason": reason,
+                "joint_versions": member_versions,
+                "member_weights": weights.tolist(),
+                "turbulence_threshold": threshold,
+                "guard_share": guard_share,
+                "test_replay": tables["test_replay"],
+                "test_simulated": tables["test_simulated"],
+                **{
+                    f"evaluation_{split}": {
+                        "raw_value": shared.markdown_risk_table(t),
+                        "type": "md",
+                    }
+                    for split, t in tables.items()
+                },
+                **report,
+            },
+            data_version=version.tags["weights_sha256"][:16],
+        )
+
+
+def _forecast_means(portfolio: shared.Portfolio) -> list[float]:
+    """Training means of the forecast columns over the training windows' present codes."""
+    ep = portfolio.market.replay("train")
+    values = []
+    for column in FORECAST_COLUMNS:
+        total = sum(
+            float((b.context[..., column] * ep.present[:, c, None]).sum())
+            for c, b in enumerate(ep.books)
+        )
+        count = float(ep.present.sum()) * portfolio.problem.n_steps
+        values.append(total / max(count, 1.0))
+    return values
+
+
+def _champion_es10(client, portfolio, test, objective) -> tuple[int, float] | None:
+    """The current champion's test ES10 on these windows (None: no champion yet)."""
+    try:
+        loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, CHAMPION)
+    except registry.UnknownModelVersionError:
+        return None
+    state, spec = shared.load_state(loaded.directory)
+    if list(spec["codes"]) != list(portfolio.market.codes):
+        raise ValueError(
+            f"the champion hedge-ensemble v{loaded.version} covers {spec['codes']}, this "
+            f"portfolio {list(portfolio.market.codes)}: they cannot be compared on one test set"
+        )
+    info = spec["ensemble"]
+    members = [
+        shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
+    ]
+    champion = HedgeEnsemble(
+        members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
+    )
+    champion.load_state_dict(state)
+    with torch.no_grad():
+        held = champion.positions(portfolio.problem, test)[0]
+        bs = baseline_positions(portfolio.problem, test)["bs_delta"]
+    metrics, _ = score(
+        portfolio.problem,
+        test,
+        {"bs_delta": bs, "champion": held},
+        objective.risk,
+        objective.var_limit,
+    )
+    return loaded.version, metrics["champion"]["es10"]
+
+
+def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[str, str]:
+    """("promoted" | "candidate", why): beat BS delta and the champion by ``margin``."""
+    new, bs = table["ensemble"]["es10"], table["bs_delta"]["es10"]
+    bar = f"test ES10 (replay) {new:.4g}"
+    if not new <= bs * (1.0 - margin):
+        return "candidate", f"{bar} does not beat BS delta's {bs:.4g} by {margin:.1%}"
+    if champion is not None and not new <= champion[1] * (1.0 - margin):
+        return "candidate", (
+            f"{bar} does not beat champion v{champion[0]}'s {champion[1]:.4g} by {margin:.1%}"
+        )
+    against = f" and champion v{champion[0]}'s {champion[1]:.4g}" if champion else ""
+    return "promoted", f"{bar} beats BS delta's {bs:.4g}{against} by at least {margin:.1%}"
+
+
+def _report(folder: Path, tables, pnls, spec, decision, reason, guard_share) -> dict[str, Any]:
+    """report.json, report.md and PNGs in ``folder``; their Dagster metadata entries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "promotion": decision,
+        "promotion_reason": reason,
+        "ensemble": spec["ensemble"],
+        "codes": spec["codes"],
+        "guard_share": guard_share,
+        "evaluation": tables,
+    }
+    (folder / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    lines = [f"# hedge-ensemble evaluation\n\n**{decision}**: {reason}\n"]
+    for split, table in tables.items():
+        lines += [f"\n## {split.replace('_', ' ')}\n", shared.markdown_risk_table(table), ""]
+    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    metadata = {}
+    for split, pnl in pnls.items():
+        figure = Figure(figsize=(7, 4))
+        axes = figure.subplots()
+        for name in ("bs_delta", "specialists", "ensemble"):
+            axes.hist(pnl[name].double().numpy(), bins=40, alpha=0.5, label=name)
+        axes.set_title(f"portfolio P&L per window, {split.replace('_', ' ')}")
+        axes.set_xlabel("P&L")
+        axes.legend()
+        path = folder / f"pnl_{split}.png"
+        figure.savefig(path, dpi=90)
+        metadata[f"pnl_histogram_{split}"] = {"raw_value": png_markdown(path, split), "type": "md"}
+    return metadata

@@ -1,0 +1,98 @@
+"""The whole smoke lineage, all 8 assets, through Dagster; lineage walk; the promotion gate."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from hedge_pipeline import lineage
+from hedge_pipeline.defs.models.cnn_lstm import cnn_lstm_model
+from hedge_pipeline.defs.models.launcher import TrainingLauncher
+from hedge_pipeline.defs.models.portfolio import hedge_ensemble, joint_model, meta_controller
+from hedge_pipeline.defs.models.specialist import specialist_agents
+from hedge_pipeline.defs.portfolio.assets import portfolio_selection
+from hedge_pipeline.defs.resources import ProfileResource
+from hedge_pipeline.training import registry
+from hedge_pipeline_tests.defs.market_data.helpers import materialize_code, resources
+
+CODES = ("3CN5", "3IN5")
+
+
+def _materialize(instance, assets, partition: str | None = None, **config):
+    return dg.materialize(
+        assets,
+        instance=instance,
+        partition_key=partition,
+        resources={
+            **resources(),
+            "launcher": TrainingLauncher(),
+            "profile": ProfileResource(name="smoke"),
+        },
+        run_config={"ops": {a.key.to_python_identifier(): {"config": config} for a in assets}}
+        if config
+        else None,
+    )
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+@pytest.mark.slow
+def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(instance):
+    for code in CODES:
+        materialize_code(instance, code)
+    assert dg.materialize([portfolio_selection], instance=instance, resources=resources()).success
+    assert _materialize(instance, [cnn_lstm_model], epochs=1).success
+    specialist_runs = {}
+    for code in CODES:
+        result = _materialize(instance, [specialist_agents], code, hedge_option=False)
+        specialist_runs[code] = result.run_id
+    result = _materialize(instance, [meta_controller, joint_model, hedge_ensemble])
+    assert result.success
+
+    meta = _metadata(result, "meta_controller")
+    assert meta["codes"] == list(CODES)
+    assert set(meta["test_replay"]) >= {"bs_delta", "specialists", "meta_controller"}
+    joint = _metadata(result, "joint_model")
+    assert len(joint["versions"]) == 2  # the smoke profile's ensemble size
+    ensemble = _metadata(result, "hedge_ensemble")
+    rows = set(ensemble["test_replay"])
+    assert rows == {
+        "no_hedge", "bs_delta", "whalley_wilmott", "specialists", "specialists_netted",
+        "meta_controller", "joint", "ensemble", "ensemble_without_cnn_lstm",
+    }  # fmt: skip
+    columns = set(ensemble["test_replay"]["ensemble"])
+    assert columns >= {"es10", "entropic", "sharpe", "sortino", "calmar", "max_drawdown",
+                       "win_rate", "profit_rate", "var_compliance", "total_cost"}  # fmt: skip
+    assert ensemble["evaluation_test_replay"].startswith("| hedger |")
+    client = registry.client()
+    first = client.get_model_version("hedge-ensemble", str(ensemble["version"]))
+    assert first.tags["promotion"] == ensemble["promotion"]
+    assert first.tags["promotion_reason"] == ensemble["promotion_reason"]
+    if ensemble["promotion"] == "candidate":
+        assert "champion" not in first.aliases
+
+    # An operator makes this version champion; walk its lineage back to the weekly codes.
+    client.set_registered_model_alias("hedge-ensemble", "champion", first.version)
+    tree = lineage.walk(client, "hedge-ensemble@champion")
+    assert not lineage.broken_links(tree)
+    joints = [edge.node for edge in tree.upstream]
+    assert sorted(n.version for n in joints) == sorted(joint["versions"])
+    metas = {edge.node.version for j in joints for edge in j.upstream}
+    assert metas == {meta["version"]}
+    found = lineage.partitions(tree)
+    assert {p["weekly_code"] for p in found} == set(CODES)
+    for p in found:
+        version = client.get_model_version(p["model"], str(p["version"]))
+        assert version.tags["dagster_run_id"] == specialist_runs[p["weekly_code"]]
+        assert p["data_version"] == version.tags["data_version"] != ""
+    cnn = {e.node.label for _, e in lineage.edges(tree) if e.node.name == "hedge-cnn-lstm"}
+    assert len(cnn) == 1
+
+    # The same models again cannot beat the champion by the margin: candidate, with why.
+    again = _materialize(instance, [hedge_ensemble])
+    second = _metadata(again, "hedge_ensemble")
+    assert second["promotion"] == "candidate"
+    assert "does not beat" in second["promotion_reason"]
+    assert client.get_model_version_by_alias("hedge-ensemble", "champion").version == first.version
