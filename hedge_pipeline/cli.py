@@ -25,7 +25,16 @@ SELECTIONS: dict[str, tuple[str, ...]] = {
     "portfolio": ("portfolio_selection",),
     "cnn_lstm": ("cnn_lstm_model",),
     "specialists": ("specialists",),
-    "all": ("market_data", "portfolio_selection", "cnn_lstm_model", "specialists"),
+    "portfolio_training": ("meta_controller", "joint_model", "hedge_ensemble"),
+    "all": (
+        "market_data",
+        "portfolio_selection",
+        "cnn_lstm_model",
+        "specialists",
+        "meta_controller",
+        "joint_model",
+        "hedge_ensemble",
+    ),
 }
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
