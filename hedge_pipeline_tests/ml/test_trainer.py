@@ -539,3 +539,38 @@ def test_validate_initial_keeps_the_untrained_model_when_no_epoch_beats_it(tmp_p
     for name, value in weights(result.model).items():
         torch.testing.assert_close(value, start[name], rtol=0.0, atol=0.0)
     assert any(m.startswith("epoch 0 (untrained): val_loss=1") for m in reporter.infos)
+
+
+class TwoParts(nn.Module):
+    """A linear model split in two components: ``first`` then a scalar ``second``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first = nn.Linear(FEATURES, 1)
+        self.second = nn.Linear(1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+
+def test_component_learning_rates_and_per_component_clipping(tmp_path: Path) -> None:
+    model = TwoParts()
+    start = weights(model)
+    config = replace(
+        CONFIG,
+        epochs=2,
+        component_lr=(("first", 0.05), ("second", 1e-9)),
+        clip_per_component=True,
+    )
+    fit(model, LinearTask(), config, tmp_path / "ck", RecordingReporter())
+    after = weights(model)
+    for name in ("second.weight", "second.bias"):  # the slow component barely moves
+        torch.testing.assert_close(after[name], start[name], rtol=0.0, atol=1e-6)
+    assert not torch.allclose(after["first.weight"], start["first.weight"])
+    with pytest.raises(ValueError, match="the model's children"):
+        fit(TwoParts(), LinearTask(), replace(config, component_lr=(("third", 0.1),)),
+            tmp_path / "other", RecordingReporter())  # fmt: skip
+    with pytest.raises(ValueError, match="without a learning rate"):
+        fit(TwoParts(), LinearTask(), replace(config, component_lr=(("first", 0.1),)),
+            tmp_path / "third", RecordingReporter())  # fmt: skip
