@@ -120,6 +120,23 @@ def _full_name(label: str) -> str:
     return fits[0] if len(fits) == 1 else label
 
 
+def _graph_box(page, pad: float = 24) -> dict[str, float]:
+    """The page area the graph's nodes and groups cover, padded (a screenshot clip)."""
+    return page.evaluate(
+        """(pad) => {
+          const boxes = [...document.querySelectorAll('svg foreignObject')]
+            .map((e) => e.getBoundingClientRect()).filter((r) => r.width > 1);
+          const x = Math.min(...boxes.map((r) => r.left)) - pad;
+          const y = Math.min(...boxes.map((r) => r.top)) - pad;
+          const right = Math.max(...boxes.map((r) => r.right)) + pad;
+          const bottom = Math.max(...boxes.map((r) => r.bottom)) + pad;
+          return {x: Math.max(x, 0), y: Math.max(y, 0), width: right - Math.max(x, 0),
+                  height: bottom - Math.max(y, 0)};
+        }""",
+        pad,
+    )
+
+
 def _read_graph(page, settle_s: float = 30.0) -> tuple[set[str], set[tuple[str, str]]]:
     """The graph once two reads a second apart agree (nodes and edges arrive in stages)."""
     last = None
@@ -200,6 +217,12 @@ def test_asset_graph_materialize_a_partition_and_lineage_in_chromium(
             lineage_nodes, _ = _read_graph(page)
             page.screenshot(path=shots / "04-hedge-ensemble-lineage.png")
             assert lineage_nodes == set(ASSETS), f"lineage shows {sorted(lineage_nodes)}"
+
+            # 5. The graph again, now with the partition materialized, cropped to the graph
+            # (the README's picture: docs/ui-asset-graph.png is a copy of it).
+            page.goto(ui.url + GRAPH, wait_until="networkidle")
+            _read_graph(page)
+            page.screenshot(path=shots / "05-asset-graph-after-run.png", clip=_graph_box(page))
         except Exception:
             page.screenshot(path=shots / "failure.png")
             (shots / "failure.html").write_text(page.content())
