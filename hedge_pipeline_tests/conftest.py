@@ -7,6 +7,7 @@ suite never reads or writes the repo's ``data/`` and parallel workers never shar
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,3 +90,17 @@ def mlflow_client(data_dir: Path, _migrated_mlflow_store: Path):
     paths.mlflow_dir().mkdir(parents=True)
     shutil.copyfile(_migrated_mlflow_store, paths.mlflow_dir() / "mlflow.db")
     return registry.client()
+
+
+_SESSION_START = time.time()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say where the browser test left its screenshots: it runs in an xdist worker, whose
+    prints pytest does not show for a passing test."""
+    from hedge_pipeline_tests.e2e.artifacts import browser_artifacts
+
+    out = browser_artifacts()
+    shots = [p for p in out.glob("*.png") if p.stat().st_mtime >= _SESSION_START]
+    if shots:
+        terminalreporter.write_line(f"browser test screenshots ({len(shots)}): {out}")

@@ -11,7 +11,6 @@ build; it runs headless with networking features off and a fresh profile.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -19,8 +18,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
 from hedge_pipeline_tests.conftest import small_book, write_drop
+from hedge_pipeline_tests.e2e.artifacts import browser_artifacts
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
@@ -98,8 +97,7 @@ READ_GRAPH = r"""
 
 
 def _artifacts() -> Path:
-    root = Path(os.environ.get("HEDGE_TEST_ARTIFACTS", paths.REPO_ROOT / "test-artifacts"))
-    out = root / "browser"
+    out = browser_artifacts()
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     print(f"browser screenshots: {out}")
