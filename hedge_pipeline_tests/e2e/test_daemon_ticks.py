@@ -2,12 +2,13 @@
 
 Two weekly codes are dropped before the server starts and are not partitions yet. The daemon's
 first tick of ``new_weekly_codes_sensor`` must add them and launch one market-data run per code,
-and both runs must succeed. The same tick of ``portfolio_retrain_sensor`` must skip (no
+and both runs must succeed. ``portfolio_retrain_sensor`` must tick and skip (no codes, or no
 specialist yet), and ``nightly_retrain`` must be stopped, as the README says.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def test_first_tick_adds_dropped_codes_and_their_runs_succeed(data_dir: Path, sy
         portfolio = _sensor(ui, "portfolio_retrain_sensor")
         assert portfolio["status"] == "RUNNING"
         assert portfolio["ticks"], "portfolio_retrain_sensor never ticked"
-        assert all(t["status"] == "SKIPPED" for t in portfolio["ticks"])
-        assert "no new specialist" in portfolio["ticks"][0]["skipReason"]
+        # Its first tick may come before or after the new codes are partitions.
+        for tick in portfolio["ticks"]:
+            assert tick["status"] == "SKIPPED", tick
+            assert re.search("no weekly codes yet|have no new specialist", tick["skipReason"])
 
         schedule = ui.client.query(
             SCHEDULE, {"selector": {**REPOSITORY, "scheduleName": "nightly_retrain"}}
