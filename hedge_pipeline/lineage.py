@@ -15,16 +15,14 @@ Pure registry code: an ``MlflowClient`` in, plain data out; nothing is downloade
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
-from mlflow.store.entities.paged_list import PagedList
+from mlflow.entities.model_registry import ModelVersion
 
-from hedge_pipeline.training.registry import UnknownModelVersionError
+from hedge_pipeline.training import registry
 
 UPSTREAM_PREFIX = "upstream."
 INDEX_SEPARATOR = "/"  # upstream.<name>/<k>
@@ -38,9 +36,6 @@ LINEAGE_TAGS = (
     "config_hash",
     "weights_sha256",
 )
-# MLflow's answers for a model, version or alias that does not exist.
-_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-T = TypeVar("T")
 _REF = re.compile(r"^(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>\d+))?$")
 
 
@@ -81,58 +76,7 @@ def resolve(client: MlflowClient, ref: str | ModelRef) -> ModelVersion:
             registry holds instead.
     """
     ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-    model = registered_model(client, ref.name)
-    try:
-        if ref.version is not None:
-            return client.get_model_version(ref.name, str(ref.version))
-        if ref.alias is not None:
-            return client.get_model_version_by_alias(ref.name, ref.alias)
-        versions = version_numbers(client, ref.name)
-        if versions:
-            return client.get_model_version(ref.name, str(versions[-1]))
-    except MlflowException as exc:
-        if exc.error_code not in _NOT_FOUND:
-            raise
-    # Here when MLflow found no such version or alias, or the model has no version at all.
-    wanted = ref.version if ref.version is not None else ref.alias
-    what = "has no versions" if wanted is None else f"has no version or alias {str(wanted)!r}"
-    known = ", ".join(map(str, version_numbers(client, ref.name))) or "none (train it first)"
-    aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
-    raise UnknownModelVersionError(f"{ref.name} {what}; versions: {known}; aliases: {aliases}")
-
-
-def registered_model(client: MlflowClient, name: str) -> RegisteredModel:
-    """The registered model ``name`` (its ``aliases`` map each alias to a version number).
-
-    Raises:
-        UnknownModelVersionError: no such model; the message lists the registered ones.
-    """
-    try:
-        return client.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code not in _NOT_FOUND:
-            raise
-    names = ", ".join(sorted(m.name for m in every(client.search_registered_models)))
-    names = names or "none (train one first)"
-    raise UnknownModelVersionError(f"no registered model {name!r}; registered models: {names}")
-
-
-def version_numbers(client: MlflowClient, name: str) -> list[int]:
-    """Every version number registered under ``name``, ascending (empty for an unknown name)."""
-    found = every(client.search_model_versions, filter_string=f"name = '{name}'")
-    return sorted(int(v.version) for v in found)
-
-
-def every(search: Callable[..., PagedList[T]], **kwargs: object) -> Iterator[T]:
-    """All results of an MLflow ``search_*`` call, page after page (one page holds at most 100
-    registered models)."""
-    token = None
-    while True:
-        page = search(page_token=token, **kwargs)
-        yield from page
-        token = page.token
-        if not token:
-            return
+    return registry.find_version(client, ref.name, ref.version, ref.alias)
 
 
 @dataclass
@@ -234,7 +178,7 @@ def walk(client: MlflowClient, ref: str | ModelRef | ModelVersion) -> LineageNod
             return Upstream(tag, name, value, done[key])
         try:
             return Upstream(tag, name, value, build(resolve(client, ModelRef(*key))))
-        except UnknownModelVersionError as exc:
+        except registry.UnknownModelVersionError as exc:
             return Upstream(tag, name, value, None, str(exc))
 
     return build(root)

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from hedge_pipeline import lineage
+from hedge_pipeline.training import registry
 
 KEY_METRIC_PREFIX = "test_"
 
@@ -24,7 +25,7 @@ KEY_METRIC_PREFIX = "test_"
 def list_models(client: MlflowClient) -> list[dict[str, Any]]:
     """Every registered model: name, latest version, number of versions, aliases."""
     numbers: dict[str, list[int]] = defaultdict(list)
-    for version in lineage.every(client.search_model_versions):
+    for version in registry.every(client.search_model_versions):
         numbers[version.name].append(int(version.version))
     return [
         {
@@ -33,7 +34,7 @@ def list_models(client: MlflowClient) -> list[dict[str, Any]]:
             "versions": len(numbers[model.name]),
             "aliases": dict(sorted(model.aliases.items())),
         }
-        for model in sorted(lineage.every(client.search_registered_models), key=lambda m: m.name)
+        for model in sorted(registry.every(client.search_registered_models), key=lambda m: m.name)
     ]
 
 
@@ -43,11 +44,11 @@ def model_versions(client: MlflowClient, name: str) -> dict[str, Any]:
     Raises:
         UnknownModelVersionError: no registered model ``name``.
     """
-    model = lineage.registered_model(client, name)
+    model = registry.registered_model(client, name)
     aliases: dict[int, list[str]] = defaultdict(list)
     for alias, number in sorted(model.aliases.items()):
         aliases[int(number)].append(alias)
-    found = lineage.every(client.search_model_versions, filter_string=f"name = '{name}'")
+    found = registry.every(client.search_model_versions, filter_string=f"name = '{name}'")
     versions = sorted(found, key=lambda v: int(v.version), reverse=True)
     return {
         "name": name,

@@ -54,7 +54,6 @@ from hedge_pipeline.training.tracking import (
 
 FORECAST_COLUMNS = tuple(CONTEXT.index(c) for c in ("rv_forecast", "rv_forecast_std"))
 TURBULENCE_COLUMN = CONTEXT.index("turbulence")
-CHAMPION = "champion"
 
 
 def run(session: TrainingSession) -> None:
@@ -157,7 +156,9 @@ def run(session: TrainingSession) -> None:
                 tags | {"promotion": decision, "promotion_reason": reason},
             )
         if decision == "promoted":
-            client.set_registered_model_alias(shared.ENSEMBLE_MODEL, CHAMPION, version.version)
+            client.set_registered_model_alias(
+                shared.ENSEMBLE_MODEL, registry.CHAMPION, version.version
+            )
         client.set_model_version_tag(shared.ENSEMBLE_MODEL, version.version, "promotion", decision)
         client.set_model_version_tag(
             shared.ENSEMBLE_MODEL, version.version, "promotion_reason", reason
@@ -209,7 +210,7 @@ def _forecast_means(portfolio: shared.Portfolio) -> list[float]:
 def _champion_es10(client, portfolio, test, objective) -> tuple[int, float] | None:
     """The current champion's test ES10 on these windows (None: no champion yet)."""
     try:
-        loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, CHAMPION)
+        loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, registry.CHAMPION)
     except registry.UnknownModelVersionError:
         return None
     state, spec = shared.load_state(loaded.directory)

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
+from mlflow.store.entities.paged_list import PagedList
 
 from hedge_pipeline import paths
 from hedge_pipeline.locks import file_lock
@@ -25,6 +28,9 @@ from hedge_pipeline.locks import file_lock
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 WEIGHTS_FILE = "weights.pt"
+# MLflow's answers for a model, version or alias that does not exist.
+_NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+T = TypeVar("T")
 
 
 class TamperedArtifactError(RuntimeError):
@@ -124,6 +130,69 @@ class UnknownModelVersionError(ValueError):
     """No such registered model, version or alias (a configuration error: never retried)."""
 
 
+def find_version(
+    mlflow_client: MlflowClient, name: str, version: int | None = None, alias: str | None = None
+) -> ModelVersion:
+    """The version numbered ``version``, or aliased ``alias``, or else the latest of ``name``.
+
+    Raises:
+        UnknownModelVersionError: no such model, version or alias; the message lists what the
+            registry holds instead.
+    """
+    model = registered_model(mlflow_client, name)
+    try:
+        if version is not None:
+            return mlflow_client.get_model_version(name, str(version))
+        if alias is not None:
+            return mlflow_client.get_model_version_by_alias(name, alias)
+        versions = version_numbers(mlflow_client, name)
+        if versions:
+            return mlflow_client.get_model_version(name, str(versions[-1]))
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+    # Here when MLflow found no such version or alias, or the model has no version at all.
+    wanted = version if version is not None else alias
+    what = "has no versions" if wanted is None else f"has no version or alias {str(wanted)!r}"
+    known = ", ".join(map(str, version_numbers(mlflow_client, name))) or "none (train it first)"
+    aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
+    raise UnknownModelVersionError(f"{name} {what}; versions: {known}; aliases: {aliases}")
+
+
+def registered_model(mlflow_client: MlflowClient, name: str) -> RegisteredModel:
+    """The registered model ``name`` (its ``aliases`` map each alias to a version number).
+
+    Raises:
+        UnknownModelVersionError: no such model; the message lists the registered ones.
+    """
+    try:
+        return mlflow_client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in _NOT_FOUND:
+            raise
+    names = ", ".join(sorted(m.name for m in every(mlflow_client.search_registered_models)))
+    names = names or "none (train one first)"
+    raise UnknownModelVersionError(f"no registered model {name!r}; registered models: {names}")
+
+
+def version_numbers(mlflow_client: MlflowClient, name: str) -> list[int]:
+    """Every version number registered under ``name``, ascending (empty for an unknown name)."""
+    found = every(mlflow_client.search_model_versions, filter_string=f"name = '{name}'")
+    return sorted(int(v.version) for v in found)
+
+
+def every(search: Callable[..., PagedList[T]], **kwargs: object) -> Iterator[T]:
+    """All results of an MLflow ``search_*`` call, page after page (one page holds at most 100
+    registered models)."""
+    token = None
+    while True:
+        page = search(page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> LoadedVersion:
     """Download a version (number, or an alias such as ``candidate``) and verify its weights.
 
@@ -131,21 +200,10 @@ def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> Load
         UnknownModelVersionError: ``name`` has no version or alias ``ref``.
         TamperedArtifactError: the weights do not match the checksum they were registered with.
     """
-    try:
-        if isinstance(ref, int) or str(ref).isdigit():
-            version = mlflow_client.get_model_version(name, str(ref))
-        else:
-            version = mlflow_client.get_model_version_by_alias(name, str(ref))
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
-        known = sorted(
-            int(v.version) for v in mlflow_client.search_model_versions(f"name = '{name}'")
-        )
-        raise UnknownModelVersionError(
-            f"{name} has no version or alias {ref!r}; registered versions: "
-            f"{', '.join(map(str, known)) or 'none (train it first)'}"
-        ) from None
+    number = isinstance(ref, int) or str(ref).isdigit()
+    version = find_version(
+        mlflow_client, name, int(ref) if number else None, None if number else str(ref)
+    )
     directory = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=version.source, tracking_uri=mlflow_client.tracking_uri

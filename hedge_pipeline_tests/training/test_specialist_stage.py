@@ -19,7 +19,7 @@ BAD_CONFIGS = [
     ({"algorithm": "sac"}, "unknown algorithm 'sac'; expected one of deep_hedging, ppo"),
     ({"cost": -1e-3}, "cost must be a non-negative number, got -0.001"),
     ({"criterion": "var:0.1"}, "var:0.1"),
-    ({}, "hedge-cnn-lstm has no version or alias 7; registered versions: none"),
+    ({}, "no registered model 'hedge-cnn-lstm'; registered models: none (train one first)"),
 ]
 
 
