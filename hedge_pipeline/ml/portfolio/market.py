@@ -9,11 +9,19 @@ the whole window (its bars quoted at the same times), the others are absent (mas
 
 **Time split.** Each code keeps the split of its own ``portfolio_selection`` rows, so a
 window takes the split of its front code: test windows are the front code's last days, exactly
-the specialists' test windows, and training and validation windows never contain a bar of the
-front code's validation or test periods. Codes behind the front are then in their training
-split (their own test days come later, when they are the front code): their specialists were
-calibrated on those bars of the underlying. That is the one overlap of the portfolio's test
-set with earlier training, and it concerns the codes whose books matter least in the window.
+the specialists' test windows, and validation windows the front code's validation days. Codes
+behind the front are then in their training split (their own test days come later, when they
+are the front code): their specialists were calibrated on those bars of the underlying. That is
+the one overlap of the portfolio's test set with earlier training, and it concerns the codes
+whose books matter least in the window.
+
+Training windows hold only books in their codes' training splits: at a bar of code c's
+training split, the codes expiring before c (in their last days) are left out, so every code
+is the front code of some training windows, as it is of validation and test windows. (Taking
+only windows whose real front code is in training would leave the first code's first weeks:
+one front code, at most three books.) Their start states are bars of the underlying that other
+codes' validation and test windows also start from; only prices of those bars, never a path
+after them, enter training, as for the specialists.
 
 **Replay** (:meth:`PortfolioMarket.replay`) is every such window at the quoted prices.
 **Simulation** (:meth:`PortfolioMarket.sample`) draws one Heston path of the underlying per
@@ -120,6 +128,16 @@ class PortfolioMarket:
             for c, market in enumerate(self.markets):
                 if c != f:
                     local[:, c] = _aligned_starts(market, when)
+            if split == "train":
+                # A training window never holds a book outside its code's training split: the
+                # codes expiring first (in their validation or test days) are left out, and
+                # f is the front code of what remains.
+                for c, market in enumerate(self.markets):
+                    inside = local[:, c] >= 0
+                    bars = market.windows(np.where(inside, local[:, c], 0))
+                    clean = (market.history.split[bars] == "train").all(axis=1)
+                    local[:, c] = np.where(inside & clean, local[:, c], -1)
+                local[:, :f] = -1
             # The front code is the present code that expires first: codes before f in
             # expiry order must be absent, or the window belongs to them.
             keep = (local[:, :f] < 0).all(axis=1)
