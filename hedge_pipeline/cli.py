@@ -142,6 +142,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"warehouse: {paths.warehouse_path()}")
     print(f"registry:  mlflow ui --backend-store-uri sqlite:///{paths.mlflow_dir() / 'mlflow.db'}")
     print("runs and assets: hedge ui")
+    if "hedge_ensemble" in plan:
+        print(f"evaluation: hedge evaluate (report under {paths.reports_dir()})")
     return 0
 
 
