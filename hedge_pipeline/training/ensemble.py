@@ -40,6 +40,7 @@ from hedge_pipeline.ml.portfolio.ensemble import (
     without_forecasts,
 )
 from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
+from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
 from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.training import portfolio as shared
@@ -79,8 +80,9 @@ def run(session: TrainingSession) -> None:
         task = PortfolioTask(pp, shared.sampler(portfolio), objective, validation, 1, 2)
         val_risk = [task.evaluate(m, torch.device("cpu"))["val_loss"] for m in members]
         weights = risk_weights(val_risk)
+        train = portfolio.market.replay("train")
         with torch.no_grad():
-            _, context = code_features(pp, portfolio.market.replay("train"))
+            _, context = code_features(pp, train)
         threshold = float(
             torch.quantile(
                 context[..., TURBULENCE_COLUMN].double().flatten(), cfg["turbulence_quantile"]
@@ -92,7 +94,7 @@ def run(session: TrainingSession) -> None:
         meta_state, meta_spec = shared.load_state(meta_loaded.directory)
         meta = MetaController(**meta_spec["meta"])
         meta.load_state_dict(meta_state)
-        means = _forecast_means(portfolio)
+        means = _forecast_means(portfolio, train)
         best = members[int(torch.argmax(weights))]
         episodes = {
             "test_replay": portfolio.market.replay("test"),
@@ -193,9 +195,8 @@ def run(session: TrainingSession) -> None:
         )
 
 
-def _forecast_means(portfolio: shared.Portfolio) -> list[float]:
-    """Training means of the forecast columns over the training windows' present codes."""
-    ep = portfolio.market.replay("train")
+def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[float]:
+    """Training means of the forecast columns over the training windows' (``ep``) codes."""
     values = []
     for column in FORECAST_COLUMNS:
         total = sum(

@@ -230,14 +230,19 @@ class CodeMarket:
         candidates = self.starts(split)
         pick = torch.randint(candidates.size, (n_paths,), generator=generator).numpy()
         starts = candidates[pick]
-        shift = None
-        if any_expiry:
-            tau = self.history.tau[self.windows(starts)]
-            end = torch.tensor(tau[:, -1], dtype=dtype)  # distance to expiry after the window
-            last = float(self.history.tau[-1])  # the code's last bar, minutes before expiry
-            shift = torch.rand(n_paths, generator=generator, dtype=dtype) * (end - last)
+        shift = self.expiry_shift(starts, generator, dtype) if any_expiry else None
         spot, variance = self.simulate(starts, generator, dtype, shift)
         return self.episodes_on(starts, spot, variance, shift)
+
+    def expiry_shift(
+        self, starts: np.ndarray, generator: torch.Generator | None, dtype: torch.dtype
+    ) -> Tensor:
+        """Years to move each window from ``starts`` closer to expiry, uniform between none and
+        ending at the code's last bar (see :meth:`sample`). Shape: → (n,)."""
+        tau = self.history.tau[self.windows(starts)]
+        end = torch.tensor(tau[:, -1], dtype=dtype)  # distance to expiry after the window
+        last = float(self.history.tau[-1])  # the code's last bar, minutes before expiry
+        return torch.rand(starts.size, generator=generator, dtype=dtype) * (end - last)
 
     def simulate(
         self,

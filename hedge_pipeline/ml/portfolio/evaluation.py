@@ -112,10 +112,11 @@ def score(
     """Metrics and P&L per hedger, from each hedger's positions: (n, T) netted, or (n, T, C)
     each code trading for itself. ``positions`` must hold ``bs_delta`` (the win-rate reference)."""
     with torch.no_grad():
-        pnl = {name: portfolio_pnl(pp, ep, held)[0] for name, held in positions.items()}
-        metrics = {}
-        for name, held in positions.items():
-            costs = portfolio_pnl(pp, ep, held)[1]
-            path = mark_to_market(pp, ep, held)
-            metrics[name] = portfolio_metrics(path, costs, risk, var_limit, pnl[REFERENCE])
-    return metrics, pnl
+        scored = {name: portfolio_pnl(pp, ep, held) for name, held in positions.items()}
+        reference = scored[REFERENCE][0]
+        metrics = {
+            name: portfolio_metrics(mark_to_market(pp, ep, held), scored[name][1], risk,
+                                    var_limit, reference)
+            for name, held in positions.items()
+        }  # fmt: skip
+    return metrics, {name: pnl for name, (pnl, _) in scored.items()}

@@ -182,9 +182,7 @@ class PortfolioMarket:
             starts = chosen.local[rows, f]
             moved = None
             if any_expiry:
-                end = torch.tensor(front.history.tau[front.windows(starts)][:, -1], dtype=dtype)
-                last = float(front.history.tau[-1])
-                moved = torch.rand(rows.size, generator=generator, dtype=dtype) * (end - last)
+                moved = front.expiry_shift(starts, generator, dtype)
                 shift[rows] = moved
             scale: Tensor | float = 1.0
             if vol_scale != (1.0, 1.0):
