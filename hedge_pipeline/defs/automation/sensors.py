@@ -12,6 +12,11 @@ run key, so the request for one generation launches one run however many ticks s
 (Dagster drops a repeated run key), and the cursor remembers it so that later ticks say why
 they skip. When the ensemble run fails, the generation is not retried: the next generation of
 specialists, or a launch from the UI, starts it again.
+
+A code that *joined* since the last ensemble (its first specialist materialization is newer
+than the ensemble: ``new_weekly_codes_sensor``'s ``new_code_job``) also makes a generation due,
+once every active code has a specialist: the ensemble does not cover that code, and waiting
+for every other code to be retrained would leave it out until someone retrains them all.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ PORTFOLIO_JOB = "portfolio_training_job"
 
 
 def _latest_storage_id(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None = None
+    instance: dg.DagsterInstance,
+    key: dg.AssetKey,
+    partition: str | None = None,
+    *,
+    first: bool = False,
 ) -> int | None:
+    """The storage id of the latest (``first``: the earliest) materialization, if any."""
     records_filter = (
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]) if partition else key
     )
-    records = instance.fetch_materializations(records_filter, limit=1).records
+    records = instance.fetch_materializations(records_filter, limit=1, ascending=first).records
     return records[0].storage_id if records else None
 
 
@@ -47,7 +57,14 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
     stale = [
         c for c, sid in latest.items() if sid is None or (ensemble is not None and sid <= ensemble)
     ]
-    if stale:
+    joined = []
+    if ensemble is not None and None not in latest.values():
+        # A code joined when even its first specialist came after the ensemble.
+        newer = [c for c in codes if c not in stale]
+        joined = [
+            c for c in newer if _latest_storage_id(instance, SPECIALIST, c, first=True) > ensemble
+        ]
+    if stale and not joined:
         since = "since the last hedge_ensemble" if ensemble is not None else "yet"
         return None, f"{len(stale)}/{len(codes)} codes have no new specialist {since}: " + (
             ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
@@ -55,6 +72,8 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
     digest = hashlib.sha256(
         ";".join(f"{code}:{sid}" for code, sid in latest.items()).encode()
     ).hexdigest()
+    if stale:
+        return f"specialists@{digest[:16]}", f"{', '.join(joined)} joined the portfolio"
     return f"specialists@{digest[:16]}", f"every one of {len(codes)} codes has a new specialist"
 
 
@@ -64,7 +83,8 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Launches portfolio_training_job once every active weekly code has a specialist "
-        "newer than the last hedge_ensemble (once per specialist generation)."
+        "newer than the last hedge_ensemble, or a new code's first specialist is in (once per "
+        "specialist generation)."
     ),
 )
 def portfolio_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:

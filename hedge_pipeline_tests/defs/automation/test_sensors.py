@@ -81,6 +81,24 @@ def test_a_new_code_without_a_specialist_holds_the_generation_back(instance):
     assert len(_run_keys(_tick(instance))) == 1
 
 
+def test_a_code_that_joined_since_the_ensemble_makes_a_generation_due(instance):
+    """A new code's first specialist is enough once every code has one: the others' older
+    specialists are kept. Retraining a code the ensemble already covers is not."""
+    instance.add_dynamic_partitions("weekly_code", CODES)
+    _specialist(instance, *CODES)
+    _ensemble(instance)
+    _specialist(instance, "3IN5")
+    assert _run_keys(_tick(instance)) == []
+    instance.add_dynamic_partitions("weekly_code", ["3WN5"])
+    assert _run_keys(_tick(instance)) == []  # no specialist for it yet
+    _specialist(instance, "3WN5")
+    [key] = _run_keys(joined := _tick(instance))
+    assert joined.cursor == key
+    _ensemble(instance)
+    _specialist(instance, "3WN5")  # covered by the ensemble now: a retrain, not a join
+    assert _run_keys(_tick(instance, joined.cursor)) == []
+
+
 def test_a_specialist_of_a_deleted_code_does_not_count(instance):
     instance.add_dynamic_partitions("weekly_code", CODES)
     _specialist(instance, *CODES)
