@@ -208,18 +208,21 @@ def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[
     return values
 
 
-def _champion_es10(client, portfolio, test, objective) -> tuple[int, float] | None:
-    """The current champion's test ES10 on these windows (None: no champion yet)."""
+def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | None] | None:
+    """The current champion's test ES10 on these windows (None: no champion yet).
+
+    A champion built on other weekly codes (a code joined or left since) cannot hedge these
+    windows, so it has no ES10 here: ``(version, None)``. The stage must still register the
+    new ensemble (as a candidate, see ``_gate``) rather than fail: failing would leave every
+    portfolio retrain after a change of codes without an ensemble at all.
+    """
     try:
         loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, registry.CHAMPION)
     except registry.UnknownModelVersionError:
         return None
     state, spec = shared.load_state(loaded.directory)
     if list(spec["codes"]) != list(portfolio.market.codes):
-        raise ValueError(
-            f"the champion hedge-ensemble v{loaded.version} covers {spec['codes']}, this "
-            f"portfolio {list(portfolio.market.codes)}: they cannot be compared on one test set"
-        )
+        return loaded.version, None
     info = spec["ensemble"]
     members = [
         shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
@@ -242,11 +245,21 @@ def _champion_es10(client, portfolio, test, objective) -> tuple[int, float] | No
 
 
 def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[str, str]:
-    """("promoted" | "candidate", why): beat BS delta and the champion by ``margin``."""
+    """("promoted" | "candidate", why): beat BS delta and the champion by ``margin``.
+
+    A champion on other weekly codes (ES10 None) cannot be beaten on one test set, so the
+    new ensemble stays a candidate and the champion stays: promotion is then an operator's call.
+    """
     new, bs = table["ensemble"]["es10"], table["bs_delta"]["es10"]
     bar = f"test ES10 (replay) {new:.4g}"
     if not new <= bs * (1.0 - margin):
         return "candidate", f"{bar} does not beat BS delta's {bs:.4g} by {margin:.1%}"
+    if champion is not None and champion[1] is None:
+        return "candidate", (
+            f"{bar} beats BS delta's {bs:.4g}, but champion v{champion[0]} covers other weekly "
+            "codes: the two cannot be compared on one test set; promote it by hand if it "
+            "should replace the champion"
+        )
     if champion is not None and not new <= champion[1] * (1.0 - margin):
         return "candidate", (
             f"{bar} does not beat champion v{champion[0]}'s {champion[1]:.4g} by {margin:.1%}"

@@ -24,3 +24,11 @@ def test_a_model_better_than_both_by_the_margin_is_promoted():
     assert decision == "promoted"
     assert "champion v4" in reason
     assert _gate(_table(1.2, 2.0), None, 0.05)[0] == "promoted"
+
+
+def test_a_champion_on_other_codes_is_kept_and_the_reason_says_why():
+    decision, reason = _gate(_table(1.2, 2.0), (4, None), 0.05)
+    assert decision == "candidate"
+    assert "champion v4 covers other weekly codes" in reason
+    # Not beating BS delta is still the first reason.
+    assert "does not beat BS delta" in _gate(_table(2.1, 2.0), (4, None), 0.05)[1]
