@@ -7,7 +7,8 @@ One device: a plain subprocess. Several: the same module under ``torchrun --stan
 A child that fails for a reason a retry cannot fix (diverged training, bad configuration)
 writes a small JSON file named in its extras; the launcher turns it into a non-retryable
 ``dg.Failure`` with the child's message. Anything else (a killed process, a crash) is left to
-the asset's ``RetryPolicy``, and the child resumes from its checkpoint.
+the asset's ``RetryPolicy``, and the child resumes from its checkpoint. A signal to the run
+itself (Ctrl-C, SIGTERM) is final too: the run stops, and its re-execution resumes.
 """
 
 import json
@@ -47,6 +48,18 @@ class TrainingLauncher(dg.ConfigurableResource):
                     context=context,
                     extras={**extras, "failure_file": str(failure_file)},
                 ).get_materialize_result()
+            except dg.DagsterExecutionInterruptedError:
+                # SIGINT/SIGTERM to the run (Ctrl-C, `kill`, a terminated run): Pipes has
+                # forwarded SIGINT to the child, which checkpointed and exited. Left alone,
+                # Dagster would answer the interrupt with the RetryPolicy and train again in the
+                # very process asked to stop (a Ctrl-C of `hedge run` restarted training twice
+                # before it took). Failing for good ends the run; re-executing it from failure
+                # resumes from the checkpoint (same root run, same checkpoint folder).
+                raise dg.Failure(
+                    description=f"{stage} interrupted by a signal to the run; re-execute the "
+                    "run from failure to resume from its checkpoint",
+                    allow_retries=False,
+                ) from None
             except Exception:
                 # The child exited non-zero (Pipes raises DagsterPipesExecutionError, a plain
                 # Exception); only the child's own failure file makes it final.

@@ -1,0 +1,231 @@
+"""Killed work (issue 7, item 1): a training child, a run and a warehouse writer killed
+mid-flight; retries and re-executions resume, nothing is left half-written.
+
+Already proven elsewhere and not repeated here: ``fit`` resumes bit-exactly after SIGTERM and
+after SIGKILL (``ml/test_trainer.py``), a checkpoint writer killed between its renames still
+loads (``ml/test_checkpoint.py``), a standalone ``cnn_lstm`` child killed and started again
+registers once (``training/test_cnn_lstm_stage.py``). These tests go through Dagster.
+
+Also runnable as ``python -m hedge_pipeline_tests.reliability.test_killed_work write CODE``:
+the warehouse writer the DuckDB test kills just before its COMMIT.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+from dagster._core.definitions.reconstruct import (
+    ReconstructableJob,
+    ReconstructableRepository,
+)
+
+from hedge_pipeline import paths
+from hedge_pipeline.chains import warehouse as wh
+from hedge_pipeline.ml.checkpoint import load_checkpoint
+from hedge_pipeline.training import registry
+from hedge_pipeline.training.cnn_lstm import MODEL_NAME
+from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
+from hedge_pipeline_tests.defs.models.test_cnn_lstm_asset import _materialize_model
+from hedge_pipeline_tests.reliability.conftest import (
+    alive,
+    assert_versions_intact,
+    last_epoch,
+    row_counts,
+    training_children,
+    wait_for,
+)
+from hedge_pipeline_tests.reliability.killing import ChildKiller
+
+pytestmark = pytest.mark.slow
+
+HEDGE = str(Path(sys.executable).with_name("hedge"))
+PAUSED = "paused before COMMIT"
+
+
+def _user_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [e.message for e in instance.all_logs(run_id) if e.user_message]
+
+
+def _mlflow_runs(name: str) -> list:
+    client = registry.client()
+    return client.search_runs([registry.ensure_experiment(client, name)])
+
+
+def test_sigkilled_training_child_is_retried_and_resumes_from_its_checkpoint(warehouse, instance):
+    before = row_counts(warehouse)
+    killer = ChildKiller("cnn_lstm", [None])
+    killer.start()
+    result = _materialize_model(instance, devices=1, epochs=3)
+    [kill] = killer.result()
+    assert result.success, _user_messages(instance, result.run_id)[-5:]
+
+    # Killed while it still had epochs to train: the retry picks up after the checkpoint.
+    assert 1 <= kill.epoch < 3
+    events = result.all_events
+    assert [e.event_type_value for e in events].count("STEP_UP_FOR_RETRY") == 1
+    messages = _user_messages(instance, result.run_id)
+    starts = [m.split(" on cpu")[0] for m in messages if m.startswith("training ")]
+    assert starts == ["training from scratch", f"training resuming after epoch {kill.epoch}"]
+    [materialization] = result.asset_materializations_for_node("cnn_lstm_model")
+    metadata = materialization.metadata
+    assert metadata["start_epoch"].value == kill.epoch + 1
+    assert metadata["epochs_run"].value == 3
+
+    # Registered once, by the retry, in the MLflow run the killed attempt opened.
+    assert assert_versions_intact(MODEL_NAME) == [metadata["version"].value]
+    [mlflow_run] = _mlflow_runs(MODEL_NAME)
+    assert mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.info.run_id == metadata["mlflow_run_id"].value
+    assert row_counts(warehouse) == before
+
+
+def _asset_job() -> ReconstructableJob:
+    """The job ``hedge run`` executes (``__ASSET_JOB``), reconstructable from the code location,
+    as a re-execution from failure needs (the UI's "Re-execute from failure")."""
+    repository = ReconstructableRepository.for_module(
+        "hedge_pipeline.definitions", "defs", working_directory=str(paths.REPO_ROOT)
+    )
+    return repository.get_reconstructable_job("__ASSET_JOB")
+
+
+def test_sigterm_of_hedge_run_fails_the_run_stops_the_child_and_reexecution_resumes(
+    warehouse, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("HEDGE_PROFILE", "smoke")
+    before = row_counts(warehouse)
+    hedge = subprocess.Popen(
+        [HEDGE, "run", "--profile", "smoke", "--select", "cnn_lstm"],
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        child = wait_for(
+            lambda: (
+                hedge.poll() is None
+                and last_epoch("cnn_lstm") >= 1
+                and training_children(hedge.pid)
+            ),
+            240,
+            "a training child past epoch 1",
+        )[0]
+        hedge.send_signal(signal.SIGTERM)
+        output, _ = hedge.communicate(timeout=90)
+    finally:
+        hedge.kill()
+    assert hedge.returncode == 1, output
+    assert "cnn_lstm_model: FAILED" in output, output
+    assert "cnn_lstm interrupted by a signal to the run; re-execute the run" in output
+    assert "training interrupted by SIGINT" in output  # the child checkpointed and said so
+    assert not alive(child), f"training child {child} outlived its run"
+    saved = load_checkpoint(next((paths.checkpoints_dir() / "cnn_lstm").glob("*/last.pt")))
+
+    with dg.DagsterInstance.get() as instance:
+        [failed] = instance.get_runs()
+        assert failed.status == dg.DagsterRunStatus.FAILURE
+        messages = _user_messages(instance, failed.run_id)
+        assert "[pipes] execution interrupted, sending SIGINT to subprocess." in messages
+        assert registry.version_numbers(registry.client(), MODEL_NAME) == []
+
+        result = dg.execute_job(
+            _asset_job(),
+            instance,
+            run_config={"execution": {"config": {"in_process": {}}}},
+            reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+        )
+        assert result.success
+        resumed_at = f"training resuming after epoch {saved['epoch']}"
+        if saved["batches_done"]:
+            resumed_at += f" and {saved['batches_done']} batches of epoch {saved['epoch'] + 1}"
+        assert any(m.startswith(resumed_at) for m in _user_messages(instance, result.run_id))
+    [materialization] = result.asset_materializations_for_node("cnn_lstm_model")
+    assert assert_versions_intact(MODEL_NAME) == [materialization.metadata["version"].value]
+    assert row_counts(warehouse) == before
+
+
+def test_writer_killed_before_commit_leaves_the_tables_as_they_were(data_dir: Path, instance):
+    code = "3CN5"
+    assert materialize_code(instance, code).success
+    tables = ("raw_option_chains", "greeks_features")
+    before = _partition_hashes(code, tables)
+
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "hedge_pipeline_tests.reliability.test_killed_work", "write", code],
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = writer.stdout.readline()
+        assert line.startswith(PAUSED), line + writer.stderr.read()
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        writer.kill()
+    # Inside its transaction the writer had deleted the partition and inserted half of it.
+    in_transaction = dict(part.split("=") for part in line.removeprefix(PAUSED).split())
+    for table in tables:
+        assert int(in_transaction[table]) == int(before[table].split(":")[1]) // 2
+
+    assert _partition_hashes(code, tables) == before
+    again = materialize_code(instance, code)
+    assert again.success
+    assert _partition_hashes(code, tables) == before  # same source, same rows: idempotent
+
+
+def _partition_hashes(code: str, tables: tuple[str, ...]) -> dict[str, str]:
+    with duckdb.connect(str(paths.warehouse_path()), read_only=True) as con:
+        return {t: wh.partition_hash(con, t, code) for t in tables}
+
+
+class _PauseBeforeCommit:
+    """A warehouse connection that, at COMMIT, says where its transaction stands and waits
+    to be killed: the worst moment, every statement done and nothing committed."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, code: str) -> None:
+        self._con = con
+        self._code = code
+
+    def execute(self, sql: str, *args: object) -> duckdb.DuckDBPyConnection:
+        if sql == "COMMIT":
+            counts = {
+                table: self._con.execute(
+                    f"SELECT count(*) FROM {table} WHERE weekly_code = ?", [self._code]
+                ).fetchone()[0]
+                for table in ("raw_option_chains", "greeks_features")
+            }
+            print(PAUSED, *(f"{t}={n}" for t, n in counts.items()), flush=True)
+            time.sleep(600)
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._con, name)
+
+
+def write_half(code: str) -> None:
+    """Replace ``code``'s rows of both market-data tables with half of them, pausing at
+    COMMIT (see ``_PauseBeforeCommit``)."""
+    with wh.connect(paths.warehouse_path()) as con:
+        frames = {
+            t: wh.read_partition(con, t, code) for t in ("raw_option_chains", "greeks_features")
+        }
+        halves = {t: f.head(f.height // 2) for t, f in frames.items()}
+        wh.replace_partition(_PauseBeforeCommit(con, code), code, halves)  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["write"]:
+        write_half(sys.argv[2])
+    else:
+        raise SystemExit(
+            "usage: python -m hedge_pipeline_tests.reliability.test_killed_work write CODE"
+        )
