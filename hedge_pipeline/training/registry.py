@@ -198,7 +198,8 @@ def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> Load
 
     Raises:
         UnknownModelVersionError: ``name`` has no version or alias ``ref``.
-        TamperedArtifactError: the weights do not match the checksum they were registered with.
+        TamperedArtifactError: the weights are missing or do not match the checksum they were
+            registered with.
     """
     number = isinstance(ref, int) or str(ref).isdigit()
     version = find_version(
@@ -210,7 +211,15 @@ def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> Load
         )
     )
     expected = version.tags.get("weights_sha256")
-    actual = file_sha256(directory / WEIGHTS_FILE)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        # Deleting the weights is tampering too: say which version lacks them rather than let
+        # the checksum fail with a bare FileNotFoundError on a temporary download path.
+        raise TamperedArtifactError(
+            f"{name} version {version.version}: {WEIGHTS_FILE} is missing from {version.source}; "
+            "refusing to load it"
+        )
+    actual = file_sha256(weights)
     if expected != actual:
         raise TamperedArtifactError(
             f"{name} version {version.version}: {WEIGHTS_FILE} has sha256 {actual[:16]}…, "

@@ -21,7 +21,7 @@ from mlflow.entities import Metric, Param
 
 from hedge_pipeline import paths
 from hedge_pipeline.ml.monitor import TrainingDiverged
-from hedge_pipeline.training.registry import ensure_experiment
+from hedge_pipeline.training.registry import TamperedArtifactError, ensure_experiment
 from hedge_pipeline.training.session import TrainingSession
 
 
@@ -129,11 +129,12 @@ class TrackingReporter:
 
 @contextmanager
 def failures_are_final(session: TrainingSession) -> Iterator[None]:
-    """Failures a retry cannot fix (divergence, bad configuration) are written to the failure
+    """Failures a retry cannot fix (divergence, bad configuration, a registered upstream model
+    whose weights fail their checksum: a retry reads the same bytes) are written to the failure
     file named in the extras, so the launcher fails the step once, without retrying."""
     try:
         yield
-    except (TrainingDiverged, ValueError) as exc:
+    except (TrainingDiverged, ValueError, TamperedArtifactError) as exc:
         failure_file = session.extras.get("failure_file")
         if failure_file and session.is_main:
             Path(failure_file).write_text(
