@@ -182,6 +182,10 @@ def _load_folder(root: Path, code: str) -> pl.DataFrame:
     options = [t for t in tables if t not in canonical and t not in underlying]
     frames = [_canonical_frame(t, code) for t in canonical]
     if options:
+        # A file of neither layout (say, a canonical file that lost its option_symbol column)
+        # is the problem to name, not the contract.json the per-option layout would need.
+        for table in options:
+            _option_identity(table)
         contract = _read_contract(root, folder / CONTRACT_FILE)
         prices = _underlying_prices(code, underlying)
         frames += [_option_frame(t, code, contract, prices) for t in options]

@@ -57,6 +57,10 @@ def _rules() -> list[Rule]:
         missing = pl.col(col).is_null()
         if dtype == pl.Float64():
             missing = missing | pl.col(col).is_nan() | pl.col(col).is_infinite()
+        elif dtype == pl.String():
+            # A blank name (an empty contract.json field, a cell holding spaces) says as little
+            # as a null one; stored, it would become an underlying or option called ''.
+            missing = missing | (pl.col(col).str.strip_chars() == "")
         rules.append(
             Rule(col, missing, pl.format("missing or non-finite {} ({})", pl.lit(col), _fmt(col)))
         )

@@ -234,7 +234,9 @@ def _pick_code(stats: pl.DataFrame, template: PortfolioTemplate) -> pl.DataFrame
     )
     if candidates.is_empty():
         return f"no option matches ({funnel})"
-    book = _ranked(candidates, criteria.sort_by).head(template.max_options)
+    # Capped at the candidates: a template may ask for more options than any code has, and
+    # polars' head() overflows on counts beyond 64 bits (max_options: 1e30 in a JSON file).
+    book = _ranked(candidates, criteria.sort_by).head(min(template.max_options, candidates.height))
     book = book.with_columns(
         weight=_weights(book, template.position_weights), is_hedge_instrument=pl.lit(False)
     )

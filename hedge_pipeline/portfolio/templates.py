@@ -13,6 +13,7 @@ the data (unknown weekly codes, nothing matching) is judged by ``selection``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +169,10 @@ class PortfolioTemplate(_Strict):
             isinstance(w, int | float) and not isinstance(w, bool) for w in value
         ):
             raise ValueError(f"expected 'equal', 'vega' or a list of numbers, got {value!r}")
+        # json.loads reads NaN and Infinity; a weight of either would be stored as it is.
+        odd = [w for w in value if not math.isfinite(w)]
+        if odd:
+            raise ValueError(f"weights must be finite numbers, got {odd[0]}")
         negative = [w for w in value if w < 0]
         if negative:
             raise ValueError(
@@ -233,10 +238,16 @@ def load_template(name: str = DEFAULT_TEMPLATE) -> PortfolioTemplate:
 
 
 def load_template_file(path: Path) -> PortfolioTemplate:
+    """Decoded as UTF-8 (a BOM, as some editors write, is allowed) whatever the locale, so a
+    file that is not UTF-8 is a ``TemplateError`` naming it, not a bare ``UnicodeDecodeError``."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TemplateError(
+            f"{path}: not UTF-8: byte 0x{exc.object[exc.start]:02x} at offset {exc.start}"
+        ) from None
     except json.JSONDecodeError as exc:
         raise TemplateError(f"{path}: not valid JSON: {exc}") from exc
     try:
