@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 
 from hedge_pipeline import backfill, paths
 from hedge_pipeline.locks import file_lock
@@ -61,29 +64,88 @@ def _instance():
     return instance
 
 
-def _report(label: str, result, started: float) -> bool:
-    state = "ok" if result.success else "FAILED"
-    print(f"{label}: {state} in {time.perf_counter() - started:.1f} s (run {result.run_id})")
-    for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data.error:
-            print(f"    {event.step_key}: {event.step_failure_data.error.message.strip()}")
-    return result.success
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the console says of one Dagster run: picklable, so runs in worker processes can
+    report to the parent."""
+
+    success: bool
+    run_id: str
+    seconds: float
+    failures: tuple[str, ...]  # "step: error message" per failed step
 
 
-def _run_per_code(job, codes: list[str], instance) -> bool:
-    """Run ``job`` once per weekly code, in order; report each; True if all succeeded."""
-    label = job.name.removesuffix("_job").replace("_", " ")
+def _outcome(result, started: float) -> RunOutcome:
+    failures = tuple(
+        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data.error
+    )
+    return RunOutcome(result.success, result.run_id, time.perf_counter() - started, failures)
+
+
+def _report(label: str, outcome: RunOutcome) -> bool:
+    state = "ok" if outcome.success else "FAILED"
+    print(f"{label}: {state} in {outcome.seconds:.1f} s (run {outcome.run_id})", flush=True)
+    for failure in outcome.failures:
+        print(f"    {failure}")
+    return outcome.success
+
+
+def _run_code(job_name: str, code: str) -> RunOutcome:
+    """One in-process run of ``job_name`` for ``code``: in this process, or as the task of a
+    worker process, which builds its own instance and definitions from the environment it
+    inherited."""
+    from hedge_pipeline.definitions import defs
+
+    started = time.perf_counter()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
+    )
+    return _outcome(result, started)
+
+
+def _run_per_code(job_name: str, codes: list[str], jobs: int = 1) -> bool:
+    """Run ``job_name`` once per weekly code, ``jobs`` runs at a time; report each as it ends;
+    True if all succeeded.
+
+    Several at once run in spawned worker processes, not threads: Dagster's in-process
+    execution reconfigures the logging module per run and deadlocks two runs in one process.
+    Two single-threaded specialist children then keep both cores busy instead of one.
+    """
+    label = job_name.removesuffix("_job").replace("_", " ")
     failed = []
-    for i, code in enumerate(codes, 1):
-        started = time.perf_counter()
-        result = job.execute_in_process(
-            partition_key=code, instance=instance, run_config=QUIET, raise_on_error=False
-        )
-        if not _report(f"[{i}/{len(codes)}] {label} {code}", result, started):
-            failed.append(code)
+    if jobs <= 1:
+        outcomes = ((code, _run_code(job_name, code)) for code in codes)
+        for i, (code, outcome) in enumerate(outcomes, 1):
+            if not _report(f"[{i}/{len(codes)}] {label} {code}", outcome):
+                failed.append(code)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(jobs, len(codes)), mp_context=context) as pool:
+            futures = {pool.submit(_run_code, job_name, code): code for code in codes}
+            for i, future in enumerate(as_completed(futures), 1):
+                code = futures[future]
+                if not _report(f"[{i}/{len(codes)}] {label} {code}", future.result()):
+                    failed.append(code)
     if failed:
-        print(f"{label} failed for {', '.join(failed)}; stopping")
+        print(f"{label} failed for {', '.join(sorted(failed))}; stopping")
     return not failed
+
+
+def _per_code_jobs(asset: str, requested: int | None) -> int:
+    """How many per-code runs of ``asset`` go at once: ``--jobs`` if given; otherwise, for
+    specialists, as many as the usable cores hold at the profile's threads per child (market
+    data runs write one DuckDB file and go one at a time)."""
+    if requested is not None:
+        return requested
+    if asset != "specialists":
+        return 1
+    from hedge_pipeline.profiles import get_profile
+
+    cores = len(os.sched_getaffinity(0))
+    threads = get_profile().specialist.num_threads or cores
+    return max(1, cores // threads)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -124,7 +186,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     global_job = defs.resolve_implicit_global_asset_job_def()
     for asset in plan:
         if asset in PER_CODE_JOBS:
-            if not _run_per_code(defs.resolve_job_def(PER_CODE_JOBS[asset]), codes, instance):
+            jobs = _per_code_jobs(asset, args.jobs)
+            if not _run_per_code(PER_CODE_JOBS[asset], codes, jobs):
                 return 1
             continue
         started = time.perf_counter()
@@ -137,7 +200,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             run_config=run_config,
             raise_on_error=False,
         )
-        if not _report(asset, result, started):
+        if not _report(asset, _outcome(result, started)):
             return 1
     print(f"warehouse: {paths.warehouse_path()}")
     print(f"registry:  mlflow ui --backend-store-uri sqlite:///{paths.mlflow_dir() / 'mlflow.db'}")
@@ -342,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
     run.add_argument("--profile", choices=["smoke", "default", "full"], help="HEDGE_PROFILE")
     run.add_argument("--template", help="portfolio template (default: atm_book)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        help="per-code runs at once (default: specialists fill the cores, market data 1)",
+    )
     run.set_defaults(func=_cmd_run)
 
     ui = sub.add_parser("ui", help="the Dagster UI and daemon on 127.0.0.1")

@@ -159,7 +159,9 @@ PROFILES: dict[str, Profile] = {
         ),
         PortfolioBudget(
             meta_epochs=15,
-            joint_epochs_per_phase=5,
+            # Validation risk moves < 0.2 % after the third epoch of a phase
+            # (benchmarks/portfolio.md); three keep `make run` within 15 minutes on 2 cores.
+            joint_epochs_per_phase=3,
             steps_per_epoch=10,
             paths_per_step=2048,
             val_paths=8192,

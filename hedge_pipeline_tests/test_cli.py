@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from hedge_pipeline import paths
@@ -42,6 +43,27 @@ def test_codes_materialized_concurrently_in_separate_processes_all_succeed(data_
         )
     source = SyntheticSource()
     assert counts == {c: source.load(c).height for c in codes}
+
+
+@pytest.mark.slow
+def test_jobs_run_per_code_runs_at_once_in_worker_processes(data_dir):
+    """``--jobs 2``: two runs overlap in time, each reports, and the warehouse holds every row."""
+    codes = ["3CN5", "3IN5"]
+    args = ["run", "--select", "market_data", "--jobs", "2"]
+    out, _ = _hedge(data_dir, *args, *(a for c in codes for a in ("--partition", c))).communicate(
+        timeout=600
+    )
+    assert all(f"market data {c}: ok" in out for c in codes), out
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records()
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == codes
+    first, second = sorted(records, key=lambda r: r.start_time)
+    assert second.start_time < first.end_time, "the two runs did not overlap"
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        counts = dict(
+            con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()
+        )
+    assert counts == {c: SyntheticSource().load(c).height for c in codes}
 
 
 def test_unknown_weekly_code_is_refused_by_name(data_dir):
