@@ -12,6 +12,7 @@ the warehouse writer the DuckDB test kills just before its COMMIT.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -31,8 +32,10 @@ from hedge_pipeline.chains import warehouse as wh
 from hedge_pipeline.ml.checkpoint import load_checkpoint
 from hedge_pipeline.training import registry
 from hedge_pipeline.training.cnn_lstm import MODEL_NAME
+from hedge_pipeline_tests.conftest import small_book, write_drop
 from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
 from hedge_pipeline_tests.defs.models.test_cnn_lstm_asset import _materialize_model
+from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.reliability.conftest import (
     alive,
     assert_versions_intact,
@@ -229,3 +232,68 @@ if __name__ == "__main__":
         raise SystemExit(
             "usage: python -m hedge_pipeline_tests.reliability.test_killed_work write CODE"
         )
+
+
+def _process_of(group: int, marker: str) -> int | None:
+    """The live process of session/group ``group`` whose command line holds ``marker``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z" and marker in command:
+            return int(stat.parent.name)
+    return None
+
+
+@pytest.mark.e2e
+def test_daemon_killed_mid_run_the_run_finishes_and_the_restarted_daemon_runs_the_next(
+    data_dir: Path, synthetic_code_frame
+):
+    """SIGKILL of the daemon while a run it launched executes.
+
+    What happens: ``dagster dev`` sees its daemon die and shuts the webserver and the code
+    server down (``hedge ui`` exits), but the run worker is a process of its own and finishes
+    the run. A code dropped meanwhile is picked up by the daemon of the restarted ``hedge ui``
+    (the new-codes sensor's next tick), and that run succeeds. Every partition holds exactly
+    its drop's rows: none is half-written.
+    """
+    first, second = "3CN5", "3IN5"
+    drops = {first: synthetic_code_frame, second: small_book(synthetic_code_frame)}
+    write_drop(drops[first], data_dir / "raw", first)
+    env = {"HEDGE_SOURCE": "files"}
+    with dg.DagsterInstance.get() as instance:
+        with running_ui(data_dir, env) as ui:
+            run = wait_for(lambda: _sensor_run(instance, first, STARTED), 240, "the first run")
+            daemon = _process_of(ui.process.pid, "dagster._daemon run")
+            assert daemon, ui.log_tail()
+            os.kill(daemon, signal.SIGKILL)
+            ui.process.wait(timeout=60)
+            # Leaving this block waits for the group, the run worker included, to exit.
+        log = ui.log_path.read_text(errors="replace")
+        assert "dagster-daemon process shut down unexpectedly with return code -9" in log
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.SUCCESS, log
+
+        write_drop(drops[second], data_dir / "raw", second)
+        with running_ui(data_dir, env) as ui:
+            nxt = wait_for(lambda: _sensor_run(instance, second, TERMINAL), 240, "the next run")
+            assert nxt.status == dg.DagsterRunStatus.SUCCESS, ui.log_tail()
+        assert ui.stopped_cleanly, ui.log_tail()
+    for code, drop in drops.items():
+        hashes = _partition_hashes(code, ("raw_option_chains", "greeks_features"))
+        assert all(h.endswith(f":{drop.height}") for h in hashes.values()), (code, hashes)
+
+
+STARTED = {dg.DagsterRunStatus.STARTED}
+TERMINAL = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _sensor_run(instance: dg.DagsterInstance, code: str, statuses: set) -> dg.DagsterRun | None:
+    """The new-codes sensor's run of ``code`` if its status is one of ``statuses``."""
+    runs = instance.get_runs(
+        dg.RunsFilter(
+            tags={"dagster/sensor_name": "new_weekly_codes_sensor", "dagster/partition": code}
+        )
+    )
+    return next((r for r in runs if r.status in statuses), None)
