@@ -340,6 +340,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from hedge_pipeline.bench.cnn_lstm import run
 
         report = run(batch_size=args.batch_size, steps=args.steps)
+    elif args.suite == "pipeline":
+        from hedge_pipeline.bench.pipeline import run
+
+        report = run(
+            profile=args.profile, source=args.source, repeats=args.repeats,
+            data_dir=args.data_dir, incremental=args.incremental, until=args.until,
+        )  # fmt: skip
+        print(json.dumps(report, indent=2))
+        return 0 if report["success"] else 1
     else:
         from hedge_pipeline.bench.hedging import run
 
@@ -371,6 +380,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     cnn = suites.add_parser("cnn-lstm", help="CNN-LSTM training samples/s")
     cnn.add_argument("--batch-size", type=int, default=256)
     cnn.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
+    pipeline = suites.add_parser(
+        "pipeline", help="wall time and peak memory of each stage of hedge run; incremental case"
+    )
+    pipeline.add_argument("--profile", choices=["smoke", "default", "full"], default="smoke")
+    pipeline.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    pipeline.add_argument("--repeats", type=int, default=1, help="fresh data directories in turn")
+    pipeline.add_argument(
+        "--data-dir",
+        help="keep run-<i>/ data directories here (its raw/ is copied in); default: a temp dir",
+    )
+    pipeline.add_argument(
+        "--incremental",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold the last weekly code back, then add it and run what it needs",
+    )
+    pipeline.add_argument(
+        "--until", choices=[s for s in SELECTIONS if s != "all"], default="portfolio_training",
+        help="stop the lineage after this stage",
+    )  # fmt: skip
     hedging = suites.add_parser("hedging", help="hedgers on one set of evaluation paths (E1)")
     hedging.add_argument("--market", choices=["gbm", "heston"], default="gbm")
     hedging.add_argument("--cost", type=float, default=1e-3)
