@@ -59,7 +59,9 @@ class ChildKiller(threading.Thread):
                 return children[0]
             return None
 
-        pid = wait_for(trained_child, self.timeout, f"a {self.stage} child past epoch 1")
+        pid = wait_for(
+            trained_child, self.timeout, f"a {self.stage} child past epoch {self.after_epoch}"
+        )
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: not alive(pid), 30, f"the death of child {pid}")
         [checkpoint] = (paths.checkpoints_dir() / self.stage).glob("*/last.pt")

@@ -32,7 +32,7 @@ from hedge_pipeline_tests.reliability.conftest import (
 from hedge_pipeline_tests.training.conftest import write_extras, write_specialist_extras
 
 # A CNN-LSTM small enough for seconds per run, with epochs enough to be killed mid-training.
-TINY = {"epochs": 6, "patience": 10, "max_windows": 192, "mc_samples": 2}
+TINY = {"epochs": 10, "patience": 10, "max_windows": 192, "mc_samples": 2}
 
 
 def _stage(stage: str, extras: Path) -> subprocess.Popen[str]:

@@ -34,7 +34,6 @@ from hedge_pipeline.training import registry
 from hedge_pipeline.training.cnn_lstm import MODEL_NAME
 from hedge_pipeline_tests.conftest import small_book, write_drop
 from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
-from hedge_pipeline_tests.defs.models.test_cnn_lstm_asset import _materialize_model
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.reliability.conftest import (
     alive,
@@ -61,34 +60,6 @@ def _mlflow_runs(name: str) -> list:
     return client.search_runs([registry.ensure_experiment(client, name)])
 
 
-def test_sigkilled_training_child_is_retried_and_resumes_from_its_checkpoint(warehouse, instance):
-    before = row_counts(warehouse)
-    killer = ChildKiller("cnn_lstm", [None])
-    killer.start()
-    result = _materialize_model(instance, devices=1, epochs=3)
-    [kill] = killer.result()
-    assert result.success, _user_messages(instance, result.run_id)[-5:]
-
-    # Killed while it still had epochs to train: the retry picks up after the checkpoint.
-    assert 1 <= kill.epoch < 3
-    events = result.all_events
-    assert [e.event_type_value for e in events].count("STEP_UP_FOR_RETRY") == 1
-    messages = _user_messages(instance, result.run_id)
-    starts = [m.split(" on cpu")[0] for m in messages if m.startswith("training ")]
-    assert starts == ["training from scratch", f"training resuming after epoch {kill.epoch}"]
-    [materialization] = result.asset_materializations_for_node("cnn_lstm_model")
-    metadata = materialization.metadata
-    assert metadata["start_epoch"].value == kill.epoch + 1
-    assert metadata["epochs_run"].value == 3
-
-    # Registered once, by the retry, in the MLflow run the killed attempt opened.
-    assert assert_versions_intact(MODEL_NAME) == [metadata["version"].value]
-    [mlflow_run] = _mlflow_runs(MODEL_NAME)
-    assert mlflow_run.info.status == "FINISHED"
-    assert mlflow_run.info.run_id == metadata["mlflow_run_id"].value
-    assert row_counts(warehouse) == before
-
-
 def _asset_job() -> ReconstructableJob:
     """The job ``hedge run`` executes (``__ASSET_JOB``), reconstructable from the code location,
     as a re-execution from failure needs (the UI's "Re-execute from failure")."""
@@ -98,9 +69,17 @@ def _asset_job() -> ReconstructableJob:
     return repository.get_reconstructable_job("__ASSET_JOB")
 
 
-def test_sigterm_of_hedge_run_fails_the_run_stops_the_child_and_reexecution_resumes(
+def test_sigterm_ends_the_run_and_a_sigkilled_child_is_retried_both_resume_from_checkpoints(
     warehouse, monkeypatch: pytest.MonkeyPatch
 ):
+    """The life of one ``cnn_lstm_model`` materialization, in two acts.
+
+    1. SIGTERM of ``hedge run`` while its child trains epoch 2: Pipes forwards SIGINT, the child
+       checkpoints mid-epoch and exits, the run fails (no retry), ``hedge run`` exits 1.
+    2. Its re-execution from failure resumes there; SIGKILL of that child mid-epoch 3 (nothing
+       can be saved) is retried by the step's RetryPolicy, which resumes after epoch 2 and
+       registers the model once. Nothing else changes: one version, whole; tables as they were.
+    """
     monkeypatch.setenv("HEDGE_PROFILE", "smoke")
     before = row_counts(warehouse)
     hedge = subprocess.Popen(
@@ -127,9 +106,10 @@ def test_sigterm_of_hedge_run_fails_the_run_stops_the_child_and_reexecution_resu
     assert hedge.returncode == 1, output
     assert "cnn_lstm_model: FAILED" in output, output
     assert "cnn_lstm interrupted by a signal to the run; re-execute the run" in output
-    assert "training interrupted by SIGINT" in output  # the child checkpointed and said so
+    assert "training interrupted by SIGINT after" in output  # the child checkpointed, said so
     assert not alive(child), f"training child {child} outlived its run"
     saved = load_checkpoint(next((paths.checkpoints_dir() / "cnn_lstm").glob("*/last.pt")))
+    assert (saved["epoch"], saved["batches_done"] > 0) == (1, True), output
 
     with dg.DagsterInstance.get() as instance:
         [failed] = instance.get_runs()
@@ -138,19 +118,33 @@ def test_sigterm_of_hedge_run_fails_the_run_stops_the_child_and_reexecution_resu
         assert "[pipes] execution interrupted, sending SIGINT to subprocess." in messages
         assert registry.version_numbers(registry.client(), MODEL_NAME) == []
 
+        killer = ChildKiller("cnn_lstm", [None], after_epoch=2)
+        killer.start()
         result = dg.execute_job(
             _asset_job(),
             instance,
             run_config={"execution": {"config": {"in_process": {}}}},
             reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
         )
-        assert result.success
-        resumed_at = f"training resuming after epoch {saved['epoch']}"
-        if saved["batches_done"]:
-            resumed_at += f" and {saved['batches_done']} batches of epoch {saved['epoch'] + 1}"
-        assert any(m.startswith(resumed_at) for m in _user_messages(instance, result.run_id))
+        [kill] = killer.result()
+        messages = _user_messages(instance, result.run_id)
+        assert result.success, messages[-5:]
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == 1 and kill.epoch == 2  # killed with epoch 3 still to train
+    starts = [m.split(" on cpu")[0] for m in messages if m.startswith("training ")]
+    assert starts == [
+        f"training resuming after epoch 1 and {saved['batches_done']} batches of epoch 2",
+        "training resuming after epoch 2",
+    ]
     [materialization] = result.asset_materializations_for_node("cnn_lstm_model")
-    assert assert_versions_intact(MODEL_NAME) == [materialization.metadata["version"].value]
+    metadata = materialization.metadata
+    assert (metadata["start_epoch"].value, metadata["epochs_run"].value) == (3, 3)
+    # Registered once, by the retry, in the MLflow run its killed attempt had opened; the
+    # interrupted run's MLflow run was closed as FAILED.
+    assert assert_versions_intact(MODEL_NAME) == [metadata["version"].value]
+    statuses = {r.info.run_id: r.info.status for r in _mlflow_runs(MODEL_NAME)}
+    assert sorted(statuses.values()) == ["FAILED", "FINISHED"]
+    assert statuses[metadata["mlflow_run_id"].value] == "FINISHED"
     assert row_counts(warehouse) == before
 
 
