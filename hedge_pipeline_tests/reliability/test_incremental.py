@@ -1,6 +1,6 @@
 """Incremental work (issue 7, item 6): a new weekly code reruns only what it has to.
 
-One code is a file drop; the smoke lineage is built for them in-process through the code
+One code is a file drop; the smoke lineage is built for it in-process through the code
 location's own jobs, with the automation deciding what runs where it does in production:
 ``new_weekly_codes_sensor`` (codes become partitions, market data), ``hedge run``'s steps for the
 models, ``portfolio_retrain_sensor`` for the portfolio stages. Then a second code is dropped and
