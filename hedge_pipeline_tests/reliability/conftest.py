@@ -44,7 +44,8 @@ def _warehouse_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env.delenv("HEDGE_SOURCE", raising=False)
         for code in CODES:
             materialize_code(instance, code)
-        assert dg.materialize([portfolio_selection], instance=instance, resources=resources())
+        selected = dg.materialize([portfolio_selection], instance=instance, resources=resources())
+        assert selected.success
         return paths.warehouse_path()
 
 
@@ -106,14 +107,17 @@ def last_epoch(stage: str) -> int:
     return max(epochs)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> object:
-    """Poll ``condition`` every 20 ms until it returns something truthy."""
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, every: float = 0.02
+) -> object:
+    """Poll ``condition`` every ``every`` seconds until it returns something truthy (20 ms by
+    default: a kill must land within the epoch after the one awaited)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.02)
+        time.sleep(every)
     raise TimeoutError(f"{what} not within {timeout:.0f} s")
 
 

@@ -148,6 +148,37 @@ def test_sigterm_ends_the_run_and_a_sigkilled_child_is_retried_both_resume_from_
     assert row_counts(warehouse) == before
 
 
+def test_sigkill_of_hedge_run_stops_its_training_child_which_checkpoints(warehouse):
+    """``hedge run`` killed outright cannot stop its child: the child must notice (it asks
+    Linux for SIGTERM when its launcher dies), checkpoint and exit, never register."""
+    hedge = subprocess.Popen(
+        [HEDGE, "run", "--profile", "smoke", "--select", "cnn_lstm"],
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        child = wait_for(
+            lambda: (
+                hedge.poll() is None and last_epoch("cnn_lstm") and training_children(hedge.pid)
+            ),
+            240,
+            "a training child past epoch 1",
+        )[0]
+        hedge.send_signal(signal.SIGKILL)
+        output, _ = hedge.communicate(timeout=60)
+    finally:
+        hedge.kill()
+    wait_for(lambda: not alive(child), 60, f"the exit of training child {child} (orphaned)", 0.2)
+    # Its Pipes channel died with hedge run, so its own files tell: a mid-epoch checkpoint
+    # (only the trainer's signal handler writes one), an MLflow run closed as failed, no model.
+    saved = load_checkpoint(next((paths.checkpoints_dir() / "cnn_lstm").glob("*/last.pt")))
+    assert saved["epoch"] >= 1 and saved["batches_done"] > 0, output
+    assert [r.info.status for r in _mlflow_runs(MODEL_NAME)] == ["FAILED"]
+    assert registry.version_numbers(registry.client(), MODEL_NAME) == []
+
+
 def test_writer_killed_before_commit_leaves_the_tables_as_they_were(data_dir: Path, instance):
     code = "3CN5"
     assert materialize_code(instance, code).success
@@ -259,7 +290,7 @@ def test_daemon_killed_mid_run_the_run_finishes_and_the_restarted_daemon_runs_th
     env = {"HEDGE_SOURCE": "files"}
     with dg.DagsterInstance.get() as instance:
         with running_ui(data_dir, env) as ui:
-            run = wait_for(lambda: _sensor_run(instance, first, STARTED), 240, "the first run")
+            run = wait_for(lambda: _sensor_run(instance, first, STARTED), 240, "run 1", 0.5)
             daemon = _process_of(ui.process.pid, "dagster._daemon run")
             assert daemon, ui.log_tail()
             os.kill(daemon, signal.SIGKILL)
@@ -271,7 +302,7 @@ def test_daemon_killed_mid_run_the_run_finishes_and_the_restarted_daemon_runs_th
 
         write_drop(drops[second], data_dir / "raw", second)
         with running_ui(data_dir, env) as ui:
-            nxt = wait_for(lambda: _sensor_run(instance, second, TERMINAL), 240, "the next run")
+            nxt = wait_for(lambda: _sensor_run(instance, second, TERMINAL), 240, "run 2", 1.0)
             assert nxt.status == dg.DagsterRunStatus.SUCCESS, ui.log_tail()
         assert ui.stopped_cleanly, ui.log_tail()
     for code, drop in drops.items():
