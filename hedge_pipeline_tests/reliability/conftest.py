@@ -28,6 +28,8 @@ from hedge_pipeline_tests.training.conftest import (  # noqa: F401 (the stage te
 )
 
 CODES = ("3CN5", "3IN5")
+# Standalone cnn_lstm stage config: seconds per run, epochs enough to be killed mid-training.
+TINY = {"epochs": 10, "patience": 10, "max_windows": 192, "mc_samples": 2}
 TABLES = ("raw_option_chains", "greeks_features", "portfolio_selection")
 TRAINING_MODULE = "hedge_pipeline.training"
 

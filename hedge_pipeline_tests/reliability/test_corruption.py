@@ -24,15 +24,13 @@ from hedge_pipeline.training.cnn_lstm import MODEL_NAME
 from hedge_pipeline.training.specialist import model_name
 from hedge_pipeline_tests.registry_builder import register
 from hedge_pipeline_tests.reliability.conftest import (
+    TINY,
     alive,
     assert_versions_intact,
     last_epoch,
     wait_for,
 )
 from hedge_pipeline_tests.training.conftest import write_extras, write_specialist_extras
-
-# A CNN-LSTM small enough for seconds per run, with epochs enough to be killed mid-training.
-TINY = {"epochs": 10, "patience": 10, "max_windows": 192, "mc_samples": 2}
 
 
 def _stage(stage: str, extras: Path) -> subprocess.Popen[str]:

@@ -36,6 +36,7 @@ from hedge_pipeline_tests.conftest import small_book, write_drop
 from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.reliability.conftest import (
+    TINY,
     alive,
     assert_versions_intact,
     last_epoch,
@@ -44,6 +45,7 @@ from hedge_pipeline_tests.reliability.conftest import (
     wait_for,
 )
 from hedge_pipeline_tests.reliability.killing import ChildKiller
+from hedge_pipeline_tests.training.conftest import write_extras
 
 pytestmark = pytest.mark.slow
 
@@ -148,11 +150,16 @@ def test_sigterm_ends_the_run_and_a_sigkilled_child_is_retried_both_resume_from_
     assert row_counts(warehouse) == before
 
 
-def test_sigkill_of_hedge_run_stops_its_training_child_which_checkpoints(warehouse):
-    """``hedge run`` killed outright cannot stop its child: the child must notice (it asks
-    Linux for SIGTERM when its launcher dies), checkpoint and exit, never register."""
-    hedge = subprocess.Popen(
-        [HEDGE, "run", "--profile", "smoke", "--select", "cnn_lstm"],
+def test_sigkilled_launcher_stops_its_training_child_which_checkpoints(
+    mlflow_client, smoke_market_state: Path, tmp_path: Path
+):
+    """A launcher killed outright (``hedge run``, a run worker: here a plain Python parent)
+    cannot stop its child: the child must notice (it asks Linux for SIGTERM when its launcher
+    dies), checkpoint mid-epoch and exit, never register."""
+    extras = write_extras(tmp_path, smoke_market_state, **TINY)
+    stage = [sys.executable, "-m", "hedge_pipeline.training", "cnn_lstm", "--extras", str(extras)]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])", *stage],
         cwd=paths.REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -161,22 +168,23 @@ def test_sigkill_of_hedge_run_stops_its_training_child_which_checkpoints(warehou
     try:
         child = wait_for(
             lambda: (
-                hedge.poll() is None and last_epoch("cnn_lstm") and training_children(hedge.pid)
+                launcher.poll() is None
+                and last_epoch("cnn_lstm")
+                and training_children(launcher.pid)
             ),
             240,
             "a training child past epoch 1",
         )[0]
-        hedge.send_signal(signal.SIGKILL)
-        output, _ = hedge.communicate(timeout=60)
+        launcher.send_signal(signal.SIGKILL)
+        output, _ = launcher.communicate(timeout=60)  # EOF: the child, the last writer, exited
     finally:
-        hedge.kill()
-    wait_for(lambda: not alive(child), 60, f"the exit of training child {child} (orphaned)", 0.2)
-    # Its Pipes channel died with hedge run, so its own files tell: a mid-epoch checkpoint
-    # (only the trainer's signal handler writes one), an MLflow run closed as failed, no model.
+        launcher.kill()
+    assert not alive(child), f"training child {child} outlived its launcher"
+    assert "TrainingInterrupted: training interrupted by SIGTERM after" in output, output
     saved = load_checkpoint(next((paths.checkpoints_dir() / "cnn_lstm").glob("*/last.pt")))
-    assert saved["epoch"] >= 1 and saved["batches_done"] > 0, output
+    assert saved["epoch"] >= 1 and saved["batches_done"] > 0
     assert [r.info.status for r in _mlflow_runs(MODEL_NAME)] == ["FAILED"]
-    assert registry.version_numbers(registry.client(), MODEL_NAME) == []
+    assert registry.version_numbers(mlflow_client, MODEL_NAME) == []
 
 
 def test_writer_killed_before_commit_leaves_the_tables_as_they_were(data_dir: Path, instance):
