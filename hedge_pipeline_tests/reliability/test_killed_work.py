@@ -4,7 +4,9 @@ mid-flight; retries and re-executions resume, nothing is left half-written.
 Already proven elsewhere and not repeated here: ``fit`` resumes bit-exactly after SIGTERM and
 after SIGKILL (``ml/test_trainer.py``), a checkpoint writer killed between its renames still
 loads (``ml/test_checkpoint.py``), a standalone ``cnn_lstm`` child killed and started again
-registers once (``training/test_cnn_lstm_stage.py``). These tests go through Dagster.
+registers once (``training/test_cnn_lstm_stage.py``). Here: SIGTERM of ``hedge run`` then
+SIGKILL of its re-execution's child (Dagster run, retry, re-execution), SIGKILL of a child's
+launcher, SIGKILL of a warehouse writer before COMMIT, and (e2e) SIGKILL of the daemon.
 
 Also runnable as ``python -m hedge_pipeline_tests.reliability.test_killed_work write CODE``:
 the warehouse writer the DuckDB test kills just before its COMMIT.
@@ -258,15 +260,6 @@ def write_half(code: str) -> None:
         wh.replace_partition(_PauseBeforeCommit(con, code), code, halves)  # type: ignore[arg-type]
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["write"]:
-        write_half(sys.argv[2])
-    else:
-        raise SystemExit(
-            "usage: python -m hedge_pipeline_tests.reliability.test_killed_work write CODE"
-        )
-
-
 def _process_of(group: int, marker: str) -> int | None:
     """The live process of session/group ``group`` whose command line holds ``marker``."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -330,3 +323,12 @@ def _sensor_run(instance: dg.DagsterInstance, code: str, statuses: set) -> dg.Da
         )
     )
     return next((r for r in runs if r.status in statuses), None)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["write"]:
+        write_half(sys.argv[2])
+    else:
+        raise SystemExit(
+            "usage: python -m hedge_pipeline_tests.reliability.test_killed_work write CODE"
+        )
