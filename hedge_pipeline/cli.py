@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from hedge_pipeline import backfill, paths
 from hedge_pipeline.locks import file_lock
+from hedge_pipeline.orphans import stop_with_parent
 
 # What each --select value materializes, in lineage order. Per-code steps name a job run once
 # per weekly code; the others are portfolio-level assets.
@@ -122,7 +123,8 @@ def _run_per_code(job_name: str, codes: list[str], jobs: int = 1) -> bool:
                 failed.append(code)
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(jobs, len(codes)), mp_context=context) as pool:
+        workers = min(jobs, len(codes))
+        with ProcessPoolExecutor(workers, context, initializer=stop_with_parent) as pool:
             futures = {pool.submit(_run_code, job_name, code): code for code in codes}
             for i, future in enumerate(as_completed(futures), 1):
                 code = futures[future]

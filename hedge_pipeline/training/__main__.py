@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib
-import os
-import signal
 import sys
 
+from hedge_pipeline.orphans import stop_with_parent
 from hedge_pipeline.training.session import open_session
 from hedge_pipeline.training.tracking import failures_are_final
 
@@ -21,28 +19,6 @@ STAGES = {
 }
 
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-def stop_with_launcher() -> None:
-    """Have Linux send this process SIGTERM when the process that launched it dies.
-
-    A launcher killed outright (SIGKILL, the OOM killer) or by a signal it does not handle
-    (SIGTERM of ``hedge run`` while its runs execute in worker threads) cannot stop its
-    children: without this they would train on as orphans and could even register a model
-    for a run that no longer exists. SIGTERM makes the trainer checkpoint and exit, so the
-    next attempt resumes.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        return  # not fatal: the child just lacks the safeguard
-    if os.getppid() != parent:  # the launcher died before the call took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in STAGES:
         print(
@@ -50,7 +26,7 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    stop_with_launcher()
+    stop_with_parent()  # a killed launcher must not leave a trainer running
     stage = importlib.import_module(STAGES[argv[0]])
     with open_session(argv[1:]) as session, failures_are_final(session):
         stage.run(session)
