@@ -159,9 +159,7 @@ PROFILES: dict[str, Profile] = {
         ),
         PortfolioBudget(
             meta_epochs=15,
-            # Validation risk moves < 0.2 % after the third epoch of a phase
-            # (benchmarks/portfolio.md); three keep `make run` within 15 minutes on 2 cores.
-            joint_epochs_per_phase=3,
+            joint_epochs_per_phase=5,
             steps_per_epoch=10,
             paths_per_step=2048,
             val_paths=8192,
@@ -169,7 +167,9 @@ PROFILES: dict[str, Profile] = {
             width=32,
             n_layers=2,
             patience=4,
-            members=3,
+            # Two seeds keep `make run` within 15 minutes on 2 cores (benchmarks/pipeline.md);
+            # with 3 epochs per phase instead, no phase beat the meta-controller.
+            members=2,
         ),
     ),
     "full": Profile(
