@@ -64,9 +64,14 @@ def _mlflow_runs(name: str) -> list:
     return client.search_runs([registry.ensure_experiment(client, name)])
 
 
-def _asset_job() -> ReconstructableJob:
+def _asset_job(monkeypatch: pytest.MonkeyPatch) -> ReconstructableJob:
     """The job ``hedge run`` executes (``__ASSET_JOB``), reconstructable from the code location,
-    as a re-execution from failure needs (the UI's "Re-execute from failure")."""
+    as a re-execution from failure needs (the UI's "Re-execute from failure").
+
+    The location is imported afresh, as a run worker would: its resources read this test's
+    environment, not that of whichever test of this worker process imported it first.
+    """
+    monkeypatch.delitem(sys.modules, "hedge_pipeline.definitions", raising=False)
     repository = ReconstructableRepository.for_module(
         "hedge_pipeline.definitions", "defs", working_directory=str(paths.REPO_ROOT)
     )
@@ -125,7 +130,7 @@ def test_sigterm_ends_the_run_and_a_sigkilled_child_is_retried_both_resume_from_
         killer = ChildKiller("cnn_lstm", [None], after_epoch=2)
         killer.start()
         result = dg.execute_job(
-            _asset_job(),
+            _asset_job(monkeypatch),
             instance,
             run_config={"execution": {"config": {"in_process": {}}}},
             reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
