@@ -42,11 +42,10 @@ from typing import Any
 
 from hedge_pipeline import paths
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.cli import SELECTIONS
+from hedge_pipeline.cli import PER_CODE_JOBS, SELECTIONS
 
 # The stages of `hedge run --select all`, in its order: every selection but "all" itself.
 STAGES: tuple[str, ...] = tuple(s for s in SELECTIONS if s != "all")
-PER_CODE = frozenset({"market_data", "specialists"})
 INCREMENTAL = ("market_data", "portfolio", "specialists", "portfolio_training")
 PACKAGES = ("dagster", "mlflow", "duckdb", "polars", "torch")
 _LOG_TAIL = 2_000
@@ -211,7 +210,7 @@ def plans(codes: list[str], incremental: bool, until: str) -> tuple[Plan, Plan]:
     if not incremental:
         return full, []
     new = [codes[-1]]
-    return full, [(s, new if s in PER_CODE else None) for s in INCREMENTAL if s in stages]
+    return full, [(s, new if s in PER_CODE_JOBS else None) for s in INCREMENTAL if s in stages]
 
 
 def run_once(
