@@ -145,7 +145,8 @@ def _per_code_jobs(asset: str, requested: int | None) -> int:
         return 1
     from hedge_pipeline.profiles import get_profile
 
-    cores = len(os.sched_getaffinity(0))
+    usable = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+    cores = len(usable(0)) if usable else os.cpu_count() or 1
     threads = get_profile().specialist.num_threads or cores
     return max(1, cores // threads)
 
