@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -65,10 +65,9 @@ def row_counts(path: Path) -> dict[str, int]:
         return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
 
 
-def training_children(ancestor: int) -> list[int]:
-    """Live ``python -m hedge_pipeline.training`` processes descending from ``ancestor``."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
+def live_processes() -> Iterator[tuple[int, int, int, str]]:
+    """``(pid, parent pid, process group, command line)`` of every live process (zombies left
+    out), read from ``/proc``; a process that ends while it is read is skipped."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -76,8 +75,15 @@ def training_children(ancestor: int) -> list[int]:
         except OSError:
             continue
         if fields[0] != "Z":
-            pid = int(stat.parent.name)
-            parents[pid], commands[pid] = int(fields[1]), command
+            yield int(stat.parent.name), int(fields[1]), int(fields[2]), command
+
+
+def training_children(ancestor: int) -> list[int]:
+    """Live ``python -m hedge_pipeline.training`` processes descending from ``ancestor``."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for pid, parent, _, command in live_processes():
+        parents[pid], commands[pid] = parent, command
 
     def descends(pid: int) -> bool:
         while pid in parents and pid != ancestor:

@@ -42,6 +42,7 @@ from hedge_pipeline_tests.reliability.conftest import (
     alive,
     assert_versions_intact,
     last_epoch,
+    live_processes,
     row_counts,
     training_children,
     wait_for,
@@ -267,14 +268,9 @@ def write_half(code: str) -> None:
 
 def _process_of(group: int, marker: str) -> int | None:
     """The live process of session/group ``group`` whose command line holds ``marker``."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if int(fields[2]) == group and fields[0] != "Z" and marker in command:
-            return int(stat.parent.name)
+    for pid, _, process_group, command in live_processes():
+        if process_group == group and marker in command:
+            return pid
     return None
 
 
