@@ -18,6 +18,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from hedge_pipeline import backfill, paths
+from hedge_pipeline.cores import usable_cores
 from hedge_pipeline.locks import file_lock
 from hedge_pipeline.orphans import stop_with_parent
 
@@ -145,8 +146,7 @@ def _per_code_jobs(asset: str, requested: int | None) -> int:
         return 1
     from hedge_pipeline.profiles import get_profile
 
-    usable = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
-    cores = len(usable(0)) if usable else os.cpu_count() or 1
+    cores = usable_cores()
     threads = get_profile().specialist.num_threads or cores
     return max(1, cores // threads)
 

@@ -8,6 +8,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from hedge_pipeline.cores import usable_cores
+
 
 def machine_info(*packages: str) -> dict[str, Any]:
     """Platform, CPU model and counts, Python, and the versions of ``packages``."""
@@ -20,7 +22,7 @@ def machine_info(*packages: str) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpus_usable": usable_cores(),
         "python": sys.version.split()[0],
         # These machines are shared: the load during a run says how far to trust its timings.
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -50,6 +50,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import erfcx, ndtr, ndtri
 
+from hedge_pipeline.cores import usable_cores
+
 __all__ = ["STATUSES", "implied_vol", "normalised_black"]
 
 FloatArray = NDArray[np.float64]
@@ -658,7 +660,7 @@ def _pool() -> tuple[ThreadPoolExecutor | None, int]:
     """The process's worker pool and its size, rebuilt after a fork (the parent's threads do
     not exist in the child)."""
     if _pool_state.get("pid") != os.getpid():
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        workers = usable_cores()
         _pool_state["pool"] = (
             ThreadPoolExecutor(workers, thread_name_prefix="hedge-quant") if workers > 1 else None
         )
