@@ -18,6 +18,19 @@ import pytest
 from hedge_pipeline import paths
 from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
 
+# DESIGN §1's eight assets in lineage order: what the UI must show and every stage counted.
+# Written out, not read from the definitions, so that tests compare the code with the design.
+DESIGN_ASSETS = (
+    "raw_option_chains",
+    "greeks_features",
+    "portfolio_selection",
+    "cnn_lstm_model",
+    "specialist_agents",
+    "meta_controller",
+    "joint_model",
+    "hedge_ensemble",
+)
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline_tests.conftest import small_book, write_drop
+from hedge_pipeline_tests.conftest import DESIGN_ASSETS, small_book, write_drop
 from hedge_pipeline_tests.e2e.artifacts import browser_artifacts
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 
@@ -34,16 +34,6 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-]
-ASSETS = [
-    "raw_option_chains",
-    "greeks_features",
-    "portfolio_selection",
-    "cnn_lstm_model",
-    "specialist_agents",
-    "meta_controller",
-    "joint_model",
-    "hedge_ensemble",
 ]
 # DESIGN §1: 1→2→3→4; {2, 3, 4}→5; 5 → 6 → 7 → 8. The code may add edges (cnn_lstm_model also
 # reads greeks_features); these must all be there.
@@ -114,7 +104,7 @@ def _full_name(label: str) -> str:
     if "…" not in label:
         return label
     head, tail = label.split("…", 1)
-    fits = [a for a in ASSETS if a.startswith(head) and a.endswith(tail)]
+    fits = [a for a in DESIGN_ASSETS if a.startswith(head) and a.endswith(tail)]
     return fits[0] if len(fits) == 1 else label
 
 
@@ -179,7 +169,7 @@ def test_asset_graph_materialize_a_partition_and_lineage_in_chromium(
             page.goto(ui.url + GRAPH, wait_until="networkidle")
             nodes, edges = _read_graph(page)
             page.screenshot(path=shots / "01-asset-graph.png")
-            assert nodes == set(ASSETS), f"graph shows {sorted(nodes)}"
+            assert nodes == set(DESIGN_ASSETS), f"graph shows {sorted(nodes)}"
             assert edges >= DESIGN_EDGES, f"missing edges: {sorted(DESIGN_EDGES - edges)}"
 
             # 2. Select the market-data assets in the graph and materialize one weekly code.
@@ -214,7 +204,7 @@ def test_asset_graph_materialize_a_partition_and_lineage_in_chromium(
             expect(page.get_by_role("button", name=re.compile(r"Upstream$"))).to_be_visible()
             lineage_nodes, _ = _read_graph(page)
             page.screenshot(path=shots / "04-hedge-ensemble-lineage.png")
-            assert lineage_nodes == set(ASSETS), f"lineage shows {sorted(lineage_nodes)}"
+            assert lineage_nodes == set(DESIGN_ASSETS), f"lineage shows {sorted(lineage_nodes)}"
 
             # 5. The graph again, now with the partition materialized, cropped to the graph
             # (the README's picture: docs/ui-asset-graph.png is a copy of it).

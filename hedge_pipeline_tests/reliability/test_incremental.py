@@ -24,7 +24,7 @@ from hedge_pipeline import paths
 from hedge_pipeline.chains import warehouse
 from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
 from hedge_pipeline.chains.synthetic import SyntheticSource
-from hedge_pipeline_tests.conftest import write_drop
+from hedge_pipeline_tests.conftest import DESIGN_ASSETS, write_drop
 
 pytestmark = [pytest.mark.slow]
 
@@ -32,16 +32,6 @@ pytestmark = [pytest.mark.slow]
 # nothing the first does not.
 OLD = ("3CN5",)
 NEW = "3IN5"
-ASSETS = (
-    "raw_option_chains",
-    "greeks_features",
-    "portfolio_selection",
-    "cnn_lstm_model",
-    "specialist_agents",
-    "meta_controller",
-    "joint_model",
-    "hedge_ensemble",
-)
 PORTFOLIO_LEVEL = ("portfolio_selection", "meta_controller", "joint_model", "hedge_ensemble")
 TABLES = ("raw_option_chains", "greeks_features", "portfolio_selection")
 
@@ -116,7 +106,7 @@ class Automation:
 
 def _materializations(instance: dg.DagsterInstance) -> Counter[tuple[str, str | None]]:
     counts: Counter[tuple[str, str | None]] = Counter()
-    for asset in ASSETS:
+    for asset in DESIGN_ASSETS:
         for record in instance.fetch_materializations(dg.AssetKey(asset), limit=10_000).records:
             counts[asset, record.partition_key] += 1
     return counts
