@@ -244,6 +244,7 @@ def train_sb3_ppo(
             "pip install -e '.[dev]' (or run hedge bench env --no-ppo)"
         ) from exc
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     class RolloutClock(BaseCallback):
@@ -293,6 +294,9 @@ def train_sb3_ppo(
         device="cpu",
         verbose=0,
     )
+    # A logger with no outputs: SB3's default at verbose=0 still creates a folder
+    # $TMPDIR/SB3-<date> per run and leaves it behind.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     clock = RolloutClock()
     start, cpu_start = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=env_steps, callback=clock)

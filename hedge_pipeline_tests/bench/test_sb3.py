@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -67,6 +68,13 @@ def test_sb3_hedger_holds_in_the_simulator_what_sb3_holds_in_the_env():
     with torch.no_grad():
         simulated = rollout(E1, paths, policy)[1][0]
     torch.testing.assert_close(simulated, torch.tensor(env_hedges), atol=1e-6, rtol=0)
+
+
+def test_sb3_training_leaves_no_log_folder_behind(tmp_path, monkeypatch):
+    """SB3's default logger makes $TMPDIR/SB3-<date> on every learn(), even at verbose=0."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    sb3.train_sb3_ppo(E1, parse_criterion("entropic:1"), 64, TINY)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bench_env_ppo_section_prices_both_policies_on_the_same_paths(monkeypatch):
