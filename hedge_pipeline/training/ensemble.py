@@ -6,7 +6,10 @@ turbulence guard at a quantile of the turbulence index over the training windows
 on the held-out test windows, replayed and simulated, every baseline and every stage:
 specialists alone (each code trading for itself), specialists netted, the meta-controller,
 the best joint model, the ensemble, and the ensemble with the CNN-LSTM's forecast and
-uncertainty held at their training means (the ablation of what the CNN-LSTM tells it).
+uncertainty held at their training means (the ablation of what the CNN-LSTM tells it). Two
+readings of the tail go with the table (:mod:`hedge_pipeline.ml.portfolio.evaluation`): BS
+delta traded for free (``bs_delta_without_costs``: how far cost savings alone could go) and,
+for BS delta and the ensemble, the worst 10 % of windows by front code (``tail_by_front``).
 
 Promotion gate (DESIGN §8): the new version gets ``champion`` only when its test ES10
 (replay) beats BS delta's and the current champion's (re-scored on the same windows when it
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from hedge_pipeline.markdown import markdown_table
 from hedge_pipeline.ml.hedging.code_market import CONTEXT
 from hedge_pipeline.ml.portfolio.controller import (
     MetaController,
@@ -39,7 +43,12 @@ from hedge_pipeline.ml.portfolio.ensemble import (
     risk_weights,
     without_forecasts,
 )
-from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
+from hedge_pipeline.ml.portfolio.evaluation import (
+    baseline_positions,
+    front_codes,
+    score,
+    tail_by_front,
+)
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
 from hedge_pipeline.ml.threads import torch_threads
@@ -55,6 +64,7 @@ from hedge_pipeline.training.tracking import (
 
 FORECAST_COLUMNS = tuple(CONTEXT.index(c) for c in ("rv_forecast", "rv_forecast_std"))
 TURBULENCE_COLUMN = CONTEXT.index("turbulence")
+TAIL_HEDGERS = ("bs_delta", "ensemble")
 
 
 def run(session: TrainingSession) -> None:
@@ -104,7 +114,7 @@ def run(session: TrainingSession) -> None:
                 "test",
             ),
         }
-        tables, pnls, guard_share = {}, {}, {}
+        tables, pnls, tails, guard_share = {}, {}, {}, {}
         for split, ep in episodes.items():
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
@@ -119,7 +129,13 @@ def run(session: TrainingSession) -> None:
                         pp, without_forecasts(ep, FORECAST_COLUMNS, means)
                     )[0],
                 }
-            tables[split], pnls[split] = score(pp, ep, held, objective.risk, objective.var_limit)
+            tables[split], pnls[split] = score(
+                pp, ep, held, objective.risk, objective.var_limit, costless=("bs_delta",)
+            )
+            tails[split] = {
+                name: tail_by_front(pnls[split][name], front_codes(ep), pp.codes)
+                for name in TAIL_HEDGERS
+            }
             guard_share[split] = float(guard.double().mean())
         # The joints name the meta-controller, which names the specialists (hedge models show).
         identity["upstream"] = {
@@ -147,7 +163,9 @@ def run(session: TrainingSession) -> None:
         }
         with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
             folder = Path(tmp)
-            report = _report(folder / "report", tables, pnls, spec, decision, reason, guard_share)
+            report = _report(
+                folder / "report", tables, tails, pnls, spec, decision, reason, guard_share
+            )
             client.log_artifacts(run_id, str(folder / "report"), artifact_path="report")
             model_dir = shared.save_model(ensemble, spec, folder / "model")
             version = registry.register_version(
@@ -182,6 +200,7 @@ def run(session: TrainingSession) -> None:
                 "guard_share": guard_share,
                 "test_replay": tables["test_replay"],
                 "test_simulated": tables["test_simulated"],
+                "tail_by_front": tails,
                 **{
                     f"evaluation_{split}": {
                         "raw_value": shared.markdown_risk_table(t),
@@ -268,7 +287,9 @@ def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[
     return "promoted", f"{bar} beats BS delta's {bs:.4g}{against} by at least {margin:.1%}"
 
 
-def _report(folder: Path, tables, pnls, spec, decision, reason, guard_share) -> dict[str, Any]:
+def _report(
+    folder: Path, tables, tails, pnls, spec, decision, reason, guard_share
+) -> dict[str, Any]:
     """report.json, report.md and PNGs in ``folder``; their Dagster metadata entries."""
     folder.mkdir(parents=True, exist_ok=True)
     document = {
@@ -278,13 +299,17 @@ def _report(folder: Path, tables, pnls, spec, decision, reason, guard_share) -> 
         "codes": spec["codes"],
         "guard_share": guard_share,
         "evaluation": tables,
+        "tail_by_front": tails,
     }
     (folder / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     lines = [f"# hedge-ensemble evaluation\n\n**{decision}**: {reason}\n"]
-    for split, table in tables.items():
-        lines += [f"\n## {split.replace('_', ' ')}\n", shared.markdown_risk_table(table), ""]
-    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
     metadata = {}
+    for split, table in tables.items():
+        tail = _tail_markdown(tails[split])
+        lines += [f"\n## {split.replace('_', ' ')}\n", shared.markdown_risk_table(table), ""]
+        lines += ["### Worst 10 % of windows by front code\n", tail, ""]
+        metadata[f"tail_by_front_{split}"] = {"raw_value": tail, "type": "md"}
+    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
     for split, pnl in pnls.items():
         figure = Figure(figsize=(7, 4))
         axes = figure.subplots()
@@ -297,3 +322,15 @@ def _report(folder: Path, tables, pnls, spec, decision, reason, guard_share) -> 
         figure.savefig(path, dpi=90)
         metadata[f"pnl_histogram_{split}"] = {"raw_value": png_markdown(path, split), "type": "md"}
     return metadata
+
+
+def _tail_markdown(tails: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One row per (hedger, front code) of :func:`tail_by_front`'s figures."""
+    rows = (
+        [hedger, code, str(row["windows"]), f"{row['mean_loss']:.4g}", f"{row['es_share']:.4g}"]
+        for hedger, by_code in tails.items()
+        for code, row in by_code.items()
+    )
+    return markdown_table(
+        ["hedger", "front code", "windows", "mean loss", "share of ES10"], rows, right_from=2
+    )

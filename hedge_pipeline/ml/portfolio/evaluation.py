@@ -16,11 +16,23 @@ the window's first decision to its end):
   window; ``profit_rate``: share with X > 0;
 * ``var_compliance``: share of windows whose loss stays within the VaR limit;
 * ``total_cost``: mean transaction cost per window.
+
+Two readings of the tail go with it, because a tail measure over a few hundred replayed
+windows is decided by a few events and a user needs to see which:
+
+* ``<hedger>_without_costs`` rows (:func:`score`'s ``costless``): the same positions traded
+  for free. For BS delta this is how far any hedge that only trades the delta less often could
+  go: the distance from ``bs_delta`` to ``bs_delta_without_costs`` is all that cost savings
+  can win; what remains is risk the underlying cannot hedge (gamma over overnight gaps).
+* :func:`tail_by_front`: the worst 10 % of windows (ES10's own tail) by front code, each
+  code's count, mean loss and additive share of ES10.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -36,7 +48,15 @@ from hedge_pipeline.ml.portfolio.controller import (
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
-__all__ = ["BASELINES", "baseline_positions", "portfolio_delta", "portfolio_metrics", "score"]
+__all__ = [
+    "BASELINES",
+    "baseline_positions",
+    "front_codes",
+    "portfolio_delta",
+    "portfolio_metrics",
+    "score",
+    "tail_by_front",
+]
 
 BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
 REFERENCE = "bs_delta"
@@ -108,15 +128,50 @@ def score(
     positions: Mapping[str, Tensor],
     risk: RiskMeasure,
     var_limit: float,
+    costless: Sequence[str] = (),
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
     """Metrics and P&L per hedger, from each hedger's positions: (n, T) netted, or (n, T, C)
-    each code trading for itself. ``positions`` must hold ``bs_delta`` (the win-rate reference)."""
+    each code trading for itself. ``positions`` must hold ``bs_delta`` (the win-rate reference,
+    with costs). Each hedger named in ``costless`` is scored again at zero costs, as a
+    ``<name>_without_costs`` row (module docstring)."""
+    free = replace(pp, cost=0.0, slippage=0.0, fixed_fee=0.0)
+    runs = [(name, pp, held) for name, held in positions.items()]
+    runs += [(f"{name}_without_costs", free, positions[name]) for name in costless]
     with torch.no_grad():
-        scored = {name: portfolio_pnl(pp, ep, held) for name, held in positions.items()}
+        scored = {name: portfolio_pnl(problem, ep, held) for name, problem, held in runs}
         reference = scored[REFERENCE][0]
         metrics = {
-            name: portfolio_metrics(mark_to_market(pp, ep, held), scored[name][1], risk,
+            name: portfolio_metrics(mark_to_market(problem, ep, held), scored[name][1], risk,
                                     var_limit, reference)
-            for name, held in positions.items()
+            for name, problem, held in runs
         }  # fmt: skip
     return metrics, {name: pnl for name, (pnl, _) in scored.items()}
+
+
+def front_codes(ep: PortfolioEpisodes) -> Tensor:
+    """Each window's front code (index into the codes): its first present code, since the
+    portfolio's codes are in expiry order. Shape: → (n_paths,)"""
+    return ep.present.argmax(dim=1)  # the first of equal maxima
+
+
+def tail_by_front(
+    pnl: Tensor, front: Tensor, codes: Sequence[str], p: float = 0.1
+) -> dict[str, dict[str, float]]:
+    """The worst ``p`` of the windows by front code, largest share first (module docstring).
+
+    The tail is :class:`~hedge_pipeline.quant.risk.ExpectedShortfall`'s: the ⌈p·n⌉ lowest
+    P&Ls, so the ``es_share`` entries (a code's tail losses over ⌈p·n⌉) add up to ES(p).
+    ``windows`` counts the code's windows in the tail, ``mean_loss`` their mean loss.
+    """
+    k = max(1, math.ceil(p * pnl.numel() - 1e-9))
+    losses, worst = torch.topk(-pnl.double(), k)
+    fronts = front[worst]
+    rows = {}
+    for f in fronts.unique().tolist():
+        mine = losses[fronts == f]
+        rows[codes[f]] = {
+            "windows": int(mine.numel()),
+            "mean_loss": float(mine.mean()),
+            "es_share": float(mine.sum() / k),
+        }
+    return dict(sorted(rows.items(), key=lambda item: -item[1]["es_share"]))

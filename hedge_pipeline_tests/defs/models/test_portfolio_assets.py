@@ -61,7 +61,16 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     assert rows == {
         "no_hedge", "bs_delta", "whalley_wilmott", "specialists", "specialists_netted",
         "meta_controller", "joint", "ensemble", "ensemble_without_cnn_lstm",
+        "bs_delta_without_costs",
     }  # fmt: skip
+    table = ensemble["test_replay"]
+    assert table["bs_delta_without_costs"]["es10"] <= table["bs_delta"]["es10"]
+    for split in ("test_replay", "test_simulated"):
+        for hedger, by_code in ensemble["tail_by_front"][split].items():
+            assert set(by_code) <= set(CODES)
+            shares = sum(row["es_share"] for row in by_code.values())
+            assert shares == pytest.approx(ensemble[split][hedger]["es10"], rel=1e-6)
+    assert ensemble["tail_by_front_test_replay"].startswith("| hedger | front code |")
     columns = set(ensemble["test_replay"]["ensemble"])
     assert columns >= {"es10", "entropic", "sharpe", "sortino", "calmar", "max_drawdown",
                        "win_rate", "profit_rate", "var_compliance", "total_cost"}  # fmt: skip

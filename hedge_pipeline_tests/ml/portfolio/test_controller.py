@@ -6,13 +6,7 @@ import pytest
 import torch
 
 from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta
-from hedge_pipeline.ml.hedging.simulator import (
-    Book,
-    HedgingProblem,
-    as_episodes,
-    pnl,
-    simulate_paths,
-)
+from hedge_pipeline.ml.hedging.simulator import pnl
 from hedge_pipeline.ml.portfolio.controller import (
     MetaController,
     PortfolioProblem,
@@ -22,30 +16,13 @@ from hedge_pipeline.ml.portfolio.controller import (
     proposals,
 )
 from hedge_pipeline.ml.portfolio.evaluation import baseline_positions
-from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.ml.portfolio.objective import PortfolioObjective, diversity
 from hedge_pipeline.quant.risk import parse_criterion
-
-COST = 1e-3
-
-
-def _portfolio(n: int = 512, present: tuple[float, float] = (1.0, 1.0)):
-    """Two books (a call and a put) on one GBM path set, E1-style episodes."""
-    problems = (
-        HedgingProblem(book=Book((1.0,), (True,), (1.0,)), cost=COST),
-        HedgingProblem(book=Book((1.05,), (False,), (2.0,)), cost=COST),
-    )
-    paths = simulate_paths(problems[0], n, torch.Generator().manual_seed(0))
-    episodes = PortfolioEpisodes(
-        spot=paths,
-        present=torch.tensor(present).expand(n, -1).clone(),
-        books=tuple(as_episodes(p, paths) for p in problems),
-    )
-    return PortfolioProblem(("A", "B"), problems, cost=COST), episodes
+from hedge_pipeline_tests.ml.portfolio.conftest import COST, two_books
 
 
 def test_unnetted_positions_score_as_the_books_hedged_alone_and_netting_only_saves_costs():
-    pp, ep = _portfolio()
+    pp, ep = two_books()
     prop = proposals(pp, ep, [BlackScholesDelta(), BlackScholesDelta()])
     alone = sum(
         pnl(p, b, prop[..., c]) for c, (p, b) in enumerate(zip(pp.problems, ep.books, strict=True))
@@ -60,7 +37,7 @@ def test_unnetted_positions_score_as_the_books_hedged_alone_and_netting_only_sav
 
 
 def test_an_absent_code_contributes_nothing():
-    pp, ep = _portfolio(present=(1.0, 0.0))
+    pp, ep = two_books(present=(1.0, 0.0))
     prop = proposals(pp, ep, [BlackScholesDelta(), BlackScholesDelta()])
     assert bool((prop[..., 1] == 0).all())
     only_a = pnl(pp.problems[0], ep.books[0], prop[..., 0])
@@ -68,7 +45,7 @@ def test_an_absent_code_contributes_nothing():
 
 
 def test_controller_starts_between_specialists_and_delta_and_a_wide_band_freezes_the_hedge():
-    pp, ep = _portfolio(256)
+    pp, ep = two_books(256)
     with torch.no_grad():
         prop = proposals(pp, ep, [BlackScholesDelta(), BlackScholesDelta()]) * 0.5
         delta = baseline_positions(pp, ep)["bs_delta"]
@@ -81,7 +58,7 @@ def test_controller_starts_between_specialists_and_delta_and_a_wide_band_freezes
 
 
 def test_maximum_position_is_enforced():
-    pp, ep = _portfolio(64)
+    pp, ep = two_books(64)
     capped = PortfolioProblem(pp.codes, pp.problems, cost=COST, max_position=0.2)
     prop = torch.full((64, pp.n_steps, 2), 5.0)
     with torch.no_grad():
