@@ -211,14 +211,21 @@ def _columns(drop: Drop, name: str, sheet: Sheet, kinds: tuple[str, ...]) -> lis
     return [c for c in sheet.header if _kind(drop, name, c) in kinds]
 
 
-@st.composite
-def _edit_cell(draw: st.DrawFn, drop: Drop) -> None:
+def _untouched_row(draw: st.DrawFn, drop: Drop) -> tuple[str, Sheet, int] | None:
+    """A random sheet of ``drop`` and one of its rows no corruption has touched yet (None when
+    that sheet has none left): each strategy below corrupts a row of its own."""
     name = draw(st.sampled_from(sorted(drop.sheets)))
     sheet = drop.sheets[name]
     rows = sheet.untouched()
-    if not rows:
+    return (name, sheet, draw(st.sampled_from(rows))) if rows else None
+
+
+@st.composite
+def _edit_cell(draw: st.DrawFn, drop: Drop) -> None:
+    picked = _untouched_row(draw, drop)
+    if picked is None:
         return
-    row = draw(st.sampled_from(rows))
+    name, sheet, row = picked
     kind = draw(st.sampled_from(["junk", "missing", "blank", "non_finite", "negative", "dates"]))
     if kind == "dates":
         column = draw(st.sampled_from(_columns(drop, name, sheet, ("ts",)) or ["-"]))
@@ -316,12 +323,10 @@ def _drop_or_rename_column(draw: st.DrawFn, drop: Drop) -> None:
 
 @st.composite
 def _duplicate_row(draw: st.DrawFn, drop: Drop) -> None:
-    name = draw(st.sampled_from(sorted(drop.sheets)))
-    sheet = drop.sheets[name]
-    rows = sheet.untouched()
-    if not rows:
+    picked = _untouched_row(draw, drop)
+    if picked is None:
         return
-    row = draw(st.sampled_from(rows))
+    name, sheet, row = picked
     sheet.rows.append(list(sheet.rows[row]))
     sheet.touched |= {row, len(sheet.rows) - 1}
     sheet.duplicated = True
@@ -330,12 +335,10 @@ def _duplicate_row(draw: st.DrawFn, drop: Drop) -> None:
 
 @st.composite
 def _truncate_line(draw: st.DrawFn, drop: Drop) -> None:
-    name = draw(st.sampled_from(sorted(drop.sheets)))
-    sheet = drop.sheets[name]
-    rows = sheet.untouched()
-    if not rows:
+    picked = _untouched_row(draw, drop)
+    if picked is None:
         return
-    row = draw(st.sampled_from(rows))
+    name, sheet, row = picked
     line = ",".join(c for c in sheet.rows[row] if c is not None)
     cut = line[: draw(st.integers(0, max(len(line) - 1, 0)))].split(",")
     sheet.rows[row] = cut + [None] * (len(sheet.rows[row]) - len(cut))
