@@ -51,7 +51,6 @@ from hedge_pipeline.ml.portfolio.evaluation import (
 )
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
-from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.training import portfolio as shared
 from hedge_pipeline.training import registry
 from hedge_pipeline.training.session import TrainingSession
@@ -69,16 +68,10 @@ TAIL_HEDGERS = ("bs_delta", "ensemble")
 
 def run(session: TrainingSession) -> None:
     extras = session.extras
-    cfg = dict(extras["config"])
-    shared.check_config(cfg)
-    identity = dict(extras["identity"])
-    with ExitStack() as stack, torch_threads(cfg["num_threads"]):
-        client = registry.client()
-        portfolio = shared.load_portfolio(client, extras, cfg)
-        shared.describe(session, portfolio)
+    with ExitStack() as stack, shared.open_stage(session) as stage:
+        cfg, identity, client = stage.cfg, stage.identity, stage.client
+        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
         pp = portfolio.problem
-        validation = shared.validation_windows(portfolio, cfg)
-        objective = shared.objective(portfolio, cfg, validation)
         members, member_versions = [], []
         for ref in extras["joint_versions"]:
             loaded = registry.load_version(client, shared.JOINT_MODEL, ref)

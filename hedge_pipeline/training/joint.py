@@ -23,7 +23,6 @@ import torch
 from hedge_pipeline.ml.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hedge_pipeline.ml.portfolio.joint import CURRICULUM, JointModel
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
-from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.ml.trainer import TrainConfig, fit
 from hedge_pipeline.training import portfolio as shared
 from hedge_pipeline.training import registry
@@ -41,17 +40,11 @@ STAGE = "joint"
 
 def run(session: TrainingSession) -> None:
     extras = session.extras
-    cfg = dict(extras["config"])
-    shared.check_config(cfg)
-    identity = dict(extras["identity"])
-    with torch_threads(cfg["num_threads"]):
-        client = registry.client()
-        portfolio = shared.load_portfolio(client, extras, cfg)
-        shared.describe(session, portfolio)
+    with shared.open_stage(session) as stage:
+        cfg, identity, client = stage.cfg, stage.identity, stage.client
+        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
         meta = registry.load_version(client, shared.META_MODEL, extras["meta_controller_version"])
         meta_state, meta_spec = shared.load_state(meta.directory)
-        validation = shared.validation_windows(portfolio, cfg)
-        objective = shared.objective(portfolio, cfg, validation)
         # The meta-controller's version names the specialists it started from.
         identity["upstream"] = {shared.META_MODEL: meta.version}
         members = []

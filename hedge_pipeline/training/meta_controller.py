@@ -18,7 +18,6 @@ import torch
 from hedge_pipeline.ml.portfolio.controller import meta_rollout, proposals
 from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
-from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.ml.trainer import TrainConfig, fit
 from hedge_pipeline.training import portfolio as shared
 from hedge_pipeline.training import registry
@@ -35,22 +34,15 @@ STAGE = "meta_controller"
 
 
 def run(session: TrainingSession) -> None:
-    extras = session.extras
-    cfg = dict(extras["config"])
-    shared.check_config(cfg)
-    identity = dict(extras["identity"])
-    with ExitStack() as stack, torch_threads(cfg["num_threads"]):
-        client = registry.client()
-        portfolio = shared.load_portfolio(client, extras, cfg)
-        shared.describe(session, portfolio)
+    with ExitStack() as stack, shared.open_stage(session) as stage:
+        cfg, identity, client = stage.cfg, stage.identity, stage.client
+        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
         identity["upstream"] = portfolio.upstream
         tags = identity_tags(identity, shared.config_hash(cfg))
         run_id = stack.enter_context(tracking_run(client, shared.META_MODEL, tags, cfg))
         reporter = TrackingReporter(session, client, run_id)
         torch.manual_seed(cfg["seed"])
         meta = shared.new_meta(portfolio, cfg)
-        validation = shared.validation_windows(portfolio, cfg)
-        objective = shared.objective(portfolio, cfg, validation)
         task = PortfolioTask(
             portfolio.problem,
             shared.sampler(portfolio),

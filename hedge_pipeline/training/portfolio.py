@@ -1,5 +1,8 @@
 """What the three portfolio stages share: the portfolio, its models' folders, their reloading.
 
+Every stage opens the same way (:func:`open_stage`): config checked, the portfolio loaded and
+described, the fixed validation windows and the objective built on them.
+
 Extras (from the ``meta_controller``, ``joint_model`` and ``hedge_ensemble`` assets):
 ``features`` (the book rows of every selected code's ``greeks_features``), ``selection``
 (``portfolio_selection``), ``specialists`` (``{weekly_code: hedge-specialist version}``, the
@@ -17,6 +20,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -35,8 +40,9 @@ from hedge_pipeline.ml.portfolio.controller import (
 )
 from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
 from hedge_pipeline.ml.portfolio.joint import JointModel
-from hedge_pipeline.ml.portfolio.market import PortfolioMarket
+from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes, PortfolioMarket
 from hedge_pipeline.ml.portfolio.objective import PortfolioObjective, value_at_risk
+from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.training import registry
 from hedge_pipeline.training.session import TrainingSession
@@ -147,6 +153,42 @@ def load_portfolio(client: MlflowClient, extras: dict[str, Any], cfg: dict[str, 
         versions={c: wanted[c] for c in market.codes},
         excluded=sorted(set(wanted) - set(codes)),
     )
+
+
+@dataclass
+class StageInputs:
+    """What every portfolio stage starts from (:func:`open_stage`)."""
+
+    cfg: dict[str, Any]
+    identity: dict[str, Any]
+    client: MlflowClient
+    portfolio: Portfolio
+    validation: PortfolioEpisodes
+    objective: PortfolioObjective
+
+
+@contextmanager
+def open_stage(session: TrainingSession) -> Iterator[StageInputs]:
+    """The stage's checked config, identity, registry client, portfolio (described in the
+    log), fixed validation windows and objective, with the configured torch threads for the
+    block. None of it draws from torch's global generator, so a stage seeding it afterwards
+    (the meta-controller's initial weights) gets the same draws as before it."""
+    extras = session.extras
+    cfg = dict(extras["config"])
+    check_config(cfg)
+    with torch_threads(cfg["num_threads"]):
+        client = registry.client()
+        portfolio = load_portfolio(client, extras, cfg)
+        describe(session, portfolio)
+        validation = validation_windows(portfolio, cfg)
+        yield StageInputs(
+            cfg,
+            dict(extras["identity"]),
+            client,
+            portfolio,
+            validation,
+            objective(portfolio, cfg, validation),
+        )
 
 
 def describe(session: TrainingSession, portfolio: Portfolio) -> None:
