@@ -47,6 +47,7 @@ from hedge_pipeline.ml.portfolio.evaluation import (
     baseline_positions,
     front_codes,
     score,
+    specialist_rows,
     tail_by_front,
 )
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
@@ -112,10 +113,8 @@ def run(session: TrainingSession) -> None:
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
                 held_ensemble, guard = ensemble.positions(pp, ep)
-                held = baseline_positions(pp, ep) | {
-                    "specialists": prop,
-                    "specialists_netted": prop.sum(dim=-1),
-                    "meta_controller": meta_rollout(pp, ep, prop, meta).positions,
+                held = baseline_positions(pp, ep) | specialist_rows(prop) | {
+                    "meta_controller": meta_rollout(pp, ep, prop, meta).hedge,
                     "joint": member_positions(pp, ep, best),
                     "ensemble": held_ensemble,
                     "ensemble_without_cnn_lstm": ensemble.positions(

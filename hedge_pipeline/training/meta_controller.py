@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from hedge_pipeline.ml.portfolio.controller import meta_rollout, proposals
-from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score
+from hedge_pipeline.ml.portfolio.evaluation import baseline_positions, score, specialist_rows
 from hedge_pipeline.ml.portfolio.task import PortfolioTask
 from hedge_pipeline.ml.trainer import TrainConfig, fit
 from hedge_pipeline.training import portfolio as shared
@@ -67,10 +67,11 @@ def run(session: TrainingSession) -> None:
         pp = portfolio.problem
         with torch.no_grad():
             prop = proposals(pp, test, portfolio.specialists)
-            held = baseline_positions(pp, test) | {
-                "specialists": prop,
-                "meta_controller": meta_rollout(pp, test, prop, meta).positions,
-            }
+            held = (
+                baseline_positions(pp, test)
+                | specialist_rows(prop)
+                | {"meta_controller": meta_rollout(pp, test, prop, meta).hedge}
+            )
         metrics, _ = score(pp, test, held, objective.risk, objective.var_limit)
         log_metrics(
             client,

@@ -22,6 +22,14 @@ CNN-LSTM's forecast and uncertainty, turbulence, the coming interval), averaged 
 present.
 
 P&L of a window: Σ_c m_c (premium_c − terminal_c) + Σ_t H_t ΔS_t − Σ_t cost(ΔH_t, S_t).
+
+**With hedge options** (delta-gamma specialists: every code's specialist also trades one
+option of its code, its *hedge option*), each code keeps its specialist's option position
+g_c,t: options of different codes are different instruments and cannot net. The controller
+then works on what is left for the underlying: the Black–Scholes delta and scaled gamma it
+reads and mixes with are the book's net of the option position (δ_c − g_c·δ^opt_c, the
+delta-gamma expert's underlying leg when g_c is its option leg), and the P&L adds each option's
+gains Σ_t g_c,t ΔP_c,t less its quoted half-spread per unit traded.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from hedge_pipeline.ml.hedging.deep_hedging import MLP, InputScale
 from hedge_pipeline.ml.hedging.simulator import (
     DELTA,
     N_MARKET,
+    OPTION_DELTA,
+    OPTION_SCALED_GAMMA,
     SCALED_GAMMA,
     HedgingProblem,
     Policy,
@@ -50,6 +60,7 @@ from hedge_pipeline.ml.hedging.simulator import (
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 
 __all__ = [
+    "Hedge",
     "MetaController",
     "PortfolioProblem",
     "PortfolioRollout",
@@ -57,8 +68,10 @@ __all__ = [
     "code_features",
     "mark_to_market",
     "meta_rollout",
+    "net_of_options",
     "portfolio_pnl",
     "proposals",
+    "split_proposals",
 ]
 
 N_CODE_INPUTS = N_MARKET + 1  # market columns and the proposal
@@ -85,11 +98,12 @@ class PortfolioProblem:
     def __post_init__(self) -> None:
         if len(self.codes) != len(self.problems) or not self.codes:
             raise ValueError("a portfolio needs one hedging problem per code, at least one")
-        if any(p.instrument is not None for p in self.problems):
+        pairs = zip(self.codes, self.problems, strict=True)
+        with_option = sorted(c for c, p in pairs if p.instrument is not None)
+        if with_option and len(with_option) != len(self.codes):
             raise ValueError(
-                "the meta-controller nets positions in the underlying; specialists that also "
-                "trade a hedge option (delta-gamma) are not supported: retrain them with "
-                "hedge_option=false"
+                "either every code's specialist trades a hedge option or none does; with: "
+                f"{', '.join(with_option)}; retrain the others with the same hedge_option"
             )
         if len({p.n_steps for p in self.problems}) != 1:
             raise ValueError("every code's episodes need the same number of decisions")
@@ -103,6 +117,11 @@ class PortfolioProblem:
         return self.problems[0].n_steps
 
     @property
+    def with_options(self) -> bool:
+        """Whether every code also trades its hedge option (module docstring)."""
+        return self.problems[0].instrument is not None
+
+    @property
     def trading(self) -> HedgingProblem:
         """The costs of the portfolio's trades, as a problem :func:`trade_costs` reads."""
         return HedgingProblem(cost=self.cost, slippage=self.slippage, fixed_fee=self.fixed_fee)
@@ -114,6 +133,14 @@ class PortfolioProblem:
         )
 
 
+class Hedge(NamedTuple):
+    """A portfolio hedger's positions: in the underlying, (n, T) netted or (n, T, C) each code
+    trading for itself; and each code's hedge option (n, T, C), None without hedge options."""
+
+    underlying: Tensor
+    options: Tensor | None = None
+
+
 def book_sizes(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Tensor:
     """Options held per code, Σ|w|, 0 where absent. Shape: → (n_paths, n_codes)."""
     size = torch.tensor(
@@ -123,55 +150,90 @@ def book_sizes(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Tensor:
 
 
 def code_features(pp: PortfolioProblem, ep: PortfolioEpisodes) -> tuple[Tensor, Tensor]:
-    """Each code's market columns and the present codes' mean context at every decision.
+    """Each code's market columns (then its hedge option's delta and scaled gamma, with hedge
+    options) and the present codes' mean context at every decision.
 
-    Shape: → (n_paths, n_steps, n_codes, 4), (n_paths, n_steps, n_context)
+    Shape: → (n_paths, n_steps, n_codes, 4 or 6), (n_paths, n_steps, n_context)
     """
     columns = [market_features(p, book) for p, book in zip(pp.problems, ep.books, strict=True)]
-    stacked = torch.stack(columns, dim=2)  # (n, T, C, 4 + n_context)
+    stacked = torch.stack(columns, dim=2)  # (n, T, C, 4 [+ 2] + n_context)
+    market = N_MARKET + (2 if pp.with_options else 0)
     weights = ep.present / ep.present.sum(dim=1, keepdim=True).clamp(min=1.0)
-    context = (stacked[..., N_MARKET:] * weights[:, None, :, None]).sum(dim=2)
-    return stacked[..., :N_MARKET], context
+    context = (stacked[..., market:] * weights[:, None, :, None]).sum(dim=2)
+    return stacked[..., :market], context
+
+
+def net_of_options(feats: Tensor, options: Tensor | None) -> Tensor:
+    """The books' market columns with delta and scaled gamma net of the codes' option
+    positions (what is left for the underlying, module docstring); unchanged without options.
+
+    Shape: feats (..., C, 6), options (..., C) → (..., C, 6)
+    """
+    if options is None:
+        return feats
+    net = feats.clone()
+    net[..., DELTA] = feats[..., DELTA] - options * feats[..., OPTION_DELTA]
+    net[..., SCALED_GAMMA] = feats[..., SCALED_GAMMA] - options * feats[..., OPTION_SCALED_GAMMA]
+    return net
+
+
+def split_proposals(prop: Tensor) -> Hedge:
+    """:func:`proposals` as each code's (underlying, option) positions."""
+    return Hedge(prop[..., 0], prop[..., 1]) if prop.ndim == 4 else Hedge(prop)
 
 
 def proposals(pp: PortfolioProblem, ep: PortfolioEpisodes, specialists: Sequence[Policy]) -> Tensor:
     """Each specialist's hedge of its own book, as it would hold it alone; 0 where absent.
 
-    Shape: → (n_paths, n_steps, n_codes)
+    Shape: → (n_paths, n_steps, n_codes), or (n_paths, n_steps, n_codes, 2) (underlying,
+    option) with hedge options
     """
     hedges = [
         rollout(p, book, policy)[1]
         for p, book, policy in zip(pp.problems, ep.books, specialists, strict=True)
     ]
-    return torch.stack(hedges, dim=2) * ep.present.unsqueeze(1)
+    stacked = torch.stack(hedges, dim=2)
+    mask = ep.present.unsqueeze(1)
+    return stacked * (mask.unsqueeze(-1) if stacked.ndim == 4 else mask)
 
 
 def _gains_and_costs(
-    pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Tensor
+    pp: PortfolioProblem, ep: PortfolioEpisodes, hedge: Hedge | Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Hedge gains and transaction costs at every step. ``positions`` (n, T) is one netted
-    position; (n, T, C) are the codes' own, each trading (and paying) for itself.
+    """Hedge gains and transaction costs at every step. The underlying (n, T) is one netted
+    position; (n, T, C) are the codes' own, each trading (and paying) for itself. Each code's
+    option (n, T, C) gains its price change and pays its quoted half-spread per unit traded.
     Shape: → (n_paths, n_steps) each."""
+    positions, options = hedge if isinstance(hedge, Hedge) else Hedge(hedge)
     spot = ep.spot[:, :-1]
     if positions.ndim == 3:
         costs = trade_costs(pp.trading, trades(positions), spot.unsqueeze(-1)).sum(dim=-1)
         positions = positions.sum(dim=-1)
     else:
         costs = trade_costs(pp.trading, trades(positions), spot)
-    return positions * ep.spot.diff(dim=1), costs
+    gains = positions * ep.spot.diff(dim=1)
+    if options is not None:
+        options = options * ep.present.unsqueeze(1)
+        price = torch.stack([b.instrument_price for b in ep.books], dim=-1)  # (n, T + 1, C)
+        spread = torch.stack([b.instrument_cost[:, :-1] for b in ep.books], dim=-1)
+        gains = gains + (options * price.diff(dim=1)).sum(dim=-1)
+        costs = costs + (spread * trades(options).abs()).sum(dim=-1)
+    return gains, costs
 
 
 def portfolio_pnl(
-    pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Tensor
+    pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Hedge | Tensor
 ) -> tuple[Tensor, Tensor]:
-    """P&L and transaction costs of each window hedged with ``positions`` (module doc), one
-    netted position (n, T) or each code's own (n, T, C). Shape: → (n_paths,), (n_paths,)"""
+    """P&L and transaction costs of each window hedged with ``positions`` (module doc): a
+    :class:`Hedge`, or its underlying alone. Shape: → (n_paths,), (n_paths,)"""
     books = torch.stack([b.premium - b.terminal_value for b in ep.books], dim=1)
     gains, costs = _gains_and_costs(pp, ep, positions)
     return (books * ep.present).sum(dim=1) + gains.sum(dim=1) - costs.sum(dim=1), costs.sum(dim=1)
 
 
-def mark_to_market(pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Tensor) -> Tensor:
+def mark_to_market(
+    pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Hedge | Tensor
+) -> Tensor:
     """The hedged portfolio's P&L path: books at their marks (premium at the start, terminal
     mark at the end, Black–Scholes at their implied vols between), hedge gains and costs to
     date. Its last column is :func:`portfolio_pnl`. Shape: → (n_paths, n_steps + 1)."""
@@ -190,13 +252,18 @@ def mark_to_market(pp: PortfolioProblem, ep: PortfolioEpisodes, positions: Tenso
 
 class PortfolioRollout(NamedTuple):
     """One pass of the controller over a batch. Shape: pnl, costs (n,); positions (n, T);
-    scales (n, T, n_codes); bands (n, T)."""
+    scales (n, T, n_codes); bands (n, T); options (n, T, n_codes) or None."""
 
     pnl: Tensor
     costs: Tensor
     positions: Tensor
     scales: Tensor
     bands: Tensor
+    options: Tensor | None = None
+
+    @property
+    def hedge(self) -> Hedge:
+        return Hedge(self.positions, self.options)
 
 
 class MetaController(nn.Module):
@@ -316,7 +383,9 @@ def fit_inputs(
 ) -> None:
     """Set the controller's input scales from a sample, holding the netted proposals (the
     identity controller's positions, without band)."""
+    prop, options = split_proposals(prop)
     feats, context = code_features(pp, ep)
+    feats = net_of_options(feats, options)
     sizes = book_sizes(pp, ep).unsqueeze(1).expand(-1, pp.n_steps, -1)
     target = prop.sum(dim=-1)
     prev = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)
@@ -330,8 +399,11 @@ def meta_rollout(
     pp: PortfolioProblem, ep: PortfolioEpisodes, prop: Tensor, meta: MetaController
 ) -> PortfolioRollout:
     """Drive ``meta`` over every window at once, from the specialists' proposals ``prop``
-    (:func:`proposals`, (n, T, C)); the position is the only state carried through time."""
+    (:func:`proposals`); the position is the only state carried through time. With hedge
+    options each code holds its specialist's option (module docstring)."""
+    prop, options = split_proposals(prop)
     feats, context = code_features(pp, ep)
+    feats = net_of_options(feats, options)
     sizes = book_sizes(pp, ep)
     size = sizes.sum(dim=1)
     limit = size * 2.0 if pp.max_position is None else torch.full_like(size, pp.max_position)
@@ -346,7 +418,7 @@ def meta_rollout(
         scales.append(scale)
         bands.append(band)
     stacked = torch.stack(positions, dim=1)
-    pnl, costs = portfolio_pnl(pp, ep, stacked)
+    pnl, costs = portfolio_pnl(pp, ep, Hedge(stacked, options))
     return PortfolioRollout(
-        pnl, costs, stacked, torch.stack(scales, dim=1), torch.stack(bands, dim=1)
+        pnl, costs, stacked, torch.stack(scales, dim=1), torch.stack(bands, dim=1), options
     )

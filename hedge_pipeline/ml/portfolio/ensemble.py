@@ -6,8 +6,9 @@ their positions, with weights softmax(−(risk_k − min risk) / temperature) of
 risk (temperature: the spread of those risks, so weights neither collapse on one member for a
 negligible difference nor ignore a large one). Where the books' turbulence index exceeds a
 threshold (a quantile of its training values, FinRL's guard) the ensemble holds the
-Black–Scholes delta of the portfolio instead: learned policies are least trustworthy in the
-storms they rarely saw.
+Black–Scholes delta of the portfolio instead (delta-gamma, option legs included, when the
+specialists trade hedge options: dropping the options in a storm would sell the gamma hedge
+when it is needed most): learned policies are least trustworthy in the storms they rarely saw.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import torch
 from torch import Tensor, nn
 
 from hedge_pipeline.ml.portfolio.controller import (
+    Hedge,
     PortfolioProblem,
     code_features,
     meta_rollout,
     proposals,
 )
-from hedge_pipeline.ml.portfolio.evaluation import portfolio_delta
+from hedge_pipeline.ml.portfolio.evaluation import analytic_hedge
 from hedge_pipeline.ml.portfolio.joint import JointModel
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 
@@ -39,10 +41,10 @@ def risk_weights(risks: Sequence[float]) -> Tensor:
     return torch.softmax(-(r - r.min()) / spread, dim=0)
 
 
-def member_positions(pp: PortfolioProblem, ep: PortfolioEpisodes, member: JointModel) -> Tensor:
-    """One joint model's portfolio positions. Shape: → (n_paths, n_steps)."""
+def member_positions(pp: PortfolioProblem, ep: PortfolioEpisodes, member: JointModel) -> Hedge:
+    """One joint model's portfolio positions. Shape: → Hedge((n, T), options (n, T, C) or None)"""
     prop = proposals(pp, ep, list(member.specialists))
-    return meta_rollout(pp, ep, prop, member.meta).positions
+    return meta_rollout(pp, ep, prop, member.meta).hedge
 
 
 class HedgeEnsemble(nn.Module):
@@ -67,15 +69,30 @@ class HedgeEnsemble(nn.Module):
         self.turbulence_threshold = turbulence_threshold
         self.turbulence_column = turbulence_column
 
-    def positions(self, pp: PortfolioProblem, ep: PortfolioEpisodes) -> tuple[Tensor, Tensor]:
-        """The ensemble's positions and where the guard held BS delta. Shape: → (n, T) each."""
-        stacked = torch.stack([member_positions(pp, ep, m) for m in self.members], dim=-1)
-        held = (stacked * self.weights.to(stacked.dtype)).sum(dim=-1)
-        guard = torch.zeros_like(held, dtype=torch.bool)
+    def positions(self, pp: PortfolioProblem, ep: PortfolioEpisodes) -> tuple[Hedge, Tensor]:
+        """The ensemble's positions and where the guard held the analytic hedge.
+
+        Shape: → Hedge((n, T), options (n, T, C) or None), guard (n, T)
+        """
+        hedges = [member_positions(pp, ep, m) for m in self.members]
+        weights = self.weights.to(ep.spot.dtype)
+        held = Hedge(
+            *(
+                None if legs[0] is None else (torch.stack(legs, dim=-1) * weights).sum(dim=-1)
+                for legs in zip(*hedges, strict=True)
+            )
+        )
+        guard = torch.zeros_like(held.underlying, dtype=torch.bool)
         if self.turbulence_column is not None:
             _, context = code_features(pp, ep)
             guard = context[..., self.turbulence_column] > self.turbulence_threshold
-            held = torch.where(guard, portfolio_delta(pp, ep), held)
+            textbook = analytic_hedge(pp, ep)
+            held = Hedge(
+                torch.where(guard, textbook.underlying, held.underlying),
+                None
+                if held.options is None
+                else torch.where(guard.unsqueeze(-1), textbook.options, held.options),
+            )
         return held, guard
 
 

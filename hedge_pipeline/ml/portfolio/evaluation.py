@@ -2,6 +2,9 @@
 
 Baselines trade the netted portfolio position: no hedge, Black–Scholes delta (the sum of the
 books' deltas) and a Whalley–Wilmott band around it, sized by the portfolio's dollar gamma.
+With hedge options a fourth, ``bs_delta_gamma``: each code's book delta-gamma neutral with its
+option (:func:`~hedge_pipeline.ml.hedging.baselines.delta_gamma`, capped as the specialists'
+baseline is), the underlying legs netted.
 The columns (:func:`portfolio_metrics`), per window of P&L X (the hedged portfolio, held from
 the window's first decision to its end):
 
@@ -37,24 +40,28 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from hedge_pipeline.ml.hedging.baselines import whalley_wilmott_width
+from hedge_pipeline.ml.hedging.baselines import delta_gamma, option_cap, whalley_wilmott_width
 from hedge_pipeline.ml.hedging.simulator import DELTA, SCALED_GAMMA
 from hedge_pipeline.ml.portfolio.controller import (
+    Hedge,
     PortfolioProblem,
     code_features,
     mark_to_market,
     portfolio_pnl,
+    split_proposals,
 )
 from hedge_pipeline.ml.portfolio.market import PortfolioEpisodes
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
 __all__ = [
     "BASELINES",
+    "analytic_hedge",
     "baseline_positions",
     "front_codes",
     "portfolio_delta",
     "portfolio_metrics",
     "score",
+    "specialist_rows",
     "tail_by_front",
 ]
 
@@ -68,10 +75,48 @@ def portfolio_delta(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Tensor:
     return (feats[..., DELTA] * ep.present.unsqueeze(1)).sum(dim=-1)
 
 
+def delta_gamma_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
+    """Every present book delta-gamma neutral with its own hedge option, the underlying legs
+    netted (module docstring). Shape: → Hedge((n, T), (n, T, C))"""
+    feats, _ = code_features(pp, ep)
+    n, steps, _, columns = feats.shape
+    legs = (
+        torch.stack(
+            [
+                delta_gamma(feats[:, :, c].reshape(-1, columns), option_cap(p)).reshape(n, steps, 2)
+                for c, p in enumerate(pp.problems)
+            ],
+            dim=2,
+        )
+        * ep.present[:, None, :, None]
+    )
+    return Hedge(legs[..., 0].sum(dim=-1), legs[..., 1])
+
+
+def analytic_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
+    """The textbook hedge with the portfolio's instruments: BS delta-gamma with hedge options,
+    BS delta without."""
+    if pp.with_options:
+        return delta_gamma_hedge(pp, ep)
+    return Hedge(portfolio_delta(pp, ep))
+
+
+def specialist_rows(prop: Tensor) -> dict[str, Hedge]:
+    """The specialists' proposals (:func:`~hedge_pipeline.ml.portfolio.controller.proposals`)
+    as two rows: each code trading for itself (``specialists``) and their underlying positions
+    summed into one trade (``specialists_netted``); options are each code's either way."""
+    own = split_proposals(prop)
+    return {
+        "specialists": own,
+        "specialists_netted": Hedge(own.underlying.sum(dim=-1), own.options),
+    }
+
+
 def baseline_positions(
     pp: PortfolioProblem, ep: PortfolioEpisodes, risk_aversion: float = 1.0
-) -> dict[str, Tensor]:
-    """Positions (n, T) of the three baselines on ``ep`` (module docstring)."""
+) -> dict[str, Tensor | Hedge]:
+    """Positions of the baselines on ``ep`` (module docstring): (n, T) in the underlying, and
+    ``bs_delta_gamma`` a :class:`Hedge` with options."""
     feats, _ = code_features(pp, ep)
     present = ep.present.unsqueeze(1)
     delta = (feats[..., DELTA] * present).sum(dim=-1)
@@ -84,11 +129,14 @@ def baseline_positions(
     for t in range(pp.n_steps):
         prev = torch.clamp(prev, delta[:, t] - width[:, t], delta[:, t] + width[:, t])
         band.append(prev)
-    return {
+    baselines: dict[str, Tensor | Hedge] = {
         "no_hedge": torch.zeros_like(delta),
         "bs_delta": delta,
         "whalley_wilmott": torch.stack(band, dim=1),
     }
+    if pp.with_options:
+        baselines["bs_delta_gamma"] = delta_gamma_hedge(pp, ep)
+    return baselines
 
 
 def portfolio_metrics(
@@ -125,15 +173,16 @@ def portfolio_metrics(
 def score(
     pp: PortfolioProblem,
     ep: PortfolioEpisodes,
-    positions: Mapping[str, Tensor],
+    positions: Mapping[str, Tensor | Hedge],
     risk: RiskMeasure,
     var_limit: float,
     costless: Sequence[str] = (),
 ) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
-    """Metrics and P&L per hedger, from each hedger's positions: (n, T) netted, or (n, T, C)
-    each code trading for itself. ``positions`` must hold ``bs_delta`` (the win-rate reference,
-    with costs). Each hedger named in ``costless`` is scored again at zero costs, as a
-    ``<name>_without_costs`` row (module docstring)."""
+    """Metrics and P&L per hedger, from each hedger's positions: a :class:`Hedge`, or its
+    underlying alone, (n, T) netted or (n, T, C) each code trading for itself. ``positions``
+    must hold ``bs_delta`` (the win-rate reference, with costs). Each hedger named in
+    ``costless`` is scored again at zero costs, as a ``<name>_without_costs`` row (module
+    docstring)."""
     free = replace(pp, cost=0.0, slippage=0.0, fixed_fee=0.0)
     runs = [(name, pp, held) for name, held in positions.items()]
     runs += [(f"{name}_without_costs", free, positions[name]) for name in costless]

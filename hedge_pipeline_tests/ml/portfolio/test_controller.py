@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta
-from hedge_pipeline.ml.hedging.simulator import pnl
+from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, BlackScholesDeltaGamma
+from hedge_pipeline.ml.hedging.deep_hedging import make_policy
+from hedge_pipeline.ml.hedging.simulator import DELTA, pnl
 from hedge_pipeline.ml.portfolio.controller import (
+    Hedge,
     MetaController,
     PortfolioProblem,
+    code_features,
+    fit_inputs,
     mark_to_market,
     meta_rollout,
+    net_of_options,
     portfolio_pnl,
     proposals,
 )
@@ -84,3 +89,37 @@ def test_objective_penalizes_var_breaches_and_rewards_diversity():
     assert float(bonus.loss(pnl_, costs, equal, present)) == pytest.approx(base - 0.5)
     with pytest.raises(ValueError, match="var_level"):
         PortfolioObjective(risk, var_level=0.3)
+
+
+def test_with_hedge_options_each_code_keeps_its_option_and_the_controller_nets_the_rest():
+    """Delta-gamma specialists: their underlying legs already net their options' delta, so a
+    controller mixing them with the books' delta *net of those options* changes nothing, and
+    the options pass through to the P&L."""
+    pp, ep = two_books(options=True)
+    specialists = [BlackScholesDeltaGamma(p) for p in pp.problems]
+    prop = proposals(pp, ep, specialists)
+    assert prop.shape == (ep.n_paths, pp.n_steps, 2, 2)
+    meta = MetaController(n_context=0, initial_band=1e-9, initial_weight=0.25)
+    fit_inputs(meta, pp, ep, prop)
+    with torch.no_grad():
+        r = meta_rollout(pp, ep, prop, meta)
+    torch.testing.assert_close(r.options, prop[..., 1])
+    torch.testing.assert_close(r.positions, prop[..., 0].sum(dim=-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.pnl, portfolio_pnl(pp, ep, Hedge(r.positions, r.options))[0])
+    # The books' delta net of the options is the delta-gamma hedge's underlying leg.
+    feats, _ = code_features(pp, ep)
+    net = net_of_options(feats, prop[..., 1])
+    torch.testing.assert_close(net[..., DELTA], prop[..., 0], atol=1e-5, rtol=0)
+
+
+def test_joint_training_reaches_the_specialists_option_legs():
+    """The portfolio loss flows into each specialist's option position (pathwise)."""
+    pp, ep = two_books(n=64, options=True)
+    specialists = [make_policy("mlp", p, width=8, n_layers=2) for p in pp.problems]
+    for policy in specialists:  # a non-zero last layer, so every weight gets a gradient
+        torch.nn.init.normal_(policy.net[-1].weight, std=0.1)
+    meta = MetaController(n_context=0)
+    r = meta_rollout(pp, ep, proposals(pp, ep, specialists), meta)
+    (-r.pnl.mean()).backward()
+    for policy in specialists:
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())

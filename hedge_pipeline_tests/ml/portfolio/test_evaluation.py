@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
+from hedge_pipeline.ml.hedging.baselines import BlackScholesDeltaGamma
+from hedge_pipeline.ml.hedging.simulator import pnl, rollout
+from hedge_pipeline.ml.portfolio.controller import Hedge, PortfolioProblem, portfolio_pnl
 from hedge_pipeline.ml.portfolio.evaluation import (
     baseline_positions,
     front_codes,
@@ -54,3 +59,30 @@ def test_costless_rows_score_the_same_positions_traded_for_free():
     assert bool((gap >= 0).all()) and free["es10"] < paid["es10"]
     # The win rate is still against BS delta with costs: free trading wins wherever it trades.
     assert free["win_rate"] == pytest.approx(float((gap > 0).double().mean()))
+
+
+def test_delta_gamma_baseline_is_each_codes_delta_gamma_hedge_with_the_underlying_netted():
+    pp, ep = two_books(options=True)
+    hedge = baseline_positions(pp, ep)["bs_delta_gamma"]
+    legs = [
+        rollout(p, book, BlackScholesDeltaGamma(p))[1]
+        for p, book in zip(pp.problems, ep.books, strict=True)
+    ]
+    torch.testing.assert_close(hedge.underlying, legs[0][..., 0] + legs[1][..., 0])
+    torch.testing.assert_close(hedge.options, torch.stack([leg[..., 1] for leg in legs], -1))
+    # Netting only saves the underlying's costs: per code alone, the P&L is the codes' sum.
+    alone = sum(pnl(p, b, leg) for p, b, leg in zip(pp.problems, ep.books, legs, strict=True))
+    unnetted = Hedge(torch.stack([leg[..., 0] for leg in legs], -1), hedge.options)
+    torch.testing.assert_close(portfolio_pnl(pp, ep, unnetted)[0], alone)
+    netted_pnl, netted_costs = portfolio_pnl(pp, ep, hedge)
+    assert bool((netted_pnl >= portfolio_pnl(pp, ep, unnetted)[0] - 1e-6).all())
+    # The options take gamma off: far less risk than delta hedging with the underlying alone.
+    metrics, _ = score(pp, ep, baseline_positions(pp, ep), parse_criterion("es:0.1"), 1.0)
+    assert metrics["bs_delta_gamma"]["es10"] < metrics["bs_delta"]["es10"]
+    assert netted_costs.mean() > 0
+
+
+def test_a_portfolio_hedges_with_options_for_every_code_or_for_none():
+    pp, _ = two_books(options=True)
+    with pytest.raises(ValueError, match="either every code's specialist trades a hedge option"):
+        PortfolioProblem(pp.codes, (pp.problems[0], replace(pp.problems[1], instrument=None)))
