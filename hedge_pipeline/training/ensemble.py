@@ -113,14 +113,18 @@ def run(session: TrainingSession) -> None:
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
                 held_ensemble, guard = ensemble.positions(pp, ep)
-                held = baseline_positions(pp, ep) | specialist_rows(prop) | {
-                    "meta_controller": meta_rollout(pp, ep, prop, meta).hedge,
-                    "joint": member_positions(pp, ep, best),
-                    "ensemble": held_ensemble,
-                    "ensemble_without_cnn_lstm": ensemble.positions(
-                        pp, without_forecasts(ep, FORECAST_COLUMNS, means)
-                    )[0],
-                }
+                held = (
+                    baseline_positions(pp, ep)
+                    | specialist_rows(prop)
+                    | {
+                        "meta_controller": meta_rollout(pp, ep, prop, meta).hedge,
+                        "joint": member_positions(pp, ep, best),
+                        "ensemble": held_ensemble,
+                        "ensemble_without_cnn_lstm": ensemble.positions(
+                            pp, without_forecasts(ep, FORECAST_COLUMNS, means)
+                        )[0],
+                    }
+                )
             tables[split], pnls[split] = score(
                 pp, ep, held, objective.risk, objective.var_limit, costless=("bs_delta",)
             )
@@ -222,17 +226,19 @@ def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[
 def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | None] | None:
     """The current champion's test ES10 on these windows (None: no champion yet).
 
-    A champion built on other weekly codes (a code joined or left since) cannot hedge these
-    windows, so it has no ES10 here: ``(version, None)``. The stage must still register the
-    new ensemble (as a candidate, see ``_gate``) rather than fail: failing would leave every
-    portfolio retrain after a change of codes without an ensemble at all.
+    A champion built on other weekly codes (a code joined or left since), or on specialists of
+    another shape (a hedge option where there was none, another network), cannot be rebuilt
+    around this portfolio's specialists, so it has no ES10 here: ``(version, None)``. The stage
+    must still register the new ensemble (as a candidate, see ``_gate``) rather than fail:
+    failing would leave every portfolio retrain after such a change without an ensemble.
     """
     try:
         loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, registry.CHAMPION)
     except registry.UnknownModelVersionError:
         return None
     state, spec = shared.load_state(loaded.directory)
-    if list(spec["codes"]) != list(portfolio.market.codes):
+    same_options = spec.get("hedge_options", False) == portfolio.problem.with_options
+    if list(spec["codes"]) != list(portfolio.market.codes) or not same_options:
         return loaded.version, None
     info = spec["ensemble"]
     members = [
@@ -241,7 +247,10 @@ def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | Non
     champion = HedgeEnsemble(
         members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
     )
-    champion.load_state_dict(state)
+    try:
+        champion.load_state_dict(state)
+    except RuntimeError:  # torch's answer to weights of another shape than the skeleton's
+        return loaded.version, None
     with torch.no_grad():
         held = champion.positions(portfolio.problem, test)[0]
         bs = baseline_positions(portfolio.problem, test)["bs_delta"]
@@ -268,8 +277,8 @@ def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[
     if champion is not None and champion[1] is None:
         return "candidate", (
             f"{bar} beats BS delta's {bs:.4g}, but champion v{champion[0]} covers other weekly "
-            "codes: the two cannot be compared on one test set; promote it by hand if it "
-            "should replace the champion"
+            "codes or hedges with other specialists: the two cannot be compared on one test "
+            "set; promote it by hand if it should replace the champion"
         )
     if champion is not None and not new <= champion[1] * (1.0 - margin):
         return "candidate", (

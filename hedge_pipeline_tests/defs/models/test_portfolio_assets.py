@@ -105,3 +105,18 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     assert second["promotion"] == "candidate"
     assert "does not beat" in second["promotion_reason"]
     assert client.get_model_version_by_alias("hedge-ensemble", "champion").version == first.version
+
+    # Specialists of another shape (the no-trade-band head): the champion cannot be rebuilt
+    # around them (the stage used to fail loading its weights); the new ensemble registers as
+    # a candidate, and the champion stays.
+    for code in CODES:
+        assert _materialize(instance, [specialist_agents], code, hedge_option=False, head="ntb")
+    reshaped = _materialize(instance, [meta_controller, joint_model, hedge_ensemble])
+    assert reshaped.success
+    third = _metadata(reshaped, "hedge_ensemble")
+    assert third["promotion"] == "candidate"
+    assert any(
+        why in third["promotion_reason"]
+        for why in ("does not beat BS delta", "hedges with other specialists")
+    ), third["promotion_reason"]
+    assert client.get_model_version_by_alias("hedge-ensemble", "champion").version == first.version
