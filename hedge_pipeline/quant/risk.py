@@ -98,8 +98,12 @@ class ExpectedShortfall(RiskMeasure):
     def __repr__(self) -> str:
         return f"ExpectedShortfall(p={self.p})"
 
+    def tail_size(self, n: int) -> int:
+        """How many of ``n`` outcomes make the tail: ⌈p·n⌉, at least one."""
+        return max(1, math.ceil(self.p * n - 1e-9))
+
     def cash(self, pl: Tensor) -> Tensor:
-        k = max(1, math.ceil(self.p * pl.shape[-1] - 1e-9))
+        k = self.tail_size(pl.shape[-1])
         return torch.topk(-pl, k, dim=-1, sorted=False).values.mean(dim=-1)
 
 

@@ -237,8 +237,7 @@ def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | Non
     except registry.UnknownModelVersionError:
         return None
     state, spec = shared.load_state(loaded.directory)
-    same_options = spec.get("hedge_options", False) == portfolio.problem.with_options
-    if list(spec["codes"]) != list(portfolio.market.codes) or not same_options:
+    if list(spec["codes"]) != list(portfolio.market.codes):
         return loaded.version, None
     info = spec["ensemble"]
     members = [

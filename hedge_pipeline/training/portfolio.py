@@ -276,7 +276,6 @@ def meta_spec(portfolio: Portfolio, meta: MetaController, cfg: dict[str, Any]) -
         "costs": {"cost": cfg["cost"], "slippage": cfg["slippage"], "fixed_fee": cfg["fixed_fee"]},
         "max_position": cfg.get("max_position"),
         "criterion": cfg["criterion"],
-        "hedge_options": portfolio.problem.with_options,
     }
 
 

@@ -84,9 +84,9 @@ class HedgeEnsemble(nn.Module):
         )
         guard = torch.zeros_like(held.underlying, dtype=torch.bool)
         if self.turbulence_column is not None:
-            _, context = code_features(pp, ep)
+            feats, context = code_features(pp, ep)
             guard = context[..., self.turbulence_column] > self.turbulence_threshold
-            textbook = analytic_hedge(pp, ep)
+            textbook = analytic_hedge(pp, ep, feats)
             held = Hedge(
                 torch.where(guard, textbook.underlying, held.underlying),
                 None

@@ -33,7 +33,6 @@ windows is decided by a few events and a user needs to see which:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -69,16 +68,18 @@ BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
 REFERENCE = "bs_delta"
 
 
-def portfolio_delta(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Tensor:
-    """Σ of the present books' Black–Scholes deltas. Shape: → (n_paths, n_steps)."""
-    feats, _ = code_features(pp, ep)
+def portfolio_delta(ep: PortfolioEpisodes, feats: Tensor) -> Tensor:
+    """Σ of the present books' Black–Scholes deltas, from the codes' features
+    (:func:`code_features`). Shape: feats (n, T, C, ·) → (n_paths, n_steps)."""
     return (feats[..., DELTA] * ep.present.unsqueeze(1)).sum(dim=-1)
 
 
-def delta_gamma_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
+def delta_gamma_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes, feats: Tensor) -> Hedge:
     """Every present book delta-gamma neutral with its own hedge option, the underlying legs
-    netted (module docstring). Shape: → Hedge((n, T), (n, T, C))"""
-    feats, _ = code_features(pp, ep)
+    netted (module docstring), from the codes' features (:func:`code_features`).
+
+    Shape: feats (n, T, C, 6) → Hedge((n, T), (n, T, C))
+    """
     n, steps, _, columns = feats.shape
     legs = (
         torch.stack(
@@ -93,12 +94,12 @@ def delta_gamma_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
     return Hedge(legs[..., 0].sum(dim=-1), legs[..., 1])
 
 
-def analytic_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
-    """The textbook hedge with the portfolio's instruments: BS delta-gamma with hedge options,
-    BS delta without."""
+def analytic_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes, feats: Tensor) -> Hedge:
+    """The textbook hedge with the portfolio's instruments, from the codes' features: BS
+    delta-gamma with hedge options, BS delta without."""
     if pp.with_options:
-        return delta_gamma_hedge(pp, ep)
-    return Hedge(portfolio_delta(pp, ep))
+        return delta_gamma_hedge(pp, ep, feats)
+    return Hedge(portfolio_delta(ep, feats))
 
 
 def specialist_rows(prop: Tensor) -> dict[str, Hedge]:
@@ -119,7 +120,7 @@ def baseline_positions(
     ``bs_delta_gamma`` a :class:`Hedge` with options."""
     feats, _ = code_features(pp, ep)
     present = ep.present.unsqueeze(1)
-    delta = (feats[..., DELTA] * present).sum(dim=-1)
+    delta = portfolio_delta(ep, feats)
     sigma = torch.tensor([p.sigma for p in pp.problems], dtype=ep.spot.dtype)
     tau = torch.stack([b.tau[:, :-1] for b in ep.books], dim=-1).clamp(min=1e-12)
     # S·Γ of each book from its scaled gamma S·Γ·σ·√τ; the portfolio's is their sum.
@@ -135,7 +136,7 @@ def baseline_positions(
         "whalley_wilmott": torch.stack(band, dim=1),
     }
     if pp.with_options:
-        baselines["bs_delta_gamma"] = delta_gamma_hedge(pp, ep)
+        baselines["bs_delta_gamma"] = delta_gamma_hedge(pp, ep, feats)
     return baselines
 
 
@@ -212,7 +213,7 @@ def tail_by_front(
     P&Ls, so the ``es_share`` entries (a code's tail losses over ⌈p·n⌉) add up to ES(p).
     ``windows`` counts the code's windows in the tail, ``mean_loss`` their mean loss.
     """
-    k = max(1, math.ceil(p * pnl.numel() - 1e-9))
+    k = ExpectedShortfall(p).tail_size(pnl.numel())
     losses, worst = torch.topk(-pnl.double(), k)
     fronts = front[worst]
     rows = {}
