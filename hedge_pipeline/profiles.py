@@ -53,6 +53,9 @@ class SpecialistBudget:
     width: int
     n_layers: int
     patience: int
+    # Simulated episodes per start state (deep hedging's PerStateObjective); divides
+    # paths_per_step and val_paths.
+    paths_per_state: int = 64
     # torch intra-op threads while training (None: torch's default). One for batches of a few
     # thousand episodes on 2 shared cores, where a second thread spin-waits more than it helps.
     num_threads: int | None = 1
@@ -198,6 +201,7 @@ PROFILES: dict[str, Profile] = {
             width=64,
             n_layers=4,
             patience=20,
+            paths_per_state=100,
             num_threads=None,
         ),
         PortfolioBudget(
@@ -310,6 +314,7 @@ def specialist_stage_config(
         "epochs": min(epochs or budget.max_epochs, budget.max_epochs),
         "steps_per_epoch": budget.steps_per_epoch,
         "paths_per_step": budget.paths_per_step,
+        "paths_per_state": budget.paths_per_state,
         "val_paths": budget.val_paths,
         "eval_paths": budget.eval_paths,
         "n_steps": n_steps or budget.n_steps,

@@ -13,7 +13,10 @@ split); train by ``algorithm``:
 * ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
   harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
   early stopping on fixed simulated episodes started from validation-split bars, divergence
-  monitor). The policy starts as the Black–Scholes delta hedge (zero-width band, or zero
+  monitor). The objective is the criterion's gain over BS delta from each start state
+  (``ml.hedging.objective.PerStateObjective``: ``paths_per_state`` episodes per state), not
+  the criterion pooled over all states, whose tail holds only states near the money. The
+  policy starts as the Black–Scholes delta hedge (zero-width band, or zero
   correction for the MLP head, whose correction is gated by the book's gamma) with its inputs
   scaled on simulated training episodes, and the untrained policy competes as epoch 0;
 * ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
@@ -46,6 +49,7 @@ from hedge_pipeline.ml.hedging.code_history import code_history
 from hedge_pipeline.ml.hedging.code_market import CodeMarket
 from hedge_pipeline.ml.hedging.deep_hedging import HEADS, make_policy
 from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate
+from hedge_pipeline.ml.hedging.objective import PerStateObjective
 from hedge_pipeline.ml.hedging.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.ml.hedging.ppo import train_ppo
 from hedge_pipeline.ml.hedging.simulator import (
@@ -253,15 +257,18 @@ def _train(
     )
     generator = torch.Generator().manual_seed(seed + _VAL_SEED)
     policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
-    validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True)
+    # Episodes in groups sharing a start state, scored state by state (PerStateObjective).
+    group = cfg["paths_per_state"]
+    validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True, group=group)
     task = HedgingTask(
         problem,
-        sample,
+        lambda n_paths, gen: market.sample(n_paths, gen, any_expiry=True, group=group),
         risk,
         validation,
         cfg["steps_per_epoch"],
         cfg["paths_per_step"],
         seed,
+        objective=PerStateObjective(problem, risk, group),
     )
     train = TrainConfig(
         epochs=cfg["epochs"],

@@ -215,6 +215,7 @@ class CodeMarket:
         dtype: torch.dtype = torch.float32,
         *,
         any_expiry: bool = False,
+        group: int = 1,
     ) -> Episodes:
         """``n_paths`` simulated windows started from random bars of ``split``.
 
@@ -226,12 +227,27 @@ class CodeMarket:
         windows meet the book at every moneyness, not only where the training split traded.
         Only the calendar is moved (the expiry date is known in advance), and no price of a
         later split is read.
+
+        With ``group`` > 1 the windows come in ``n_paths / group`` consecutive groups that
+        share one start state (bar, expiry shift and start price) and differ only in the
+        paths that follow it: the risk of a hedge *from that state* can then be measured,
+        which is what a user hedging from today's state is exposed to
+        (:class:`~hedge_pipeline.ml.hedging.task.PerStateObjective`). ``group=1`` draws
+        exactly what it drew before groups existed.
         """
+        if group < 1 or n_paths % group:
+            raise ValueError(f"n_paths ({n_paths}) must be a multiple of group ({group}) >= 1")
         candidates = self.starts(split)
-        pick = torch.randint(candidates.size, (n_paths,), generator=generator).numpy()
+        pick = torch.randint(candidates.size, (n_paths // group,), generator=generator).numpy()
         starts = candidates[pick]
         shift = self.expiry_shift(starts, generator, dtype) if any_expiry else None
-        spot, variance = self.simulate(starts, generator, dtype, shift)
+        moved = None
+        if group > 1:
+            if shift is not None:
+                moved = torch.randn(starts.size, generator=generator, dtype=dtype)
+                moved, shift = moved.repeat_interleave(group), shift.repeat_interleave(group)
+            starts = np.repeat(starts, group)
+        spot, variance = self.simulate(starts, generator, dtype, shift, moved=moved)
         return self.episodes_on(starts, spot, variance, shift)
 
     def expiry_shift(
@@ -251,11 +267,13 @@ class CodeMarket:
         dtype: torch.dtype = torch.float32,
         shift: Tensor | None = None,
         vol_scale: Tensor | float = 1.0,
+        moved: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Heston prices and variances of windows from ``starts`` on their real bar clock.
 
         ``shift`` (years, per window) moves a window closer to expiry (see :meth:`sample`):
-        the start price then diffuses over the shift. ``vol_scale`` (per window or one)
+        the start price then diffuses over the shift, by ``moved`` standard deviations (per
+        window; drawn here when None). ``vol_scale`` (per window or one)
         multiplies the start vol: a calmer or stormier regime than the bar's (a curriculum).
         Shape: → (n, n_steps + 1) each.
         """
@@ -269,7 +287,8 @@ class CodeMarket:
             # The price diffuses over the time the window was moved by (at the start variance,
             # a martingale), so windows near expiry meet the book at every moneyness.
             diffusion = (v * shift).sqrt()
-            moved = torch.randn(n_paths, generator=generator, dtype=dtype)
+            if moved is None:
+                moved = torch.randn(n_paths, generator=generator, dtype=dtype)
             log_s0 = log_s0 + diffusion * moved - 0.5 * diffusion * diffusion
         z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
         z_var = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)

@@ -5,8 +5,11 @@ An epoch is ``steps_per_epoch`` optimizer steps, each on a fresh batch of simula
 drawn with a generator seeded from (seed, epoch, step): deterministic given the epoch, as the
 trainer's resume requires, and never the same paths twice. The loss of a batch is the risk
 measure of its P&L, exactly :func:`~hedge_pipeline.ml.hedging.deep_hedging.train_deep_hedger`'s
-objective. Validation scores the policy on one fixed set of validation episodes, so that
-``val_loss`` moves with the policy and not with the draw.
+objective, unless an ``objective`` replaces it (the specialists':
+:class:`~hedge_pipeline.ml.hedging.objective.PerStateObjective`). Validation scores the policy
+on one fixed set of validation episodes, so that ``val_loss`` moves with the policy and not
+with the draw; it is the same objective as training's, and the pooled risk table of the
+validation P&L is reported beside it.
 
 >>> from hedge_pipeline.ml.hedging.deep_hedging import make_policy, sampler_of
 >>> from hedge_pipeline.ml.hedging.simulator import HedgingProblem
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 
 from hedge_pipeline.ml.hedging.deep_hedging import Sampler
 from hedge_pipeline.ml.hedging.evaluation import pnl_metrics
+from hedge_pipeline.ml.hedging.objective import PerStateObjective
 from hedge_pipeline.ml.hedging.simulator import Episodes, HedgingProblem, as_episodes, rollout
 from hedge_pipeline.quant.risk import RiskMeasure
 
@@ -50,6 +54,7 @@ class HedgingTask:
         steps_per_epoch: int,
         paths_per_step: int,
         seed: int = 0,
+        objective: PerStateObjective | None = None,
     ) -> None:
         if steps_per_epoch < 1 or paths_per_step < 2:
             raise ValueError(
@@ -59,6 +64,7 @@ class HedgingTask:
         self.problem, self.sampler, self.risk = problem, sampler, risk
         self.validation = as_episodes(problem, validation)
         self.steps_per_epoch, self.paths_per_step, self.seed = steps_per_epoch, paths_per_step, seed
+        self.objective = objective
 
     def batches(self, epoch: int, rank: int = 0, world_size: int = 1) -> Iterator[Episodes]:
         for step in range(self.steps_per_epoch):
@@ -66,10 +72,17 @@ class HedgingTask:
             generator = torch.Generator().manual_seed(int(state[0]))
             yield as_episodes(self.problem, self.sampler(self.paths_per_step, generator))
 
+    def _objective(self, pl: Tensor, episodes: Episodes) -> Tensor:
+        return self.risk.loss(pl) if self.objective is None else self.objective(pl, episodes)
+
     def loss(self, model: nn.Module, batch: Episodes, device: torch.device) -> Tensor:
-        return self.risk.loss(rollout(self.problem, batch, model)[0])
+        return self._objective(rollout(self.problem, batch, model)[0], batch)
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         pl = rollout(self.problem, self.validation, model)[0]
         metrics = pnl_metrics(pl, self.risk)
-        return {"val_loss": metrics.pop("price")} | {f"val_{k}": v for k, v in metrics.items()}
+        if self.objective is None:
+            loss = metrics.pop("price")
+        else:  # the pooled price stays in the table as val_price
+            loss = float(self.objective(pl, self.validation))
+        return {"val_loss": loss} | {f"val_{k}": v for k, v in metrics.items()}

@@ -128,6 +128,40 @@ def test_simulation_is_seeded_starts_in_its_split_and_is_a_martingale(market):
     assert torch.isfinite(a.vol).all() and (a.vol > 0).all()
 
 
+@pytest.mark.parametrize("any_expiry", [False, True])
+def test_grouped_windows_share_their_start_state_and_nothing_after(market, any_expiry):
+    group, n_states = 8, 50
+    a = market.sample(
+        group * n_states,
+        torch.Generator().manual_seed(2),
+        "train",
+        torch.float64,
+        any_expiry=any_expiry,
+        group=group,
+    )
+    spot, tau = a.spot.reshape(n_states, group, -1), a.tau.reshape(n_states, group, -1)
+    # One start state per group: start price (diffused over the shift), clock, forecasts.
+    assert (spot[:, :, 0] == spot[:, :1, 0]).all() and (tau == tau[:, :1]).all()
+    held = a.context[:, 0, :2].reshape(n_states, group, 2)
+    assert (held == held[:, :1]).all()
+    # Then independent paths: no two windows of a group move alike.
+    assert (spot[:, :, 1:].std(dim=1) > 0).all()
+    assert spot[:, 0, 0].unique().numel() > n_states // 2  # and the states differ
+    if any_expiry:  # moved closer to expiry, as without groups
+        unmoved = market.history.tau[market.windows(market.starts("train"))[:, 0]]
+        assert (tau[:, 0, 0].numpy() < unmoved.max()).all()
+
+
+def test_groups_of_one_draw_what_ungrouped_sampling_draws(market):
+    for any_expiry in (False, True):
+        a = market.sample(64, torch.Generator().manual_seed(3), any_expiry=any_expiry)
+        b = market.sample(64, torch.Generator().manual_seed(3), any_expiry=any_expiry, group=1)
+        torch.testing.assert_close(a.spot, b.spot, rtol=0, atol=0)
+        torch.testing.assert_close(a.tau, b.tau, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"n_paths \(100\) must be a multiple of group \(64\)"):
+        market.sample(100, group=64)
+
+
 def test_calibration_recovers_a_known_market():
     """GBM at 20 % vol on a 5-minute calendar grid, ATM implied vol 25 % throughout."""
     rng = np.random.default_rng(0)
