@@ -48,7 +48,7 @@ from hedge_pipeline.ml.distributed import distributed
 from hedge_pipeline.ml.hedging.code_history import code_history
 from hedge_pipeline.ml.hedging.code_market import CodeMarket
 from hedge_pipeline.ml.hedging.deep_hedging import HEADS, make_policy
-from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate
+from hedge_pipeline.ml.hedging.evaluation import Evaluation, baselines, evaluate, wins_by_group
 from hedge_pipeline.ml.hedging.objective import PerStateObjective
 from hedge_pipeline.ml.hedging.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.ml.hedging.ppo import train_ppo
@@ -84,7 +84,10 @@ MODEL_PREFIX = "hedge-specialist-"
 POLICY = "policy"  # the trained hedger's row in every risk table
 FORECASTS_FILE = "forecasts.parquet"
 # Seeds of the evaluation draws, far from any training seed.
-_VAL_SEED, _TEST_SEED = 7_000_003, 9_000_011
+_VAL_SEED, _TEST_SEED, _TWIN_SEED = 7_000_003, 9_000_011, 11_000_027
+# Simulated twins of the replayed test split (CodeMarket.simulated_replays): how often the
+# policy beats BS delta on a test of the replay's size, which one replayed path cannot say.
+REPLAY_TWINS = 200
 
 
 def model_name(weekly_code: str) -> str:
@@ -382,10 +385,16 @@ def _risk_tables(
     simulated = market.sample(
         cfg["eval_paths"], torch.Generator().manual_seed(cfg["seed"] + _TEST_SEED), "test"
     )
+    twins = market.simulated_replays(
+        REPLAY_TWINS, torch.Generator().manual_seed(cfg["seed"] + _TWIN_SEED), "test"
+    )
     return {
         "test_replay": evaluate(problem, market.replay("test"), hedgers, risk),
         "test_simulated": evaluate(problem, simulated, hedgers, risk),
         "val_replay": evaluate(problem, market.replay("val"), hedgers, risk),
+        "test_replay_twins": evaluate(
+            problem, twins, {k: hedgers[k] for k in ("bs_delta", POLICY)}, risk
+        ),
     }
 
 
@@ -407,6 +416,8 @@ def _evaluate_and_register(
             for k, v in row.items()
         }
         log_metrics(client, run_id, flat)
+    twins = wins_by_group(tables.pop("test_replay_twins"), REPLAY_TWINS, POLICY, "bs_delta")
+    log_metrics(client, run_id, {f"test_replay_twins_{k}": v for k, v in twins.items()})
     replay = tables["test_replay"].metrics
     beats = replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
     with tempfile.TemporaryDirectory(prefix="specialist-") as tmp:
@@ -449,7 +460,8 @@ def _evaluate_and_register(
     session.info(
         f"registered {name} v{version.version} (alias candidate): test ES10 (replay) "
         f"{replay[POLICY]['es10']:.4g} vs BS delta {replay['bs_delta']['es10']:.4g}, "
-        f"no hedge {replay['no_hedge']['es10']:.4g}"
+        f"no hedge {replay['no_hedge']['es10']:.4g}; beats BS delta on "
+        f"{twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
     )
     session.report(
         metadata={
@@ -464,6 +476,13 @@ def _evaluate_and_register(
             "best_epoch": trained.get("best_epoch", trained["epochs"]),
             "train_seconds": trained["seconds"],
             "beats_bs_delta_es10_test_replay": bool(beats),
+            "test_replay_twins": {
+                "twins": REPLAY_TWINS,
+                "windows_each": int(market.starts("test").size),
+                "policy_beats_bs_delta_es10_share": twins["share"],
+                "median_es10_gain": twins["median_gain"],
+                "median_relative_es10_gain": twins["median_relative_gain"],
+            },
             "calibration": market.calibration.as_dict(),
             "episodes": {
                 split: int(evaluation.pnl[POLICY].numel()) for split, evaluation in tables.items()

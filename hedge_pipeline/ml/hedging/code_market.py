@@ -277,24 +277,36 @@ class CodeMarket:
         multiplies the start vol: a calmer or stormier regime than the bar's (a curriculum).
         Shape: → (n, n_steps + 1) each.
         """
-        h, cal = self.history, self.calibration
-        p, n_paths = cal.heston, starts.size
         dt = self._ahead(self.windows(starts), dtype)
-        v = torch.tensor(h.atm_iv[starts] ** 2 / cal.implied_ratio, dtype=dtype)
-        v = v * torch.as_tensor(vol_scale, dtype=dtype) ** 2
-        log_s0 = torch.log(torch.tensor(h.spot[starts], dtype=dtype))
+        v = self._start_variance(starts, dtype) * torch.as_tensor(vol_scale, dtype=dtype) ** 2
+        log_s0 = torch.log(torch.tensor(self.history.spot[starts], dtype=dtype))
         if shift is not None:
             # The price diffuses over the time the window was moved by (at the start variance,
             # a martingale), so windows near expiry meet the book at every moneyness.
             diffusion = (v * shift).sqrt()
             if moved is None:
-                moved = torch.randn(n_paths, generator=generator, dtype=dtype)
+                moved = torch.randn(starts.size, generator=generator, dtype=dtype)
             log_s0 = log_s0 + diffusion * moved - 0.5 * diffusion * diffusion
-        z = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
-        z_var = torch.randn((n_paths, self.n_steps), generator=generator, dtype=dtype)
+        return self._heston(log_s0, v, dt, generator)
+
+    def _start_variance(self, bars: np.ndarray, dtype: torch.dtype) -> Tensor:
+        """The Heston variance at ``bars``, read off their ATM implied vol."""
+        h, cal = self.history, self.calibration
+        return torch.tensor(h.atm_iv[bars] ** 2 / cal.implied_ratio, dtype=dtype)
+
+    def _heston(
+        self, log_s0: Tensor, v: Tensor, dt: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """Full-truncation Euler of the calibrated Heston model on the clock ``dt`` (years).
+
+        Shape: log_s0, v: (n,), dt: (n, T) → prices, variances: (n, T + 1) each.
+        """
+        p, (n_paths, n_steps), dtype = self.calibration.heston, dt.shape, dt.dtype
+        z = torch.randn((n_paths, n_steps), generator=generator, dtype=dtype)
+        z_var = torch.randn((n_paths, n_steps), generator=generator, dtype=dtype)
         shock = p.rho * z_var + math.sqrt(1.0 - p.rho**2) * z
         log_s, variances = [log_s0], [v]
-        for t in range(self.n_steps):  # full-truncation Euler on the window's real clock
+        for t in range(n_steps):
             vp = v.clamp(min=0.0)
             sd = (vp * dt[:, t]).sqrt()
             log_s.append(log_s[-1] - 0.5 * vp * dt[:, t] + sd * shock[:, t])
@@ -302,11 +314,46 @@ class CodeMarket:
             variances.append(v)
         return torch.exp(torch.stack(log_s, dim=1)), torch.stack(variances, dim=1)
 
+    def simulated_replays(
+        self,
+        n_paths: int,
+        generator: torch.Generator | None = None,
+        split: str = "test",
+        dtype: torch.dtype = torch.float32,
+    ) -> Episodes:
+        """``n_paths`` simulated twins of :meth:`replay`: each one continuous Heston path
+        through the split's bars, from the state of the bar one interval before its first
+        window, cut into the replay's windows (stride one bar, same clock). Twin j's windows
+        are rows ``j·w … (j + 1)·w − 1`` of the result, ``w = starts(split).size``.
+
+        A replayed split is one path: its windows overlap, so a code's last days make two or
+        three independent stretches, and its ES 10 % is decided by one or two moves. Scoring
+        hedgers on the twins says how often a hedger wins a test of that size by chance.
+        """
+        starts, h = self.starts(split), self.history
+        first = int(starts[0]) - self.k
+        bars = np.arange(first, int(starts[-1]) + self.span + 1)
+        dt = torch.tensor(np.diff(h.years[bars]), dtype=dtype).expand(n_paths, -1)
+        v = self._start_variance(np.full(n_paths, first), dtype)
+        log_s0 = torch.log(torch.tensor(h.spot[first], dtype=dtype)).expand(n_paths)
+        path, variance = self._heston(log_s0, v, dt, generator)
+        idx = self.windows(starts) - first  # (w, n_steps + 1), columns of the path
+        spot, variance = path[:, idx].flatten(0, 1), variance[:, idx].flatten(0, 1)
+        before = path[:, starts - self.k - first].flatten()
+        return self.episodes_on(np.tile(starts, n_paths), spot, variance, before=before)
+
     def episodes_on(
-        self, starts: np.ndarray, spot: Tensor, variance: Tensor, shift: Tensor | None = None
+        self,
+        starts: np.ndarray,
+        spot: Tensor,
+        variance: Tensor,
+        shift: Tensor | None = None,
+        before: Tensor | None = None,
     ) -> Episodes:
         """The book's episodes on simulated ``spot``/``variance`` paths of windows from
         ``starts`` (moved ``shift`` years closer to expiry): marks at the calibrated smile.
+        ``before`` is the price one interval before each start, which the turbulence at t = 0
+        reads (default: the history's; a simulated path passes its own).
 
         A portfolio prices every code it holds on one simulated path of their underlying.
         """
@@ -326,7 +373,8 @@ class CodeMarket:
                 "instrument_vol": option_vol,
                 "instrument_cost": cal.option_relative_half_spread * price,
             }
-        before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
+        if before is None:
+            before = torch.tensor(h.spot[starts - self.k], dtype=dtype)
         return Episodes(
             spot=spot,
             tau=tau,

@@ -69,6 +69,11 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
     replay = metadata["test_replay"].value
     assert set(replay) == {"no_hedge", "bs_delta", "whalley_wilmott", "policy"}
     assert metadata["episodes"].value["test_replay"] > 100
+    twins = metadata["test_replay_twins"].value
+    assert (
+        twins["twins"] == 200 and twins["windows_each"] == metadata["episodes"].value["test_replay"]
+    )
+    assert 0.0 <= twins["policy_beats_bs_delta_es10_share"] <= 1.0
     assert metadata["reloads_identically"].value is True
     logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
     assert any(m.startswith("epoch 1/") for m in logs)

@@ -162,6 +162,32 @@ def test_groups_of_one_draw_what_ungrouped_sampling_draws(market):
         market.sample(100, group=64)
 
 
+def test_simulated_replays_are_continuous_paths_cut_like_the_replay(market):
+    replay = market.replay("test", dtype=torch.float64)
+    starts, n_twins = market.starts("test"), 3
+    twins = market.simulated_replays(
+        n_twins, torch.Generator().manual_seed(4), "test", torch.float64
+    )
+    w = starts.size
+    assert twins.spot.shape == (n_twins * w, market.n_steps + 1)
+    # The replay's windows and clock, twin after twin.
+    torch.testing.assert_close(twins.tau, replay.tau.repeat(n_twins, 1), rtol=0, atol=0)
+    torch.testing.assert_close(twins.context[..., 3], replay.context[..., 3].repeat(n_twins, 1))
+    spot = twins.spot.reshape(n_twins, w, -1)
+    # One path per twin: a window starting one interval later starts where the first one
+    # stood after its first interval (when both starts are in the split).
+    later = np.searchsorted(starts, starts + market.k)
+    both = (later < w) & (starts[np.minimum(later, w - 1)] == starts + market.k)
+    assert both.sum() > w // 2
+    torch.testing.assert_close(spot[:, later[both], 0], spot[:, np.flatnonzero(both), 1])
+    # Twins are different paths from the same start state.
+    assert (spot[0, :, -1] != spot[1, :, -1]).any()
+    h = market.history
+    first = starts[0] - market.k
+    before = spot[:, 0, 0]
+    assert before.std() > 0 and abs(float(before.mean()) / h.spot[first] - 1.0) < 0.05
+
+
 def test_calibration_recovers_a_known_market():
     """GBM at 20 % vol on a 5-minute calendar grid, ATM implied vol 25 % throughout."""
     rng = np.random.default_rng(0)
