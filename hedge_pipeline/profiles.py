@@ -298,6 +298,7 @@ def specialist_stage_config(
     epochs: int | None,
     n_steps: int | None,
     rebalance_bars: int | None,
+    objective: str = "per_state",
     seed: int = 0,
 ) -> dict[str, Any]:
     """The ``specialist`` stage's configuration: the run's choices within the profile's budget."""
@@ -311,6 +312,7 @@ def specialist_stage_config(
         "head": head,
         "hedge_option": hedge_option,
         "learning_rate": learning_rate,
+        "objective": objective,
         "epochs": min(epochs or budget.max_epochs, budget.max_epochs),
         "steps_per_epoch": budget.steps_per_epoch,
         "paths_per_step": budget.paths_per_step,

@@ -13,12 +13,13 @@ split); train by ``algorithm``:
 * ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
   harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
   early stopping on fixed simulated episodes started from validation-split bars, divergence
-  monitor). The objective is the criterion's gain over BS delta from each start state
-  (``ml.hedging.objective.PerStateObjective``: ``paths_per_state`` episodes per state), not
-  the criterion pooled over all states, whose tail holds only states near the money. The
-  policy starts as the Black–Scholes delta hedge (zero-width band, or zero
-  correction for the MLP head, whose correction is gated by the book's gamma) with its inputs
-  scaled on simulated training episodes, and the untrained policy competes as epoch 0;
+  monitor). With ``objective: per_state`` (default) the loss is the criterion's gain over BS
+  delta from each start state (``ml.hedging.objective.PerStateObjective``:
+  ``paths_per_state`` episodes per state); with ``pooled``, the criterion of the whole batch,
+  whose tail holds only the riskiest states (near the money). The policy starts as the
+  Black–Scholes delta hedge (zero-width band, or zero correction for the MLP head, whose
+  correction is gated by the book's gamma) with its inputs scaled on simulated training
+  episodes, and the untrained policy competes as epoch 0;
 * ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
   (its own loop: no checkpoints, a retry starts it again);
 
@@ -80,6 +81,7 @@ from hedge_pipeline.training.tracking import (
 
 STAGE = "specialist"
 ALGORITHMS = ("deep_hedging", "ppo")
+OBJECTIVES = ("per_state", "pooled")  # deep hedging's loss (ml.hedging.objective)
 MODEL_PREFIX = "hedge-specialist-"
 POLICY = "policy"  # the trained hedger's row in every risk table
 FORECASTS_FILE = "forecasts.parquet"
@@ -102,6 +104,10 @@ def check_config(cfg: dict[str, Any]) -> None:
         )
     if cfg["head"] not in HEADS:
         raise ValueError(f"unknown head {cfg['head']!r}; expected one of {', '.join(HEADS)}")
+    if cfg["objective"] not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {cfg['objective']!r}; expected one of {', '.join(OBJECTIVES)}"
+        )
     for key in ("cost", "slippage", "fixed_fee"):
         if not cfg[key] >= 0.0:
             raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
@@ -260,8 +266,10 @@ def _train(
     )
     generator = torch.Generator().manual_seed(seed + _VAL_SEED)
     policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
-    # Episodes in groups sharing a start state, scored state by state (PerStateObjective).
-    group = cfg["paths_per_state"]
+    # per_state: episodes in groups sharing a start state, scored state by state
+    # (PerStateObjective); pooled: the criterion of the whole batch (groups of one).
+    per_state = cfg["objective"] == "per_state"
+    group = cfg["paths_per_state"] if per_state else 1
     validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True, group=group)
     task = HedgingTask(
         problem,
@@ -271,7 +279,7 @@ def _train(
         cfg["steps_per_epoch"],
         cfg["paths_per_step"],
         seed,
-        objective=PerStateObjective(problem, risk, group),
+        objective=PerStateObjective(problem, risk, group) if per_state else None,
     )
     train = TrainConfig(
         epochs=cfg["epochs"],

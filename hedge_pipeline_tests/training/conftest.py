@@ -93,6 +93,7 @@ def write_specialist_extras(
         head="mlp",
         hedge_option=True,
         learning_rate=3e-3,
+        objective="per_state",
         epochs=None,
         n_steps=None,
         rebalance_bars=None,

@@ -18,6 +18,7 @@ from hedge_pipeline_tests.training.conftest import write_specialist_extras
 BAD_CONFIGS = [
     ({"algorithm": "sac"}, "unknown algorithm 'sac'; expected one of deep_hedging, ppo"),
     ({"cost": -1e-3}, "cost must be a non-negative number, got -0.001"),
+    ({"objective": "mean"}, "unknown objective 'mean'; expected one of per_state, pooled"),
     ({"criterion": "var:0.1"}, "var:0.1"),
     ({}, "no registered model 'hedge-cnn-lstm'; registered models: none (train one first)"),
 ]

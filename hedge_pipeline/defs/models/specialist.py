@@ -49,6 +49,12 @@ class SpecialistConfig(dg.Config):
         default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
     )
     learning_rate: float = 3e-3
+    objective: str = Field(
+        default="per_state",
+        description="deep hedging's loss: per_state (the criterion's gain over BS delta from "
+        "each start state, every state alike) or pooled (the criterion of the whole batch, "
+        "whose tail is the riskiest states': better where the pooled tail lives, a portfolio's)",
+    )
     epochs: int | None = Field(default=None, description="default: the profile's")
     n_steps: int | None = Field(default=None, description="decisions per episode")
     rebalance_bars: int | None = Field(default=None, description="bars between decisions")
