@@ -266,6 +266,13 @@ class PortfolioRollout(NamedTuple):
         return Hedge(self.positions, self.options)
 
 
+# The band's log half-width per option held is capped at log 10: 10 units of the underlying per
+# option is wider than any option's delta moves, so the band already never binds there, and
+# the cap keeps exp() finite: past ~88 a float32 band was inf and its gradient (0, the band not
+# binding, times inf) NaN, which a joint-model run met (TrainingDiverged).
+MAX_LOG_BAND = math.log(10.0)
+
+
 class MetaController(nn.Module):
     """Per-specialist scales and a portfolio band (module docstring).
 
@@ -334,7 +341,8 @@ class MetaController(nn.Module):
         weight = torch.sigmoid(self.weight_logit + heads[..., 1])
         weights = mask / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
         pooled = torch.cat([(codes * weights.unsqueeze(-1)).sum(dim=1), port], dim=-1)
-        band = torch.exp(self.log_band + self.band_head(pooled).squeeze(-1)) * size
+        log_band = (self.log_band + self.band_head(pooled).squeeze(-1)).clamp(max=MAX_LOG_BAND)
+        band = torch.exp(log_band) * size
         mixed = weight * proposal + (1.0 - weight) * delta
         target = (mask * scales * mixed).sum(dim=1)
         position = target + torch.maximum(torch.minimum(prev - target, band), -band)

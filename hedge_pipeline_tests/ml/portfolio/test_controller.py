@@ -62,6 +62,26 @@ def test_controller_starts_between_specialists_and_delta_and_a_wide_band_freezes
     assert bool((frozen == 0).all())  # never leaves its starting (empty) position
 
 
+def test_a_band_head_gone_wild_freezes_the_hedge_with_finite_gradients():
+    """The band is exp(network output): once that output passes ~88 a float32 band is inf, and
+    the band's gradient (0 where it does not bind) times inf was NaN. A joint-model run hit
+    it (TrainingDiverged: gradient norm nan); the exponent is now capped where the band
+    already means "never trade"."""
+    pp, ep = two_books(64)
+    with torch.no_grad():
+        prop = proposals(pp, ep, [BlackScholesDelta(), BlackScholesDelta()])
+    meta = MetaController(n_context=0)
+    fit_inputs(meta, pp, ep, prop)
+    with torch.no_grad():
+        meta.band_head[-1].bias.fill_(200.0)
+    held = meta_rollout(pp, ep, prop, meta).positions
+    assert bool((held == 0).all())  # an infinitely wide band never trades
+    loss = -portfolio_pnl(pp, ep, held)[0].mean()
+    loss.backward()
+    for name, parameter in meta.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
+
+
 def test_maximum_position_is_enforced():
     pp, ep = two_books(64)
     capped = PortfolioProblem(pp.codes, pp.problems, cost=COST, max_position=0.2)
