@@ -232,7 +232,7 @@ class CodeMarket:
         share one start state (bar, expiry shift and start price) and differ only in the
         paths that follow it: the risk of a hedge *from that state* can then be measured,
         which is what a user hedging from today's state is exposed to
-        (:class:`~hedge_pipeline.ml.hedging.task.PerStateObjective`). ``group=1`` draws
+        (:class:`~hedge_pipeline.ml.hedging.objective.PerStateObjective`). ``group=1`` draws
         exactly what it drew before groups existed.
         """
         if group < 1 or n_paths % group:

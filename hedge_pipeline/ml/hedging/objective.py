@@ -6,7 +6,7 @@ expected shortfall is the mean of the batch's worst windows, and those all start
 where gamma is largest: windows of a book far from the money are never in the tail, so they
 send no gradient, and the policy there is whatever the network extrapolates. Measured on the
 default profile's specialists (benchmarks/specialists.md): trained on pooled ES 10 %, the two
-codes whose test days sit far from the money lost 4–5 % of ES to BS delta in simulation,
+codes whose test days sit far from the money lost 4–6 % of ES to BS delta in simulation,
 although they beat it on the validation states.
 
 :class:`PerStateObjective` scores the policy where the user meets it, from one state at a time:
