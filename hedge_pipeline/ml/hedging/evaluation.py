@@ -31,7 +31,15 @@ from hedge_pipeline.ml.hedging.simulator import (
 )
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
-__all__ = ["BASELINES", "Evaluation", "baselines", "evaluate", "pnl_metrics", "wins_by_group"]
+__all__ = [
+    "BASELINES",
+    "Evaluation",
+    "baselines",
+    "es10_gain_interval",
+    "evaluate",
+    "pnl_metrics",
+    "wins_by_group",
+]
 
 BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
 TRADE_TOLERANCE = 1e-6  # a position change below this is not a trade
@@ -120,3 +128,34 @@ def wins_by_group(
         "median_gain": float(gain.median()),
         "median_relative_gain": float((gain / theirs.abs().clamp(min=1e-12)).median()),
     }
+
+
+def es10_gain_interval(
+    evaluation: Evaluation,
+    hedger: str,
+    baseline: str,
+    clusters: Tensor,
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """``hedger``'s ES 10 % minus ``baseline``'s on the same episodes, with a percentile
+    bootstrap interval that resamples whole ``clusters`` (e.g. the start bar of each simulated
+    window: windows from one state are not independent draws of the test period's risk).
+
+    Shape: clusters (n_episodes,) integer ids → keys ``gain``, ``low``, ``high``.
+    """
+    es = ExpectedShortfall(0.1)
+    ours, theirs = evaluation.pnl[hedger].double(), evaluation.pnl[baseline].double()
+    ids, clusters = torch.unique(clusters, return_inverse=True)
+    order = torch.argsort(clusters)
+    members = torch.split(order, torch.bincount(clusters, minlength=ids.numel()).tolist())
+    generator = torch.Generator().manual_seed(seed)
+    gains = torch.empty(resamples, dtype=torch.float64)
+    for r in range(resamples):
+        drawn = torch.randint(ids.numel(), (ids.numel(),), generator=generator).tolist()
+        rows = torch.cat([members[k] for k in drawn])
+        gains[r] = es.cash(ours[rows]) - es.cash(theirs[rows])
+    tail = (1.0 - level) / 2.0
+    low, high = torch.quantile(gains, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
+    return {"gain": float(es.cash(ours) - es.cash(theirs)), "low": float(low), "high": float(high)}

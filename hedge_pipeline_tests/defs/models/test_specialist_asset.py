@@ -74,6 +74,13 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
         twins["twins"] == 200 and twins["windows_each"] == metadata["episodes"].value["test_replay"]
     )
     assert 0.0 <= twins["policy_beats_bs_delta_es10_share"] <= 1.0
+    gain = metadata["test_simulated_es10_gain_over_bs_delta"].value
+    low, high = gain["interval_95"]
+    assert low <= gain["gain"] <= high
+    simulated = metadata["test_simulated"].value
+    assert gain["gain"] == pytest.approx(
+        simulated["policy"]["es10"] - simulated["bs_delta"]["es10"], abs=1e-9
+    )
     assert metadata["reloads_identically"].value is True
     logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
     assert any(m.startswith("epoch 1/") for m in logs)
