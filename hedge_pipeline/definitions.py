@@ -1,21 +1,25 @@
-"""The code location: every area's ``Definitions`` plus the shared resources.
+"""The code location: every stage's ``Definitions`` plus the shared resources.
 
-Areas are imported as modules: Dagster refuses a module that holds more than one
+Stages are imported as modules: Dagster refuses a module that holds more than one
 ``Definitions`` object at its top level.
 """
 
 import dagster as dg
 
-from hedge_pipeline.defs.automation import definitions as automation
-from hedge_pipeline.defs.market_data import definitions as market_data
-from hedge_pipeline.defs.models import definitions as models
-from hedge_pipeline.defs.portfolio import definitions as portfolio
-from hedge_pipeline.defs.resources import resources_from_env
+from hedge_pipeline.orchestration.resources import resources_from_env
+from hedge_pipeline.stages.automation import definitions as automation
+from hedge_pipeline.stages.cnn_lstm import definitions as cnn_lstm
+from hedge_pipeline.stages.market_data import definitions as market_data
+from hedge_pipeline.stages.portfolio_models import definitions as portfolio_models
+from hedge_pipeline.stages.selection import definitions as selection
+from hedge_pipeline.stages.specialists import definitions as specialists
 
 defs = dg.Definitions.merge(
     market_data.defs,
-    portfolio.defs,
-    models.defs,
+    selection.defs,
+    cnn_lstm.defs,
+    specialists.defs,
+    portfolio_models.defs,
     automation.defs,
     dg.Definitions(resources=resources_from_env()),
 )

@@ -15,8 +15,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 
 # DESIGN §1's eight assets in lineage order: what the UI must show and every stage counted.
 # Written out, not read from the definitions, so that tests compare the code with the design.
@@ -53,7 +53,7 @@ def instance(data_dir: Path) -> Iterator[dg.DagsterInstance]:
 @pytest.fixture(scope="session")
 def synthetic_code_frame() -> pl.DataFrame:
     """One synthetic weekly code's quotes (canonical columns), generated once per session."""
-    from hedge_pipeline.chains.synthetic import SyntheticSource
+    from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 
     return SyntheticSource().load("3CN5").drop(LINEAGE_COLUMNS)
 
@@ -98,7 +98,7 @@ def _migrated_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mlflow_client(data_dir: Path, _migrated_mlflow_store: Path):
     """``registry.client()`` on the test's own data directory, its registry empty."""
-    from hedge_pipeline.training import registry
+    from hedge_pipeline.registry import versions as registry
 
     paths.mlflow_dir().mkdir(parents=True)
     shutil.copyfile(_migrated_mlflow_store, paths.mlflow_dir() / "mlflow.db")

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 
-from hedge_pipeline.training import registry
+from hedge_pipeline.registry import versions as registry
 
 CODES = ("3CN5", "3IN5", "3MN5")
 CNN_LSTM = "hedge-cnn-lstm"

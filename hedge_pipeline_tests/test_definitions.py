@@ -9,7 +9,7 @@ import sys
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
+from hedge_pipeline.runtime import paths
 
 
 def test_definitions_are_loadable(data_dir):

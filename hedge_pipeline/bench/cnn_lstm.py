@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.ml.cnn_lstm import CnnLstm, CnnLstmConfig
-from hedge_pipeline.ml.threads import torch_threads
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.stages.cnn_lstm.model import CnnLstm, CnnLstmConfig
 
 NOTES_SAMPLES_PER_S = (737, 767)
 N_TARGETS = 2

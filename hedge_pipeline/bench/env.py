@@ -1,8 +1,8 @@
 """Stepping speed of the hedging environments: batched tensors vs one path per ``step``.
 
 Measures environment transitions per second (``env_steps_per_second``) of
-:class:`~hedge_pipeline.ml.hedging.envs.HedgingVectorEnv` with ``num_envs`` paths against the
-single-path :class:`~hedge_pipeline.ml.hedging.envs.HedgingEnv`, on the E1 problem with its
+:class:`~hedge_pipeline.hedging.envs.HedgingVectorEnv` with ``num_envs`` paths against the
+single-path :class:`~hedge_pipeline.hedging.envs.HedgingEnv`, on the E1 problem with its
 cost (1e-3), both acting Black–Scholes delta read off the observation (what a trained policy
 costs is not part of this: it is the environment's overhead that is compared). The envs are
 used directly, without ``gym.make``'s checker wrappers, so the figures are the envs' own.
@@ -39,9 +39,9 @@ import numpy as np
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.bench.sb3 import PPO_ENV_STEPS, compare_ppo
-from hedge_pipeline.ml.hedging.envs import HedgingEnv, HedgingVectorEnv
-from hedge_pipeline.ml.hedging.simulator import DELTA, HedgingProblem
-from hedge_pipeline.ml.threads import torch_threads
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.hedging.envs import HedgingEnv, HedgingVectorEnv
+from hedge_pipeline.hedging.simulator import DELTA, HedgingProblem
 
 
 def _batched_rate(env: HedgingVectorEnv, steps: int, seed: int) -> float:

@@ -30,10 +30,10 @@ from typing import Any
 import torch
 
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.ml.hedging.deep_hedging import TrainHistory, train_deep_hedger
-from hedge_pipeline.ml.hedging.evaluation import baselines, pnl_metrics
-from hedge_pipeline.ml.hedging.ppo import PPOHistory, train_ppo
-from hedge_pipeline.ml.hedging.simulator import (
+from hedge_pipeline.hedging.deep_hedging import TrainHistory, train_deep_hedger
+from hedge_pipeline.hedging.evaluation import baselines, pnl_metrics
+from hedge_pipeline.hedging.ppo import PPOHistory, train_ppo
+from hedge_pipeline.hedging.simulator import (
     Book,
     HedgingProblem,
     Policy,

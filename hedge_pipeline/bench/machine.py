@@ -8,7 +8,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from hedge_pipeline.cores import usable_cores
+from hedge_pipeline.runtime.cores import usable_cores
 
 
 def machine_info(*packages: str) -> dict[str, Any]:

@@ -40,9 +40,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hedge_pipeline import paths
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.cli import PER_CODE_JOBS, SELECTIONS
+from hedge_pipeline.cli.main import PER_CODE_JOBS, SELECTIONS
+from hedge_pipeline.runtime import paths
 
 # The stages of `hedge run --select all`, in its order: every selection but "all" itself.
 STAGES: tuple[str, ...] = tuple(s for s in SELECTIONS if s != "all")
@@ -74,7 +74,7 @@ def _source_env(source: str | None, profile: str, data_dir: Path) -> dict[str, s
 
 def list_codes(env: dict[str, str]) -> list[str]:
     """The source's weekly codes, in its own order, as ``hedge run`` would see them."""
-    from hedge_pipeline.defs.resources import ChainSourceResource
+    from hedge_pipeline.orchestration.resources import ChainSourceResource
 
     with _environment(env):
         return list(ChainSourceResource.from_env().build().list_codes())
@@ -91,7 +91,7 @@ def measure(command: list[str], env: dict[str, str], log: Path) -> dict[str, Any
 
 
 def _stage(stage: str, codes: list[str] | None, profile: str, source: str | None) -> list[str]:
-    command = [sys.executable, "-m", "hedge_pipeline.cli", "run", "--select", stage]
+    command = [sys.executable, "-m", "hedge_pipeline.cli.main", "run", "--select", stage]
     command += ["--profile", profile] + (["--source", source] if source else [])
     for code in codes or ():
         command += ["--partition", code]
@@ -153,8 +153,8 @@ def greeks_from_event_log(env: dict[str, str]) -> dict[str, dict[str, float]]:
 
 def greeks_write_path(data_dir: Path, repeats: int) -> dict[str, Any]:
     """Time ``compute_features`` and the warehouse write on the largest code's stored quotes."""
-    from hedge_pipeline.chains import warehouse
-    from hedge_pipeline.chains.features import compute_features
+    from hedge_pipeline.stages.market_data.features import compute_features
+    from hedge_pipeline.tables import warehouse
 
     with warehouse.connect(data_dir / "warehouse.duckdb", read_only=True) as con:
         largest = warehouse.query(
@@ -302,7 +302,7 @@ def run(
     finally:
         if data_dir is None:
             shutil.rmtree(root, ignore_errors=True)
-    from hedge_pipeline.defs.models.identity import code_version
+    from hedge_pipeline.orchestration.identity import code_version
 
     full, inc = _phase_summary(runs, "full"), _phase_summary(runs, "incremental")
     greeks = [r["greeks_event_log"] for r in runs]

@@ -4,10 +4,10 @@ The question is what the batched simulator buys a reinforcement learner, so both
 the *same* problem with the *same* algorithm and settings, and differ only in how experience is
 collected and how large the rollouts and the update's minibatches are:
 
-* **ours**: :func:`~hedge_pipeline.ml.hedging.ppo.train_ppo`, every path of an iteration stepped
+* **ours**: :func:`~hedge_pipeline.hedging.ppo.train_ppo`, every path of an iteration stepped
   at once as tensors, 4 epochs of 8,192-sample minibatches;
 * **SB3**: ``stable_baselines3.PPO`` on a ``DummyVecEnv`` of ``n_envs`` single-path
-  :class:`~hedge_pipeline.ml.hedging.envs.HedgingEnv` (``hedge_pipeline/Hedging-v0``), the way a
+  :class:`~hedge_pipeline.hedging.envs.HedgingEnv` (``hedge_pipeline/Hedging-v0``), the way a
   per-step library is used, with the settings that ran fastest end to end in
   shared/notes/training-throughput.md: 8 envs × 256 steps per rollout, one 2,048-sample
   minibatch.
@@ -19,7 +19,7 @@ loop and not from a handicap (:class:`SameProblem`, a wrapper around the env):
   output starts at zero; SB3's orthogonal init with gain 0.01 also starts next to zero), so
   both start from the zero-cost optimum instead of SB3 starting from "no hedge";
 * the reward is the step's P&L marked to Black–Scholes, shaped x − λ·x² with λ matching the
-  criterion (:func:`~hedge_pipeline.ml.hedging.ppo.risk_aversion`): the env's own reward is the
+  criterion (:func:`~hedge_pipeline.hedging.ppo.risk_aversion`): the env's own reward is the
   raw P&L increment with the payoff at maturity, whose expected sum is risk neutral, so an
   unshaped learner would optimize a different objective;
 * rewards divided by the running std of the undiscounted return (``VecNormalize`` with γ = 1,
@@ -38,9 +38,9 @@ Two questions, two runs of ours (one torch thread throughout):
   least ten times faster, which is the claim to test.
 
 Every trained policy is evaluated with the no-hedge and Black–Scholes-delta baselines on one set
-of fresh paths through the simulator's :func:`~hedge_pipeline.ml.hedging.simulator.rollout`, so
+of fresh paths through the simulator's :func:`~hedge_pipeline.hedging.simulator.rollout`, so
 their prices differ only by what they learned. SB3's deterministic policy becomes a simulator
-:data:`~hedge_pipeline.ml.hedging.simulator.Policy` by the wrapper's action map
+:data:`~hedge_pipeline.hedging.simulator.Policy` by the wrapper's action map
 (:class:`SB3Hedger`).
 
 Read the speedup with the single env in mind: it runs the simulator's torch code on one-element
@@ -66,10 +66,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hedge_pipeline.ml.hedging.baselines import BlackScholesDelta, NoHedge
-from hedge_pipeline.ml.hedging.envs import HedgingEnv
-from hedge_pipeline.ml.hedging.ppo import PPOHistory, risk_aversion, train_ppo
-from hedge_pipeline.ml.hedging.simulator import (
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.hedging.baselines import BlackScholesDelta, NoHedge
+from hedge_pipeline.hedging.envs import HedgingEnv
+from hedge_pipeline.hedging.ppo import PPOHistory, risk_aversion, train_ppo
+from hedge_pipeline.hedging.simulator import (
     DELTA,
     LOG_MONEYNESS,
     TIME_TO_EXPIRY,
@@ -78,7 +79,6 @@ from hedge_pipeline.ml.hedging.simulator import (
     rollout,
     simulate_paths,
 )
-from hedge_pipeline.ml.threads import torch_threads
 from hedge_pipeline.quant.risk import ExpectedShortfall, RiskMeasure, parse_criterion
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class SameProblem(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndarray]):
     holds δ + a (clipped to its hedge limit). Reward: r = x − λ·x², x the step's P&L marked to
     Black–Scholes, x_t = reward_t − (W_{t+1} − W_t) with W_t the book's BS value before
     maturity and W_N = 0 (the env's reward already pays the payoff at maturity), so that
-    Σ x_t = P&L + V_0, the increments of :func:`~hedge_pipeline.ml.hedging.ppo.step_increments`.
+    Σ x_t = P&L + V_0, the increments of :func:`~hedge_pipeline.hedging.ppo.step_increments`.
     """
 
     def __init__(self, env: HedgingEnv, lam: float) -> None:

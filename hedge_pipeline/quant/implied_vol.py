@@ -50,7 +50,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import erfcx, ndtr, ndtri
 
-from hedge_pipeline.cores import usable_cores
+from hedge_pipeline.runtime.cores import usable_cores
 
 __all__ = ["STATUSES", "implied_vol", "normalised_black"]
 

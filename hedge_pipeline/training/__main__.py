@@ -5,17 +5,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-from hedge_pipeline.orphans import stop_with_parent
-from hedge_pipeline.training.session import open_session
-from hedge_pipeline.training.tracking import failures_are_final
+from hedge_pipeline.harness.session import open_session
+from hedge_pipeline.harness.tracking import failures_are_final
+from hedge_pipeline.runtime.orphans import stop_with_parent
 
 # stage name -> module with a ``run(session)`` function
 STAGES = {
-    "cnn_lstm": "hedge_pipeline.training.cnn_lstm",
-    "specialist": "hedge_pipeline.training.specialist",
-    "meta_controller": "hedge_pipeline.training.meta_controller",
-    "joint": "hedge_pipeline.training.joint",
-    "ensemble": "hedge_pipeline.training.ensemble",
+    "cnn_lstm": "hedge_pipeline.stages.cnn_lstm.train",
+    "specialist": "hedge_pipeline.stages.specialists.train",
+    "meta_controller": "hedge_pipeline.stages.portfolio_models.train_meta_controller",
+    "joint": "hedge_pipeline.stages.portfolio_models.train_joint",
+    "ensemble": "hedge_pipeline.stages.portfolio_models.train_ensemble",
 }
 
 

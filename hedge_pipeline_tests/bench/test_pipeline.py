@@ -19,12 +19,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
 from hedge_pipeline.bench.pipeline import STAGES, measure, plans
-from hedge_pipeline.chains import warehouse
-from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
-from hedge_pipeline.chains.synthetic import SyntheticSource
-from hedge_pipeline.cli import SELECTIONS
+from hedge_pipeline.cli.main import SELECTIONS
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
+from hedge_pipeline.tables import warehouse
+from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 from hedge_pipeline_tests.conftest import small_book, write_drop
 
 CODES = ("3CN5", "3IN5")  # the files source lists them sorted: 3IN5 is the one held back
@@ -85,7 +85,7 @@ def test_bench_pipeline_measures_every_stage_full_and_incremental(
     args = ["bench", "pipeline", "--profile", "smoke", "--source", "files"]
     args += ["--data-dir", str(data_dir), "--until", "market_data"]
     done = subprocess.run(
-        [sys.executable, "-m", "hedge_pipeline.cli", *args],
+        [sys.executable, "-m", "hedge_pipeline.cli.main", *args],
         env=env,
         cwd=paths.REPO_ROOT,
         capture_output=True,

@@ -12,11 +12,11 @@ import torch
 
 from hedge_pipeline.bench import env as bench_env
 from hedge_pipeline.bench import sb3
-from hedge_pipeline.ml.hedging.baselines import NoHedge
-from hedge_pipeline.ml.hedging.deep_hedging import MLPPolicy
-from hedge_pipeline.ml.hedging.envs import HedgingEnv
-from hedge_pipeline.ml.hedging.ppo import step_increments
-from hedge_pipeline.ml.hedging.simulator import (
+from hedge_pipeline.hedging.baselines import NoHedge
+from hedge_pipeline.hedging.deep_hedging import MLPPolicy
+from hedge_pipeline.hedging.envs import HedgingEnv
+from hedge_pipeline.hedging.ppo import step_increments
+from hedge_pipeline.hedging.simulator import (
     PREV_HEDGE,
     HedgingProblem,
     book_price,

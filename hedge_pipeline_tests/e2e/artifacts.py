@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hedge_pipeline import paths
+from hedge_pipeline.runtime import paths
 
 
 def browser_artifacts() -> Path:

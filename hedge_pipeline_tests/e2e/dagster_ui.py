@@ -20,8 +20,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hedge_pipeline import paths
-from hedge_pipeline.ui_client import UIClient, UIError
+from hedge_pipeline.cli.ui_client import UIClient, UIError
+from hedge_pipeline.runtime import paths
 
 HEDGE = str(Path(sys.executable).with_name("hedge"))
 STARTUP_TIMEOUT = 240.0

@@ -15,11 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains import warehouse
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
 from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, listening_addresses, running_ui
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains import warehouse
-from hedge_pipeline.chains.features import compute_features
-from hedge_pipeline.chains.synthetic import SyntheticSource
-from hedge_pipeline.chains.validation import validate_chain
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.features import compute_features
+from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
+from hedge_pipeline.stages.market_data.validation import validate_chain
+from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.e2e.test_backfill import MARKET_DATA, _hedge
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
-from hedge_pipeline.chains.synthetic import SyntheticSource
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
+from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 from hedge_pipeline_tests.conftest import write_drop
 from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, running_ui
 

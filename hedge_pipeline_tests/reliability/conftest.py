@@ -18,14 +18,14 @@ import dagster as dg
 import duckdb
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.ml.checkpoint import CheckpointError, load_checkpoint
-from hedge_pipeline.training import registry
-from hedge_pipeline_tests.defs.market_data.helpers import materialize_code, resources
-from hedge_pipeline_tests.training.conftest import (  # noqa: F401 (the stage tests' fixtures)
+from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime import paths
+from hedge_pipeline_tests.stages.conftest import (  # noqa: F401 (the stage tests' fixtures)
     smoke_market_state,
     smoke_specialist_inputs,
 )
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
 
 CODES = ("3CN5", "3IN5")
 # Standalone cnn_lstm stage config: seconds per run, epochs enough to be killed mid-training.
@@ -36,7 +36,7 @@ TRAINING_MODULE = "hedge_pipeline.training"
 
 @pytest.fixture(scope="session")
 def _warehouse_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from hedge_pipeline.defs.portfolio.assets import portfolio_selection
+    from hedge_pipeline.stages.selection.assets import portfolio_selection
 
     base = tmp_path_factory.mktemp("reliability-warehouse") / "data"
     base.mkdir()

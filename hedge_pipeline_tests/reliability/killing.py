@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hedge_pipeline import paths
+from hedge_pipeline.runtime import paths
 from hedge_pipeline_tests.reliability.conftest import alive, last_epoch, training_children, wait_for
 
 Damage = Callable[[Path], None]

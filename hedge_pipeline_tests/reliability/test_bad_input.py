@@ -33,36 +33,40 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains import warehouse
-from hedge_pipeline.chains.features import compute_features
-from hedge_pipeline.chains.files import CANONICAL_DEFAULTS, CONTRACT_KEYS, FilesSource
-from hedge_pipeline.chains.schema import (
+from hedge_pipeline.orchestration.resources import WarehouseResource
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.features import compute_features
+from hedge_pipeline.stages.market_data.sources.files import (
+    CANONICAL_DEFAULTS,
+    CONTRACT_KEYS,
+    FilesSource,
+)
+from hedge_pipeline.stages.market_data.validation import validate_chain
+from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.selection.book import BOUNDARY_COLUMNS, SelectionError, select_portfolio
+from hedge_pipeline.stages.selection.templates import (
+    ENV_DIR,
+    PACKAGED_DIR,
+    TemplateError,
+    load_template_file,
+)
+from hedge_pipeline.tables import warehouse
+from hedge_pipeline.tables.schema import (
     NULLABLE_COLUMNS,
     RAW_COLUMNS,
     RAW_SCHEMA,
     UTC_TS,
     ChainDataError,
 )
-from hedge_pipeline.chains.validation import validate_chain
-from hedge_pipeline.defs.portfolio.assets import portfolio_selection
-from hedge_pipeline.defs.resources import WarehouseResource
-from hedge_pipeline.portfolio.selection import BOUNDARY_COLUMNS, SelectionError, select_portfolio
-from hedge_pipeline.portfolio.templates import (
-    ENV_DIR,
-    PACKAGED_DIR,
-    TemplateError,
-    load_template_file,
-)
-from hedge_pipeline_tests.chains.malformed_corpus import (
+from hedge_pipeline_tests.conftest import small_book, write_drop
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
+from hedge_pipeline_tests.stages.market_data.sources.malformed_corpus import (
     CALL,
     CONTRACT,
     canonical_drop,
     per_option_drop,
     to_parquet,
 )
-from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
 
 CODE = "BAD1"  # the partition the generated drops target
 OTHER = "GOOD1"  # a partition no generated drop touches

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.ml.checkpoint import CheckpointError, load_checkpoint
-from hedge_pipeline.training import registry
-from hedge_pipeline.training.cnn_lstm import MODEL_NAME
-from hedge_pipeline.training.specialist import model_name
+from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME
+from hedge_pipeline.stages.specialists.train import model_name
 from hedge_pipeline_tests.registry_builder import register
 from hedge_pipeline_tests.reliability.conftest import (
     TINY,
@@ -30,7 +30,7 @@ from hedge_pipeline_tests.reliability.conftest import (
     last_epoch,
     wait_for,
 )
-from hedge_pipeline_tests.training.conftest import write_extras, write_specialist_extras
+from hedge_pipeline_tests.stages.conftest import write_extras, write_specialist_extras
 
 
 def _stage(stage: str, extras: Path) -> subprocess.Popen[str]:

@@ -20,10 +20,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains import warehouse
-from hedge_pipeline.chains.schema import LINEAGE_COLUMNS
-from hedge_pipeline.chains.synthetic import SyntheticSource
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
+from hedge_pipeline.tables import warehouse
+from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 from hedge_pipeline_tests.conftest import DESIGN_ASSETS, write_drop
 
 pytestmark = [pytest.mark.slow]

@@ -30,13 +30,12 @@ from dagster._core.definitions.reconstruct import (
     ReconstructableRepository,
 )
 
-from hedge_pipeline import paths
-from hedge_pipeline.chains import warehouse as wh
-from hedge_pipeline.ml.checkpoint import load_checkpoint
-from hedge_pipeline.training import registry
-from hedge_pipeline.training.cnn_lstm import MODEL_NAME
+from hedge_pipeline.harness.checkpoint import load_checkpoint
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME
+from hedge_pipeline.tables import warehouse as wh
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.defs.market_data.helpers import materialize_code
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.reliability.conftest import (
     TINY,
@@ -49,7 +48,8 @@ from hedge_pipeline_tests.reliability.conftest import (
     wait_for,
 )
 from hedge_pipeline_tests.reliability.killing import ChildKiller
-from hedge_pipeline_tests.training.conftest import write_extras
+from hedge_pipeline_tests.stages.conftest import write_extras
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
 
 pytestmark = pytest.mark.slow
 

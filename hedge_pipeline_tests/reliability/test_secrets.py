@@ -36,17 +36,18 @@ import polars as pl
 import pytest
 import requests
 
-from hedge_pipeline import cli, paths
-from hedge_pipeline.chains.alpaca import AlpacaSource
-from hedge_pipeline.defs.market_data.assets import greeks_features, raw_option_chains
-from hedge_pipeline.defs.resources import (
+from hedge_pipeline.cli import main as cli
+from hedge_pipeline.orchestration.resources import (
     ChainSourceResource,
     DataQualityResource,
     WarehouseResource,
 )
-from hedge_pipeline_tests.chains.test_alpaca import NOW, RecordedAlpaca
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.assets import greeks_features, raw_option_chains
+from hedge_pipeline.stages.market_data.sources.alpaca import AlpacaSource
 from hedge_pipeline_tests.conftest import write_drop
 from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, running_ui
+from hedge_pipeline_tests.stages.market_data.sources.test_alpaca import NOW, RecordedAlpaca
 
 API_KEY = "PKCANARY7Q2W9E4R6T1Y"
 SECRET_KEY = "canary-Secret-Zx81Qm3Vt6Yp0Lr5Ks2Hd9FbWq4"

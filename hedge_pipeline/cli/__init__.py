@@ -1,0 +1,1 @@
+"""The ``hedge`` command: run the lineage, browse templates and models, evaluate, benchmark."""

@@ -1,0 +1,104 @@
+"""``hedge backfill --codes A,B [--assets …]``: one asset backfill through a running webserver.
+
+The command does what "Materialize → backfill" does in the UI: it asks the webserver to launch
+an asset backfill of the given weekly codes, and the daemon of ``hedge ui`` runs it. Nothing is
+executed in this process, so the backfill shows in the UI's Backfills list with its runs, can
+be cancelled or re-executed there, and never fights the daemon's runs for the DuckDB lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from hedge_pipeline.cli.ui_client import DEFAULT_URL, BackfillState, UIClient, UIError
+
+# The per-code lineage up to the specialist; --assets narrows it (e.g. market data only).
+DEFAULT_ASSETS = ("raw_option_chains", "greeks_features", "specialist_agents")
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    backfill = sub.add_parser(
+        "backfill",
+        help="launch an asset backfill of weekly codes on the running webserver and daemon",
+    )
+    backfill.add_argument("--codes", required=True, help="weekly codes, comma-separated")
+    backfill.add_argument(
+        "--assets",
+        default=",".join(DEFAULT_ASSETS),
+        help="assets partitioned by weekly code, comma-separated (default: %(default)s)",
+    )
+    backfill.add_argument(
+        "--url",
+        default=os.environ.get("HEDGE_UI_URL", DEFAULT_URL),
+        help="the webserver (default: $HEDGE_UI_URL or %(default)s)",
+    )
+    backfill.add_argument(
+        "--wait", action="store_true", help="wait for the backfill to finish; exit 1 if it failed"
+    )
+    backfill.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds --wait waits (default 3600)"
+    )
+    backfill.set_defaults(func=run)
+
+
+def _print_state(state: BackfillState) -> None:
+    counts = ", ".join(
+        f"{asset} {done}/{targeted}"
+        + (f", {running} running" if running else "")
+        + (f", {failed} failed" if failed else "")
+        for asset, (targeted, running, done, failed) in state.assets.items()
+    )
+    print(f"  {state.status.lower()}: {counts}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit 2 when the request is refused before launch, 1 when a waited backfill failed."""
+    codes = _split(args.codes)
+    assets = _split(args.assets)
+    if not codes or not assets:
+        print("hedge backfill: give at least one code and one asset", file=sys.stderr)
+        return 2
+    client = UIClient(args.url)
+    try:
+        partitioned = client.weekly_code_assets()
+        unknown_assets = [a for a in assets if a not in partitioned]
+        if unknown_assets:
+            print(
+                f"hedge backfill: not an asset partitioned by weekly code: "
+                f"{', '.join(unknown_assets)}; one of: {', '.join(sorted(partitioned))}",
+                file=sys.stderr,
+            )
+            return 2
+        known = set(partitioned[assets[0]])
+        unknown_codes = [c for c in codes if c not in known]
+        if unknown_codes:
+            print(
+                f"hedge backfill: not a weekly-code partition: {', '.join(unknown_codes)} "
+                f"(known: {', '.join(sorted(known)) or 'none'}); new codes are added by "
+                "new_weekly_codes_sensor or `hedge run --select market_data --partition CODE`",
+                file=sys.stderr,
+            )
+            return 2
+        backfill_id = client.launch_asset_backfill(
+            assets, codes, title=f"hedge backfill {','.join(codes)}"
+        )
+        print(f"backfill {backfill_id}: {', '.join(assets)} for {', '.join(codes)}")
+        print(f"  {client.url}/runs/b/{backfill_id}?tab=partitions")
+        if not args.wait:
+            return 0
+        state = client.wait_for_backfill(backfill_id, args.timeout, on_change=_print_state)
+    except UIError as exc:
+        print(f"hedge backfill: {exc}", file=sys.stderr)
+        return 2
+    except TimeoutError as exc:
+        print(f"hedge backfill: {exc}", file=sys.stderr)
+        return 1
+    if state.error:
+        print(f"  error: {state.error}", file=sys.stderr)
+    return 0 if state.succeeded else 1

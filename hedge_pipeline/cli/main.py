@@ -1,0 +1,492 @@
+"""The ``hedge`` command (DESIGN §6).
+
+Every subcommand first points Dagster at the data directory (``paths.instance_env``) so that
+runs started here show up in the UI of ``hedge ui`` and two data directories never mix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from hedge_pipeline.cli import backfill
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.cores import usable_cores
+from hedge_pipeline.runtime.locks import file_lock
+from hedge_pipeline.runtime.orphans import stop_with_parent
+
+# What each --select value materializes, in lineage order. Per-code steps name a job run once
+# per weekly code; the others are portfolio-level assets.
+PER_CODE_JOBS = {"market_data": "market_data_job", "specialists": "specialists_job"}
+SELECTIONS: dict[str, tuple[str, ...]] = {
+    "market_data": ("market_data",),
+    "portfolio": ("portfolio_selection",),
+    "cnn_lstm": ("cnn_lstm_model",),
+    "specialists": ("specialists",),
+    "portfolio_training": ("meta_controller", "joint_model", "hedge_ensemble"),
+    "all": (
+        "market_data",
+        "portfolio_selection",
+        "cnn_lstm_model",
+        "specialists",
+        "meta_controller",
+        "joint_model",
+        "hedge_ensemble",
+    ),
+}
+# The console shows progress lines and warnings; every event stays in the run's event log.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _set_environment(source: str | None, profile: str | None = None) -> None:
+    os.environ.update(paths.instance_env())
+    if source:
+        os.environ["HEDGE_SOURCE"] = source
+    if profile:
+        os.environ["HEDGE_PROFILE"] = profile
+
+
+def _instance():
+    """The Dagster instance of the data directory, its storage initialised by one process at a
+    time (see ``hedge_pipeline.runtime.locks``)."""
+    import dagster as dg
+
+    with file_lock(paths.dagster_dir() / ".init.lock"):
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)
+        instance.get_dynamic_partitions("weekly_code")
+        instance.all_instigator_state()
+    return instance
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What the console says of one Dagster run: picklable, so runs in worker processes can
+    report to the parent."""
+
+    success: bool
+    run_id: str
+    seconds: float
+    failures: tuple[str, ...]  # "step: error message" per failed step
+
+
+def _outcome(result, started: float) -> RunOutcome:
+    failures = tuple(
+        f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+        for event in result.all_events
+        if event.is_step_failure and event.step_failure_data.error
+    )
+    return RunOutcome(result.success, result.run_id, time.perf_counter() - started, failures)
+
+
+def _report(label: str, outcome: RunOutcome) -> bool:
+    state = "ok" if outcome.success else "FAILED"
+    print(f"{label}: {state} in {outcome.seconds:.1f} s (run {outcome.run_id})", flush=True)
+    for failure in outcome.failures:
+        print(f"    {failure}")
+    return outcome.success
+
+
+def _run_code(job_name: str, code: str) -> RunOutcome:
+    """One in-process run of ``job_name`` for ``code``: in this process, or as the task of a
+    worker process, which builds its own instance and definitions from the environment it
+    inherited."""
+    from hedge_pipeline.definitions import defs
+
+    started = time.perf_counter()
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
+    )
+    return _outcome(result, started)
+
+
+def _run_per_code(job_name: str, codes: list[str], jobs: int = 1) -> bool:
+    """Run ``job_name`` once per weekly code, ``jobs`` runs at a time; report each as it ends;
+    True if all succeeded.
+
+    Several at once run in spawned worker processes, not threads: Dagster's in-process
+    execution reconfigures the logging module per run and deadlocks two runs in one process.
+    Two single-threaded specialist children then keep both cores busy instead of one.
+    """
+    label = job_name.removesuffix("_job").replace("_", " ")
+    failed = []
+    if jobs <= 1:
+        outcomes = ((code, _run_code(job_name, code)) for code in codes)
+        for i, (code, outcome) in enumerate(outcomes, 1):
+            if not _report(f"[{i}/{len(codes)}] {label} {code}", outcome):
+                failed.append(code)
+    else:
+        context = multiprocessing.get_context("spawn")
+        workers = min(jobs, len(codes))
+        with ProcessPoolExecutor(workers, context, initializer=stop_with_parent) as pool:
+            futures = {pool.submit(_run_code, job_name, code): code for code in codes}
+            for i, future in enumerate(as_completed(futures), 1):
+                code = futures[future]
+                if not _report(f"[{i}/{len(codes)}] {label} {code}", future.result()):
+                    failed.append(code)
+    if failed:
+        print(f"{label} failed for {', '.join(sorted(failed))}; stopping")
+    return not failed
+
+
+def _per_code_jobs(asset: str, requested: int | None) -> int:
+    """How many per-code runs of ``asset`` go at once: ``--jobs`` if given; otherwise, for
+    specialists, as many as the usable cores hold at the profile's threads per child (market
+    data runs write one DuckDB file and go one at a time)."""
+    if requested is not None:
+        return requested
+    if asset != "specialists":
+        return 1
+    from hedge_pipeline.runtime.profiles import get_profile
+
+    cores = usable_cores()
+    threads = get_profile().specialist.num_threads or cores
+    return max(1, cores // threads)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _set_environment(args.source, args.profile)
+    # Imported after the environment is set: the definitions read it when they load.
+    import dagster as dg
+
+    from hedge_pipeline.definitions import defs
+    from hedge_pipeline.orchestration.partitions import weekly_code_partitions
+    from hedge_pipeline.orchestration.resources import ChainSourceResource
+    from hedge_pipeline.tables.schema import UnknownWeeklyCodeError
+
+    if args.select not in SELECTIONS:
+        choices = ", ".join(SELECTIONS)
+        print(
+            f"hedge run: --select {args.select!r} is not available; one of: {choices}",
+            file=sys.stderr,
+        )
+        return 2
+    plan = SELECTIONS[args.select]
+    instance = _instance()
+    name = weekly_code_partitions.name
+    if "market_data" in plan:
+        available = ChainSourceResource.from_env().build().list_codes()
+        codes = args.partition or sorted(available)
+        unknown = [c for c in codes if c not in available]
+        if unknown:
+            print(
+                f"hedge run: {UnknownWeeklyCodeError(unknown[0], sorted(available))}",
+                file=sys.stderr,
+            )
+            return 2
+        missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
+        if missing:
+            instance.add_dynamic_partitions(name, missing)
+    else:
+        codes = args.partition or sorted(instance.get_dynamic_partitions(name))
+    global_job = defs.resolve_implicit_global_asset_job_def()
+    for asset in plan:
+        if asset in PER_CODE_JOBS:
+            jobs = _per_code_jobs(asset, args.jobs)
+            if not _run_per_code(PER_CODE_JOBS[asset], codes, jobs):
+                return 1
+            continue
+        started = time.perf_counter()
+        run_config = {**QUIET}
+        if asset == "portfolio_selection" and args.template:
+            run_config["ops"] = {asset: {"config": {"template": args.template}}}
+        result = global_job.execute_in_process(
+            asset_selection=[dg.AssetKey(asset)],
+            instance=instance,
+            run_config=run_config,
+            raise_on_error=False,
+        )
+        if not _report(asset, _outcome(result, started)):
+            return 1
+    print(f"warehouse: {paths.warehouse_path()}")
+    print(f"registry:  mlflow ui --backend-store-uri sqlite:///{paths.mlflow_dir() / 'mlflow.db'}")
+    print("runs and assets: hedge ui")
+    if "hedge_ensemble" in plan:
+        print(f"evaluation: hedge evaluate (report under {paths.reports_dir()})")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    """Become ``dagster dev`` (webserver and daemon) on the data directory's instance.
+
+    The storage is created first under the lock ``hedge run`` takes, so a ``hedge run`` started
+    at the same moment on a fresh data directory does not race it. Then this process *is*
+    replaced by ``dagster dev`` (exec, not a child), so SIGTERM from a process manager or
+    ``kill`` reaches it and it stops the webserver, the daemon and the code server cleanly; a
+    child would leave them running. SIGINT and SIGTERM are reset to their defaults first:
+    started in the background of a script they are inherited as ignored, and ``dagster dev``
+    then ignores both.
+    """
+    _set_environment(None)
+    _instance()
+    command = [
+        sys.executable, "-m", "dagster", "dev",
+        "-w", str(paths.REPO_ROOT / "workspace.yaml"),
+        "-h", args.host, "-p", str(args.port),
+    ]  # fmt: skip
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(paths.REPO_ROOT)
+    os.execv(sys.executable, command)
+    return 1  # not reached: execv replaces the process or raises
+
+
+def _cmd_portfolios(args: argparse.Namespace) -> int:
+    _set_environment(None)
+    from hedge_pipeline.stages.selection.report import list_templates, template_info
+    from hedge_pipeline.stages.selection.templates import TemplateError
+
+    try:
+        if args.action == "list":
+            print(list_templates())
+        else:
+            if not args.name:
+                print("hedge portfolios info: give a template NAME", file=sys.stderr)
+                return 2
+            print(template_info(args.name, paths.warehouse_path()))
+    except TemplateError as exc:
+        print(f"hedge portfolios: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """Exit 2 for a reference that resolves to nothing, 1 when the lineage has broken links
+    (after printing what could be read), 0 otherwise."""
+    from hedge_pipeline.registry import catalog as model_catalog
+    from hedge_pipeline.registry import lineage
+    from hedge_pipeline.registry import versions as registry
+
+    client = registry.client()
+    broken: list[str] = []
+    try:
+        if args.action == "list":
+            doc = model_catalog.list_models(client)
+            text = model_catalog.render_list(doc, client.tracking_uri)
+        elif (ref := lineage.ModelRef.parse(args.ref)).version is None and ref.alias is None:
+            doc = model_catalog.model_versions(client, ref.name)
+            text = model_catalog.render_versions(doc)
+        else:
+            doc = model_catalog.version_detail(client, lineage.resolve(client, ref))
+            text = model_catalog.render_detail(doc)
+            broken = doc["broken_links"]
+    except (registry.UnknownModelVersionError, lineage.ReferenceSyntaxError) as exc:
+        print(f"hedge models {args.action}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc, indent=2) if args.json else text)
+    for message in broken:
+        print(f"hedge models show: broken lineage: {message}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from hedge_pipeline.registry import lineage, reports
+    from hedge_pipeline.registry import versions as registry
+
+    client = registry.client()
+    try:
+        version, note = (
+            (lineage.resolve(client, args.ref), None)
+            if args.ref
+            else reports.default_version(client)
+        )
+        report = reports.fetch(client, version)
+    except (
+        registry.UnknownModelVersionError,
+        lineage.ReferenceSyntaxError,
+        reports.MissingReportError,
+    ) as exc:
+        print(f"hedge evaluate: {exc}", file=sys.stderr)
+        return 2
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    aliases = f" [{', '.join(sorted(version.aliases))}]" if version.aliases else ""
+    print(f"{report.name} v{report.version}{aliases}, source run {version.run_id}\n")
+    print(reports.evaluation_table(report.markdown) or f"({reports.REPORT_MD} holds no table)")
+    print(f"\nwritten to {report.directory}:")
+    for path in report.files:
+        print(f"  {path}")
+    return 0
+
+
+def _parse_heston(text: str | None) -> dict[str, float] | None:
+    """``kappa=2,theta=0.04,xi=0.5,rho=-0.7,v0=0.04`` -> a dict (None when not given)."""
+    if not text:
+        return None
+    try:
+        return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
+    except ValueError as exc:
+        raise SystemExit(
+            f"hedge bench hedging: --heston {text!r}: expected k=v,... ({exc})"
+        ) from None
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.suite == "greeks":
+        from hedge_pipeline.bench.greeks import run
+
+        report = run(n=args.n, repeats=args.repeats)
+    elif args.suite == "env":
+        from hedge_pipeline.bench.env import run
+
+        report = run(num_envs=args.num_envs, ppo=not args.no_ppo)
+    elif args.suite == "cnn-lstm":
+        from hedge_pipeline.bench.cnn_lstm import run
+
+        report = run(batch_size=args.batch_size, steps=args.steps)
+    elif args.suite == "pipeline":
+        from hedge_pipeline.bench.pipeline import run
+
+        report = run(
+            profile=args.profile, source=args.source, repeats=args.repeats,
+            data_dir=args.data_dir, incremental=args.incremental, until=args.until,
+        )  # fmt: skip
+        print(json.dumps(report, indent=2))
+        return 0 if report["success"] else 1
+    else:
+        from hedge_pipeline.bench.hedging import run
+
+        report = run(
+            market=args.market, cost=args.cost, criterion=args.criterion, steps=args.steps,
+            maturity=args.maturity, strike=args.strike, option=args.option, sigma=args.sigma,
+            heston=_parse_heston(args.heston), algorithm=args.algorithm, epochs=args.epochs,
+            paths=args.paths, eval_paths=args.eval_paths, seed=args.seed,
+            n_layers=args.layers, num_threads=args.threads, start_at_delta=args.start_at_delta,
+        )  # fmt: skip
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="benchmarks; each prints one JSON document")
+    bench.set_defaults(func=_cmd_bench)
+    suites = bench.add_subparsers(dest="suite", required=True)
+    greeks = suites.add_parser("greeks", help="prices + Greeks and implied vol vs peers")
+    greeks.add_argument("--n", type=int, default=1_000_000, help="options per batch")
+    greeks.add_argument("--repeats", type=int, default=5)
+    env = suites.add_parser(
+        "env", help="batched hedging env vs the single-path gymnasium env; PPO vs SB3's PPO"
+    )
+    env.add_argument("--num-envs", type=int, default=1024)
+    env.add_argument(
+        "--no-ppo", action="store_true", help="skip PPO vs Stable-Baselines3 (minutes; dev extra)"
+    )
+    cnn = suites.add_parser("cnn-lstm", help="CNN-LSTM training samples/s")
+    cnn.add_argument("--batch-size", type=int, default=256)
+    cnn.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
+    pipeline = suites.add_parser(
+        "pipeline", help="wall time and peak memory of each stage of hedge run; incremental case"
+    )
+    pipeline.add_argument("--profile", choices=["smoke", "default", "full"], default="smoke")
+    pipeline.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    pipeline.add_argument("--repeats", type=int, default=1, help="fresh data directories in turn")
+    pipeline.add_argument(
+        "--data-dir",
+        help="keep run-<i>/ data directories here (its raw/ is copied in); default: a temp dir",
+    )
+    pipeline.add_argument(
+        "--incremental",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold the last weekly code back, then add it and run what it needs",
+    )
+    pipeline.add_argument(
+        "--until", choices=[s for s in SELECTIONS if s != "all"], default="portfolio_training",
+        help="stop the lineage after this stage",
+    )  # fmt: skip
+    hedging = suites.add_parser("hedging", help="hedgers on one set of evaluation paths (E1)")
+    hedging.add_argument("--market", choices=["gbm", "heston"], default="gbm")
+    hedging.add_argument("--cost", type=float, default=1e-3)
+    hedging.add_argument("--criterion", default="entropic:1", help="entropic:A | es:P | meanvar:L")
+    hedging.add_argument("--steps", type=int, default=30, help="rebalancing steps")
+    hedging.add_argument("--maturity", type=float, default=30 / 250)
+    hedging.add_argument("--strike", type=float, default=1.0)
+    hedging.add_argument("--option", choices=["call", "put"], default="call")
+    hedging.add_argument("--sigma", type=float, default=0.2)
+    hedging.add_argument("--heston", help="kappa=…,theta=…,xi=…,rho=…,v0=…")
+    hedging.add_argument("--algorithm", default="deep_hedging")
+    hedging.add_argument("--epochs", type=int, default=200)
+    hedging.add_argument("--paths", type=int, default=10_000, help="training paths per epoch")
+    hedging.add_argument("--eval-paths", type=int, default=200_000)
+    hedging.add_argument("--seed", type=int, default=0)
+    hedging.add_argument("--layers", type=int, default=4, help="hidden layers of the policy")
+    hedging.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    hedging.add_argument(
+        "--start-at-delta",
+        action="store_true",
+        help="start the deep hedger's network at the BS delta hedge (zero band / correction)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hedge", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="materialize assets from the command line")
+    run.add_argument("--select", default="all", help=f"one of: {', '.join(SELECTIONS)}")
+    run.add_argument("--partition", action="append", help="weekly code (repeatable); default all")
+    run.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    run.add_argument("--profile", choices=["smoke", "default", "full"], help="HEDGE_PROFILE")
+    run.add_argument("--template", help="portfolio template (default: atm_book)")
+    run.add_argument(
+        "--jobs",
+        type=int,
+        help="per-code runs at once (default: specialists fill the cores, market data 1)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+    ui = sub.add_parser("ui", help="the Dagster UI and daemon on 127.0.0.1")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=_cmd_ui)
+
+    portfolios = sub.add_parser("portfolios", help="portfolio templates: list, or info NAME")
+    portfolios.add_argument("action", choices=["list", "info"])
+    portfolios.add_argument("name", nargs="?")
+    portfolios.set_defaults(func=_cmd_portfolios)
+
+    models = sub.add_parser("models", help="registered models: list, or show NAME[@alias|:version]")
+    models.set_defaults(func=_cmd_models)
+    model_actions = models.add_subparsers(dest="action", required=True)
+    listing = model_actions.add_parser("list", help="every registered model")
+    show = model_actions.add_parser(
+        "show", help="NAME: its versions and key metrics; NAME@alias or NAME:version: one version"
+    )
+    show.add_argument("ref", metavar="NAME[@alias|:version]")
+    for action in (listing, show):
+        action.add_argument("--json", action="store_true", help="print one JSON document")
+
+    evaluate = sub.add_parser(
+        "evaluate", help="fetch a version's evaluation report and print its table"
+    )
+    evaluate.add_argument(
+        "ref",
+        nargs="?",
+        metavar="NAME[@alias|:version]",
+        help="default: hedge-ensemble@champion, else the latest hedge-ensemble",
+    )
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    backfill.add_parser(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Dagster-facing code, one folder per area; each folder exposes its own ``Definitions``."""

@@ -1,1 +1,0 @@
-"""Automation: the nightly retrain schedule and the sensor that retrains the portfolio stages."""

@@ -1,1 +1,0 @@
-"""Raw chains, Greeks features, their checks, and the new-data sensor."""

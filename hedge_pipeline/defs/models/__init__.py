@@ -1,1 +1,0 @@
-"""The training assets: thin wrappers that export inputs, launch a child, collect its report."""

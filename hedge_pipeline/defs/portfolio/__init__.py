@@ -1,1 +1,0 @@
-"""The portfolio area: the ``portfolio_selection`` asset over every weekly code's features."""

@@ -1,0 +1,153 @@
+"""Reference hedgers, reported next to every learned one on the same paths (DESIGN §7).
+
+Each is a :data:`~hedge_pipeline.hedging.simulator.Policy`: ``policy(obs, prev_hedge)``
+returns the position to hold over the next step, so :func:`rollout` drives them exactly like a
+network.
+
+* :class:`NoHedge`: hold nothing; the price is the risk of the naked short book.
+* :class:`BlackScholesDelta`: the model delta at every step; optimal without costs.
+* :class:`BlackScholesDeltaGamma`: with a hedge option, hold Γ_book/Γ_option options and the
+  underlying that makes the whole hedge delta-neutral: locally immune to moves of either sign,
+  overnight gaps included, at the price of the option's spread.
+* :class:`WhalleyWilmott`: trade only when the position leaves a band of half-width
+  H = (3·c·S·Γ²·e^{−r(T−t)} / (2·γ))^{1/3} around the delta, and then only to its edge: the
+  asymptotically optimal policy for exponential utility with small proportional costs
+  (Whalley & Wilmott 1997). γ is the risk aversion; for the entropic measure with parameter a
+  use γ = a. Rates are zero in the simulator, so the discount factor is 1.
+
+>>> import torch
+>>> from hedge_pipeline.hedging.simulator import HedgingProblem, rollout, simulate_paths
+>>> problem = HedgingProblem(cost=1e-3)
+>>> paths = simulate_paths(problem, 1000, torch.Generator().manual_seed(0))
+>>> pl, hedges = rollout(problem, paths, WhalleyWilmott(problem, risk_aversion=1.0))
+>>> hedges.shape
+torch.Size([1000, 30])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hedge_pipeline.hedging.simulator import (
+    DELTA,
+    LOG_MONEYNESS,
+    OPTION_DELTA,
+    OPTION_SCALED_GAMMA,
+    SCALED_GAMMA,
+    TIME_TO_EXPIRY,
+    HedgingProblem,
+)
+
+__all__ = [
+    "BlackScholesDelta",
+    "BlackScholesDeltaGamma",
+    "NoHedge",
+    "WhalleyWilmott",
+    "delta_gamma",
+    "option_cap",
+    "whalley_wilmott_width",
+]
+
+MIN_OPTION_GAMMA = 0.01  # scaled gamma φ(d1) of the hedge option: |d1| < 2.9, still convex
+
+
+def delta_gamma(obs: Tensor, max_options: float, min_gamma: float = MIN_OPTION_GAMMA) -> Tensor:
+    """(underlying, option) positions that zero the hedged book's delta and gamma.
+
+    Both gammas are scaled by the same S·σ·√τ, so their ratio is the ratio of gammas. An option
+    with little gamma left (deep in or out of the money near expiry, φ(d1) < 0.01) would need
+    many contracts, each paying its spread, to carry the book's gamma: it is not used below
+    ``min_gamma``, and the option position is capped at ``max_options`` (a multiple of the
+    book's size) always;
+    the underlying makes the whole hedge delta-neutral either way.
+
+    Shape:
+        obs: (n_paths, n_obs) of a problem with a hedge option → (n_paths, 2)
+    """
+    book_gamma, option_gamma = obs[:, SCALED_GAMMA], obs[:, OPTION_SCALED_GAMMA]
+    usable = option_gamma.abs() >= min_gamma
+    safe = torch.where(usable, option_gamma, torch.ones_like(option_gamma))
+    options = torch.where(usable, book_gamma / safe, torch.zeros_like(option_gamma))
+    options = options.clamp(-max_options, max_options)
+    return torch.stack([obs[:, DELTA] - options * obs[:, OPTION_DELTA], options], dim=-1)
+
+
+def option_cap(problem: HedgingProblem) -> float:
+    """The most hedge options a delta-gamma hedger holds: twice the book's options."""
+    return 2.0 * sum(abs(w) for w in problem.book.weights)
+
+
+class NoHedge:
+    """Never trade.
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return torch.zeros_like(prev_hedge)
+
+
+class BlackScholesDelta:
+    """Hold the book's Black–Scholes delta at the model vol (the observation's delta column).
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return obs[:, DELTA]
+
+
+class BlackScholesDeltaGamma:
+    """Delta-gamma neutral at every step (:func:`delta_gamma`), rebalanced fully each time.
+
+    Shape:
+        obs: (n_paths, n_obs), prev_hedge: (n_paths, 2) → (n_paths, 2)
+    """
+
+    n_instruments = 2
+
+    def __init__(
+        self,
+        problem: HedgingProblem,
+        max_options: float | None = None,
+        min_gamma: float = MIN_OPTION_GAMMA,
+    ) -> None:
+        self.max_options = option_cap(problem) if max_options is None else max_options
+        self.min_gamma = min_gamma
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        return delta_gamma(obs, self.max_options, self.min_gamma)
+
+
+class WhalleyWilmott:
+    """Keep the position within H of the Black–Scholes delta, trading to the band's edge.
+
+    Shape:
+        obs: (n_paths, 5), prev_hedge: (n_paths,) → (n_paths,)
+    """
+
+    def __init__(self, problem: HedgingProblem, risk_aversion: float = 1.0) -> None:
+        if not risk_aversion > 0.0:
+            raise ValueError(f"risk aversion must be > 0, got {risk_aversion}")
+        self.problem = problem
+        self.risk_aversion = risk_aversion
+
+    def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
+        p = self.problem
+        spot = p.book.reference_strike * torch.exp(obs[:, LOG_MONEYNESS])
+        # S·Γ from the observation's scaled gamma S·Γ·σ·√τ; then S·Γ² = (S·Γ)² / S.
+        spot_gamma = obs[:, SCALED_GAMMA] / (p.sigma * obs[:, TIME_TO_EXPIRY].sqrt())
+        width = whalley_wilmott_width(p.cost, spot, spot_gamma, self.risk_aversion)
+        delta = obs[:, DELTA]
+        return torch.clamp(prev_hedge, delta - width, delta + width)
+
+
+def whalley_wilmott_width(
+    cost: float, spot: Tensor, spot_gamma: Tensor, risk_aversion: float
+) -> Tensor:
+    """The band's half-width (3·c·S·Γ² / (2·γ))^{1/3}, from the dollar gamma S·Γ of the book
+    (a portfolio's: the sum of its books'). Shape: broadcastable (...) → (...)."""
+    return (1.5 * cost * spot_gamma * spot_gamma / (spot * risk_aversion)) ** (1.0 / 3.0)

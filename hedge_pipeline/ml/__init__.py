@@ -1,1 +1,0 @@
-"""Models and training (torch only, never Dagster): the generic trainer, the CNN-LSTM, metrics."""

@@ -1,1 +1,0 @@
-"""Portfolio-level hedging: every weekly code of one underlying, hedged together."""

@@ -1,0 +1,46 @@
+"""Turning frames and check outcomes into Dagster metadata and check results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.market_data.quality import CheckOutcome
+
+
+def preview_md(
+    frame: pl.DataFrame, rows: int = 8, columns: list[str] | None = None
+) -> dg.MetadataValue:
+    """A markdown table of the first rows for the materialization page: never wrapped,
+    timestamps to the minute (UTC)."""
+    head = (
+        frame.select(columns or frame.columns)
+        .head(rows)
+        .with_columns(pl.col(pl.Datetime).dt.strftime("%Y-%m-%d %H:%M"))
+    )
+    return dg.MetadataValue.md(markdown_table(head.columns, head.iter_rows()))
+
+
+def check_result(name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    metadata: dict[str, Any] = {"description": outcome.description}
+    for key, value in outcome.metadata.items():
+        metadata[key] = (
+            value if isinstance(value, int | float | str) else dg.MetadataValue.json(value)
+        )
+    return dg.AssetCheckResult(
+        check_name=name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity[outcome.severity],
+        metadata=metadata,
+        description=outcome.description,
+    )
+
+
+def time_range(frame: pl.DataFrame) -> dict[str, str]:
+    return {
+        "first_ts": str(frame["ts"].min()),
+        "last_ts": str(frame["ts"].max()),
+    }

@@ -1,0 +1,1 @@
+"""MLflow as the model registry: versions and aliases, lineage, the catalog and reports."""

@@ -1,0 +1,1 @@
+"""Jobs, the nightly schedule and the retrain sensors that drive the stages."""

@@ -1,0 +1,81 @@
+"""``nightly_retrain``: one run of ``code_retrain_job`` per active weekly code.
+
+``build_schedule_from_partitioned_job`` refuses dynamic partitions, so the schedule lists the
+partitions on each tick and yields one request per code. The run key holds the code and the
+tick's scheduled time: a tick that is evaluated again (daemon restart, retried tick) asks for
+the same runs and Dagster launches them once; the next night's tick asks for new ones.
+
+Cron and timezone come from ``HEDGE_NIGHTLY_CRON`` (default ``0 2 * * *``) and
+``HEDGE_NIGHTLY_TIMEZONE`` (default ``UTC``), read when the code location loads. The schedule
+is STOPPED by default: a retrain of every code costs hours of CPU in the default profile, which
+a laptop running ``hedge ui`` should not spend unasked. Start it in the UI (Automation) once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+
+from hedge_pipeline.orchestration.partitions import active_weekly_codes
+from hedge_pipeline.stages.automation.jobs import code_retrain_job
+
+DEFAULT_CRON = "0 2 * * *"
+DEFAULT_TIMEZONE = "UTC"
+
+
+def _nightly_requests(
+    context: dg.ScheduleEvaluationContext,
+) -> Iterator[dg.RunRequest | dg.SkipReason]:
+    codes = active_weekly_codes(context.instance)
+    if not codes:
+        yield dg.SkipReason("no weekly codes yet: new_weekly_codes_sensor or `hedge run` adds them")
+        return
+    tick = context.scheduled_execution_time.isoformat()
+    for code in codes:
+        yield dg.RunRequest(
+            partition_key=code, run_key=f"{code}@{tick}", tags={"hedge/trigger": "nightly"}
+        )
+
+
+def build_nightly_retrain(
+    cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE
+) -> dg.ScheduleDefinition:
+    """The schedule on ``cron`` in ``timezone``; a bad value fails the load with its variable."""
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"HEDGE_NIGHTLY_TIMEZONE={timezone!r} is not an IANA time zone (e.g. 'UTC', "
+            "'Europe/Paris')"
+        ) from None
+    try:
+        return _schedule(cron, timezone)
+    except dg.DagsterInvalidDefinitionError:
+        raise ValueError(
+            f"HEDGE_NIGHTLY_CRON={cron!r} is not a cron string (e.g. '0 2 * * *')"
+        ) from None
+
+
+def _schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="nightly_retrain",
+        cron_schedule=cron,
+        execution_timezone=timezone,
+        job=code_retrain_job,
+        execution_fn=_nightly_requests,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=(
+            "One run per active weekly code: ingest, Greeks and specialist "
+            f"({cron}, {timezone}; HEDGE_NIGHTLY_CRON / HEDGE_NIGHTLY_TIMEZONE)."
+        ),
+    )
+
+
+def nightly_retrain_from_env() -> dg.ScheduleDefinition:
+    return build_nightly_retrain(
+        os.environ.get("HEDGE_NIGHTLY_CRON", DEFAULT_CRON),
+        os.environ.get("HEDGE_NIGHTLY_TIMEZONE", DEFAULT_TIMEZONE),
+    )

@@ -1,0 +1,72 @@
+"""``new_weekly_codes_sensor``: turn new or changed data in the source into runs.
+
+The cursor maps each weekly code to the fingerprint the source gave it (a content hash for
+file drops). A code that is not yet a partition is added and ingested; a known code whose
+fingerprint changed is ingested again; an unchanged code is left alone, so a second tick
+with nothing new requests nothing. Codes that are already partitions when the sensor first
+sees them (materialized by ``hedge run``, say) are recorded without a run.
+
+A new code only gets market data (``market_data_job``) while no model is trained yet. Once
+``cnn_lstm_model`` has a materialization, the lineage is trained and a new code joins it in
+one ``new_code_job`` run (market data, ``portfolio_selection`` again, its specialist), after
+which ``portfolio_retrain_sensor`` retrains the portfolio stages. Without that, nothing would
+ever select the new code's book or train its specialist, and the portfolio sensor would wait
+for it forever. The other codes' partitions are not rerun.
+"""
+
+import json
+
+import dagster as dg
+
+from hedge_pipeline.orchestration.partitions import weekly_code_partitions
+from hedge_pipeline.orchestration.resources import ChainSourceResource
+from hedge_pipeline.stages.market_data.jobs import market_data_job, new_code_job
+
+CNN_LSTM = dg.AssetKey("cnn_lstm_model")
+
+
+def _new_code_job(instance: dg.DagsterInstance) -> str:
+    """The job a new code gets: the whole per-code lineage once the models are trained."""
+    trained = instance.fetch_materializations(CNN_LSTM, limit=1).records
+    return new_code_job.name if trained else market_data_job.name
+
+
+@dg.sensor(
+    jobs=[market_data_job, new_code_job],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds weekly codes found in the source and ingests new or changed ones.",
+)
+def new_weekly_codes_sensor(
+    context: dg.SensorEvaluationContext, source: ChainSourceResource
+) -> dg.SensorResult:
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    listing = source.build().list_codes()
+    partitions = set(
+        weekly_code_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+    )
+    new = sorted(code for code in listing if code not in partitions)
+    changed = sorted(
+        code
+        for code, fingerprint in listing.items()
+        if code in partitions and code in seen and seen[code] != fingerprint
+    )
+    new_job = _new_code_job(context.instance) if new else market_data_job.name
+    runs = [
+        dg.RunRequest(
+            job_name=new_job if code in new else market_data_job.name,
+            partition_key=code,
+            run_key=f"{code}@{listing[code][:16]}",
+            tags={"hedge/trigger": "new" if code in new else "changed"},
+        )
+        for code in new + changed
+    ]
+    if new:
+        context.log.info(f"new weekly codes: {', '.join(new)} ({new_job})")
+    if changed:
+        context.log.info(f"changed weekly codes: {', '.join(changed)}")
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[weekly_code_partitions.build_add_request(new)] if new else [],
+        cursor=json.dumps({**seen, **listing}, sort_keys=True),
+    )

@@ -1,0 +1,1 @@
+"""Where raw chains come from (docs/design.md §4): synthetic, files, alpaca."""

@@ -1,0 +1,180 @@
+"""The portfolio-level assets: ``meta_controller`` → ``joint_model`` → ``hedge_ensemble``.
+
+Each reads the selection and the book rows of every selected code (one short read-only
+connection), exports them as content-addressed Parquet files and launches its training stage
+(``meta_controller``, ``joint``, ``ensemble``) through Pipes with the registered versions of
+what it builds on, read off the upstream assets' latest materializations: the specialist of
+every selected code, the meta-controller, the joint models. The children train, evaluate and
+register; the ensemble's child also decides the promotion (DESIGN §8).
+"""
+
+import dagster as dg
+from pydantic import Field
+
+from hedge_pipeline.orchestration.identity import identity
+from hedge_pipeline.orchestration.launcher import TrainingLauncher
+from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.datasets import export_parquet
+from hedge_pipeline.runtime.profiles import portfolio_stage_config
+from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.specialists.asset import specialist_agents
+from hedge_pipeline.tables import warehouse
+
+SELECTION = "SELECT * FROM portfolio_selection"
+FEATURES_OF_SELECTION = """
+    SELECT f.* FROM greeks_features f
+    JOIN portfolio_selection s USING (weekly_code, option_symbol)
+"""
+
+
+class PortfolioConfig(dg.Config):
+    """The portfolio's objective, limits and training; sizes come from the profile."""
+
+    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
+    cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
+    slippage: float = 0.0
+    fixed_fee: float = 0.0
+    max_position: float | None = Field(
+        default=None, description="largest |position| in the underlying; default 2 x options held"
+    )
+    var_limit: float | None = Field(
+        default=None, description="loss limit; default BS delta's VaR on validation windows"
+    )
+    var_level: float = Field(default=0.95, description="compliance rate asked of the VaR limit")
+    risk_penalty: float = Field(default=1.0, description="weight of VaR-limit breaches")
+    cost_weight: float = Field(default=1.0, description="weight of costs in the objective")
+    diversification_bonus: float = 0.0
+    learning_rate: float = 3e-3
+    specialist_learning_rate: float = Field(default=3e-4, description="joint model only")
+    alternate: bool = Field(default=False, description="joint: alternate meta/specialist steps")
+    turbulence_quantile: float = Field(default=0.99, description="ensemble guard threshold")
+    promotion_margin: float = Field(default=0.01, description="relative ES10 margin to promote")
+    underlying: str | None = Field(default=None, description="default: most selected codes")
+    seed: int = 0
+
+
+def _inputs(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource) -> dict:
+    """Exported selection and features, and the specialists' versions per selected code."""
+    with warehouse_db.connect(read_only=True) as con:
+        selection = warehouse.query(con, SELECTION, [])
+        features = warehouse.query(con, FEATURES_OF_SELECTION, [])
+    codes = sorted(set(selection.filter(~selection["is_hedge_instrument"])["weekly_code"]))
+    versions, missing = {}, []
+    for code in codes:
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=specialist_agents.key, asset_partitions=[code]),
+            limit=1,
+        ).records
+        version = records and records[0].asset_materialization.metadata.get("version")
+        if version:
+            versions[code] = int(version.value)
+        else:
+            missing.append(code)
+    if missing:
+        raise dg.Failure(
+            f"no specialist registered for selected codes {missing}: materialize their "
+            "specialist_agents partitions first",
+            allow_retries=False,
+        )
+    exported = {
+        "features": export_parquet(features, paths.datasets_dir()),
+        "selection": export_parquet(selection, paths.datasets_dir()),
+    }
+    return {key: str(path) for key, path in exported.items()} | {"specialists": versions}
+
+
+def _latest(context: dg.AssetExecutionContext, asset: dg.AssetsDefinition, key: str):
+    event = context.instance.get_latest_materialization_event(asset.key)
+    value = event and event.asset_materialization.metadata.get(key)
+    if value is None:
+        raise dg.Failure(
+            f"{asset.key.to_user_string()} has no materialization with a registered {key}: "
+            "materialize it first",
+            allow_retries=False,
+        )
+    return value.value
+
+
+def _launch(
+    context: dg.AssetExecutionContext,
+    launcher: TrainingLauncher,
+    stage: str,
+    extras: dict,
+    config: PortfolioConfig,
+    profile: ProfileResource,
+    upstream_data: str,
+) -> dg.MaterializeResult:
+    data_version = "-".join(
+        [path.rsplit("/", 1)[-1][:16] for path in (extras["features"], extras["selection"])]
+        + [upstream_data]
+    )
+    return launcher.run(
+        context,
+        stage,
+        {
+            **extras,
+            "config": portfolio_stage_config(profile.get(), **config.model_dump()),
+            "identity": identity(context, data_version=data_version),
+        },
+    )
+
+
+_COMMON = {
+    "group_name": "models",
+    "kinds": {"pytorch", "mlflow"},
+    "retry_policy": dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+}
+
+
+@dg.asset(deps=[specialist_agents, portfolio_selection], **_COMMON)
+def meta_controller(
+    context: dg.AssetExecutionContext,
+    config: PortfolioConfig,
+    warehouse_db: WarehouseResource,
+    launcher: TrainingLauncher,
+    profile: ProfileResource,
+) -> dg.MaterializeResult:
+    """Portfolio-level policy over the frozen specialists of every selected code of one
+    underlying: per-specialist scales and weights against BS delta, and a portfolio no-trade
+    band, trading one netted position; registered as ``hedge-meta-controller``."""
+    extras = _inputs(context, warehouse_db)
+    versions = extras["specialists"]
+    upstream = "s" + ".".join(map(str, versions.values()))
+    return _launch(context, launcher, "meta_controller", extras, config, profile, upstream)
+
+
+@dg.asset(deps=[meta_controller], **_COMMON)
+def joint_model(
+    context: dg.AssetExecutionContext,
+    config: PortfolioConfig,
+    warehouse_db: WarehouseResource,
+    launcher: TrainingLauncher,
+    profile: ProfileResource,
+) -> dg.MaterializeResult:
+    """The meta-controller and its specialists fine-tuned together through a curriculum, one
+    model per seed (the profile's ensemble size); registered as versions of ``hedge-joint``."""
+    extras = _inputs(context, warehouse_db)
+    meta = int(_latest(context, meta_controller, "version"))
+    extras["meta_controller_version"] = meta
+    return _launch(context, launcher, "joint", extras, config, profile, f"m{meta}")
+
+
+@dg.asset(deps=[joint_model], **_COMMON)
+def hedge_ensemble(
+    context: dg.AssetExecutionContext,
+    config: PortfolioConfig,
+    warehouse_db: WarehouseResource,
+    launcher: TrainingLauncher,
+    profile: ProfileResource,
+) -> dg.MaterializeResult:
+    """The joint models weighted by validation risk with a turbulence guard, evaluated on the
+    held-out test windows against every baseline and stage, registered as ``hedge-ensemble``
+    and promoted to ``champion`` only through the gate."""
+    extras = _inputs(context, warehouse_db)
+    joint_versions = [int(v) for v in _latest(context, joint_model, "versions")]
+    event = context.instance.get_latest_materialization_event(joint_model.key)
+    meta = int(event.asset_materialization.metadata["upstream_meta_controller_version"].value)
+    extras |= {"joint_versions": joint_versions, "meta_controller_version": meta}
+    upstream = "j" + ".".join(map(str, joint_versions))
+    return _launch(context, launcher, "ensemble", extras, config, profile, upstream)

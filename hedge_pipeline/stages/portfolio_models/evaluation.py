@@ -1,0 +1,227 @@
+"""The portfolio's risk table: every hedger, every stage, on the same windows.
+
+Baselines trade the netted portfolio position: no hedge, Black–Scholes delta (the sum of the
+books' deltas) and a Whalley–Wilmott band around it, sized by the portfolio's dollar gamma.
+With hedge options a fourth, ``bs_delta_gamma``: each code's book delta-gamma neutral with its
+option (:func:`~hedge_pipeline.hedging.baselines.delta_gamma`, capped as the specialists'
+baseline is), the underlying legs netted.
+The columns (:func:`portfolio_metrics`), per window of P&L X (the hedged portfolio, held from
+the window's first decision to its end):
+
+* ``price``: the criterion's cash value of X; ``es10``: expected shortfall at 10 %;
+  ``entropic``: the entropic price with risk aversion 1;
+* ``sharpe``: mean/std of X; ``sortino``: mean / downside deviation (root mean of min(X,0)²);
+  both per window, not annualized (windows overlap in replay);
+* ``max_drawdown``: the mean over windows of the largest peak-to-trough fall of the marked
+  P&L path (:func:`~hedge_pipeline.stages.portfolio_models.controller.mark_to_market`); ``calmar``:
+  mean P&L / max_drawdown;
+* ``win_rate``: share of windows where the hedger ends above Black–Scholes delta on the same
+  window; ``profit_rate``: share with X > 0;
+* ``var_compliance``: share of windows whose loss stays within the VaR limit;
+* ``total_cost``: mean transaction cost per window.
+
+Two readings of the tail go with it, because a tail measure over a few hundred replayed
+windows is decided by a few events and a user needs to see which:
+
+* ``<hedger>_without_costs`` rows (:func:`score`'s ``costless``): the same positions traded
+  for free. For BS delta this is how far any hedge that only trades the delta less often could
+  go: the distance from ``bs_delta`` to ``bs_delta_without_costs`` is all that cost savings
+  can win; what remains is risk the underlying cannot hedge (gamma over overnight gaps).
+* :func:`tail_by_front`: the worst 10 % of windows (ES10's own tail) by front code, each
+  code's count, mean loss and additive share of ES10.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from hedge_pipeline.hedging.baselines import delta_gamma, option_cap, whalley_wilmott_width
+from hedge_pipeline.hedging.simulator import DELTA, SCALED_GAMMA
+from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
+from hedge_pipeline.stages.portfolio_models.controller import (
+    Hedge,
+    PortfolioProblem,
+    code_features,
+    mark_to_market,
+    portfolio_pnl,
+    split_proposals,
+)
+from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
+
+__all__ = [
+    "BASELINES",
+    "analytic_hedge",
+    "baseline_positions",
+    "front_codes",
+    "portfolio_delta",
+    "portfolio_metrics",
+    "score",
+    "specialist_rows",
+    "tail_by_front",
+]
+
+BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
+REFERENCE = "bs_delta"
+
+
+def portfolio_delta(ep: PortfolioEpisodes, feats: Tensor) -> Tensor:
+    """Σ of the present books' Black–Scholes deltas, from the codes' features
+    (:func:`code_features`). Shape: feats (n, T, C, ·) → (n_paths, n_steps)."""
+    return (feats[..., DELTA] * ep.present.unsqueeze(1)).sum(dim=-1)
+
+
+def delta_gamma_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes, feats: Tensor) -> Hedge:
+    """Every present book delta-gamma neutral with its own hedge option, the underlying legs
+    netted (module docstring), from the codes' features (:func:`code_features`).
+
+    Shape: feats (n, T, C, 6) → Hedge((n, T), (n, T, C))
+    """
+    n, steps, _, columns = feats.shape
+    legs = (
+        torch.stack(
+            [
+                delta_gamma(feats[:, :, c].reshape(-1, columns), option_cap(p)).reshape(n, steps, 2)
+                for c, p in enumerate(pp.problems)
+            ],
+            dim=2,
+        )
+        * ep.present[:, None, :, None]
+    )
+    return Hedge(legs[..., 0].sum(dim=-1), legs[..., 1])
+
+
+def analytic_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes, feats: Tensor) -> Hedge:
+    """The textbook hedge with the portfolio's instruments, from the codes' features: BS
+    delta-gamma with hedge options, BS delta without."""
+    if pp.with_options:
+        return delta_gamma_hedge(pp, ep, feats)
+    return Hedge(portfolio_delta(ep, feats))
+
+
+def specialist_rows(prop: Tensor) -> dict[str, Hedge]:
+    """The specialists' proposals (:func:`.controller.proposals`)
+    as two rows: each code trading for itself (``specialists``) and their underlying positions
+    summed into one trade (``specialists_netted``); options are each code's either way."""
+    own = split_proposals(prop)
+    return {
+        "specialists": own,
+        "specialists_netted": Hedge(own.underlying.sum(dim=-1), own.options),
+    }
+
+
+def baseline_positions(
+    pp: PortfolioProblem, ep: PortfolioEpisodes, risk_aversion: float = 1.0
+) -> dict[str, Tensor | Hedge]:
+    """Positions of the baselines on ``ep`` (module docstring): (n, T) in the underlying, and
+    ``bs_delta_gamma`` a :class:`Hedge` with options."""
+    feats, _ = code_features(pp, ep)
+    present = ep.present.unsqueeze(1)
+    delta = portfolio_delta(ep, feats)
+    sigma = torch.tensor([p.sigma for p in pp.problems], dtype=ep.spot.dtype)
+    tau = torch.stack([b.tau[:, :-1] for b in ep.books], dim=-1).clamp(min=1e-12)
+    # S·Γ of each book from its scaled gamma S·Γ·σ·√τ; the portfolio's is their sum.
+    spot_gamma = (feats[..., SCALED_GAMMA] / (sigma * tau.sqrt()) * present).sum(dim=-1)
+    width = whalley_wilmott_width(pp.cost, ep.spot[:, :-1], spot_gamma, risk_aversion)
+    band, prev = [], torch.zeros_like(delta[:, 0])
+    for t in range(pp.n_steps):
+        prev = torch.clamp(prev, delta[:, t] - width[:, t], delta[:, t] + width[:, t])
+        band.append(prev)
+    baselines: dict[str, Tensor | Hedge] = {
+        "no_hedge": torch.zeros_like(delta),
+        "bs_delta": delta,
+        "whalley_wilmott": torch.stack(band, dim=1),
+    }
+    if pp.with_options:
+        baselines["bs_delta_gamma"] = delta_gamma_hedge(pp, ep, feats)
+    return baselines
+
+
+def portfolio_metrics(
+    path: Tensor,
+    costs: Tensor,
+    risk: RiskMeasure,
+    var_limit: float,
+    reference: Tensor,
+) -> dict[str, float]:
+    """The columns of the module docstring from a marked P&L path (n, T + 1), the costs (n,)
+    and the reference hedger's P&L (n,), in float64."""
+    path, costs, reference = path.double(), costs.double(), reference.double()
+    pl = path[:, -1]
+    mean, std = float(pl.mean()), float(pl.std()) if pl.numel() > 1 else 0.0
+    downside = float(pl.clamp(max=0.0).square().mean().sqrt())
+    drawdown = float((path.cummax(dim=1).values - path).max(dim=1).values.mean())
+    return {
+        "price": float(risk.cash(pl)),
+        "mean_pl": mean,
+        "std_pl": std,
+        "es10": float(ExpectedShortfall(0.1).cash(pl)),
+        "entropic": float(EntropicRisk(1.0).cash(pl)),
+        "sharpe": mean / std if std > 0 else float("nan"),
+        "sortino": mean / downside if downside > 0 else float("nan"),
+        "max_drawdown": drawdown,
+        "calmar": mean / drawdown if drawdown > 0 else float("nan"),
+        "win_rate": float((pl > reference).double().mean()),
+        "profit_rate": float((pl > 0).double().mean()),
+        "var_compliance": float((-pl <= var_limit).double().mean()),
+        "total_cost": float(costs.mean()),
+    }
+
+
+def score(
+    pp: PortfolioProblem,
+    ep: PortfolioEpisodes,
+    positions: Mapping[str, Tensor | Hedge],
+    risk: RiskMeasure,
+    var_limit: float,
+    costless: Sequence[str] = (),
+) -> tuple[dict[str, dict[str, float]], dict[str, Tensor]]:
+    """Metrics and P&L per hedger, from each hedger's positions: a :class:`Hedge`, or its
+    underlying alone, (n, T) netted or (n, T, C) each code trading for itself. ``positions``
+    must hold ``bs_delta`` (the win-rate reference, with costs). Each hedger named in
+    ``costless`` is scored again at zero costs, as a ``<name>_without_costs`` row (module
+    docstring)."""
+    free = replace(pp, cost=0.0, slippage=0.0, fixed_fee=0.0)
+    runs = [(name, pp, held) for name, held in positions.items()]
+    runs += [(f"{name}_without_costs", free, positions[name]) for name in costless]
+    with torch.no_grad():
+        scored = {name: portfolio_pnl(problem, ep, held) for name, problem, held in runs}
+        reference = scored[REFERENCE][0]
+        metrics = {
+            name: portfolio_metrics(mark_to_market(problem, ep, held), scored[name][1], risk,
+                                    var_limit, reference)
+            for name, problem, held in runs
+        }  # fmt: skip
+    return metrics, {name: pnl for name, (pnl, _) in scored.items()}
+
+
+def front_codes(ep: PortfolioEpisodes) -> Tensor:
+    """Each window's front code (index into the codes): its first present code, since the
+    portfolio's codes are in expiry order. Shape: → (n_paths,)"""
+    return ep.present.argmax(dim=1)  # the first of equal maxima
+
+
+def tail_by_front(
+    pnl: Tensor, front: Tensor, codes: Sequence[str], p: float = 0.1
+) -> dict[str, dict[str, float]]:
+    """The worst ``p`` of the windows by front code, largest share first (module docstring).
+
+    The tail is :class:`~hedge_pipeline.quant.risk.ExpectedShortfall`'s: the ⌈p·n⌉ lowest
+    P&Ls, so the ``es_share`` entries (a code's tail losses over ⌈p·n⌉) add up to ES(p).
+    ``windows`` counts the code's windows in the tail, ``mean_loss`` their mean loss.
+    """
+    k = ExpectedShortfall(p).tail_size(pnl.numel())
+    losses, worst = torch.topk(-pnl.double(), k)
+    fronts = front[worst]
+    rows = {}
+    for f in fronts.unique().tolist():
+        mine = losses[fronts == f]
+        rows[codes[f]] = {
+            "windows": int(mine.numel()),
+            "mean_loss": float(mine.mean()),
+            "es_share": float(mine.sum() / k),
+        }
+    return dict(sorted(rows.items(), key=lambda item: -item[1]["es_share"]))

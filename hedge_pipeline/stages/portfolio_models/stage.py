@@ -1,0 +1,315 @@
+"""What the three portfolio stages share: the portfolio, its models' folders, their reloading.
+
+Every stage opens the same way (:func:`open_stage`): config checked, the portfolio loaded and
+described, the fixed validation windows and the objective built on them.
+
+Extras (from the ``meta_controller``, ``joint_model`` and ``hedge_ensemble`` assets):
+``features`` (the book rows of every selected code's ``greeks_features``), ``selection``
+(``portfolio_selection``), ``specialists`` (``{weekly_code: hedge-specialist version}``, the
+versions the latest ``specialist_agents`` materializations registered), ``config`` and
+``identity``.
+
+Each code's market is rebuilt exactly as its specialist saw it: the same episodes, costs and
+CNN-LSTM forecasts (stored in the specialist's registered folder), so no CNN-LSTM runs here.
+The portfolio is the codes of one underlying (``config["underlying"]``, default the one with
+the most selected codes; codes of other underlyings are named in the log and left out).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from mlflow import MlflowClient
+from torch import nn
+
+from hedge_pipeline.harness.session import TrainingSession
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.quant.risk import parse_criterion
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.portfolio_models.controller import (
+    MetaController,
+    PortfolioProblem,
+    fit_inputs,
+    proposals,
+)
+from hedge_pipeline.stages.portfolio_models.evaluation import baseline_positions, score
+from hedge_pipeline.stages.portfolio_models.joint import JointModel
+from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes, PortfolioMarket
+from hedge_pipeline.stages.portfolio_models.objective import PortfolioObjective, value_at_risk
+from hedge_pipeline.stages.specialists.train import (
+    FORECASTS_FILE,
+    code_market,
+    load_policy,
+    market_config,
+    model_name,
+)
+
+META_MODEL = "hedge-meta-controller"
+JOINT_MODEL = "hedge-joint"
+ENSEMBLE_MODEL = "hedge-ensemble"
+CONFIG_FILE = "config.json"
+# Seeds of the fixed evaluation draws, far from any training seed.
+VAL_SEED, TEST_SEED, SCALE_SEED = 7_100_003, 9_100_011, 5_100_007
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Reject what no data could fix, before anything is read (ValueError: never retried)."""
+    parse_criterion(cfg["criterion"])
+    for key in ("cost", "slippage", "fixed_fee", "cost_weight", "risk_penalty"):
+        if not cfg[key] >= 0.0:
+            raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
+    if cfg.get("max_position") is not None and not cfg["max_position"] > 0:
+        raise ValueError(f"max_position must be > 0 units, got {cfg['max_position']}")
+    if not 0.5 <= cfg["var_level"] < 1.0:
+        raise ValueError(f"var_level must lie in [0.5, 1), got {cfg['var_level']}")
+
+
+@dataclass
+class Portfolio:
+    """The market, the problem and the frozen specialists (in ``market.codes`` order)."""
+
+    market: PortfolioMarket
+    problem: PortfolioProblem
+    specialists: list[nn.Module]
+    specs: list[dict[str, Any]]
+    versions: dict[str, int]  # weekly code → hedge-specialist version
+    excluded: list[str]
+
+    @property
+    def upstream(self) -> dict[str, int]:
+        return {model_name(code): v for code, v in self.versions.items()}
+
+
+def load_portfolio(client: MlflowClient, extras: dict[str, Any], cfg: dict[str, Any]) -> Portfolio:
+    """The portfolio of the extras' specialists (module docstring)."""
+    features = pl.read_parquet(extras["features"])
+    selection = pl.read_parquet(extras["selection"])
+    wanted = {str(code): int(v) for code, v in extras["specialists"].items()}
+    if not wanted:
+        raise ValueError("no specialist to combine: materialize specialist_agents first")
+    underlyings = (
+        features.filter(pl.col("weekly_code").is_in(list(wanted)))
+        .group_by("weekly_code")
+        .agg(pl.col("underlying").first())
+    )
+    by_code = dict(zip(underlyings["weekly_code"], underlyings["underlying"], strict=True))
+    missing = sorted(set(wanted) - set(by_code))
+    if missing:
+        raise ValueError(f"no greeks_features rows for the selected codes {missing}")
+    counts: dict[str, int] = {}
+    for u in by_code.values():
+        counts[u] = counts.get(u, 0) + 1
+    underlying = cfg.get("underlying") or max(sorted(counts), key=lambda u: counts[u])
+    if underlying not in counts:
+        raise ValueError(f"no selected code on underlying {underlying!r}; have {sorted(counts)}")
+    codes = sorted(c for c, u in by_code.items() if u == underlying)
+    markets, specialists, specs = [], [], []
+    for code in codes:
+        loaded = registry.load_version(client, model_name(code), wanted[code])
+        policy, spec = load_policy(loaded.directory)
+        if not (loaded.directory / FORECASTS_FILE).exists():
+            raise ValueError(
+                f"{model_name(code)} v{loaded.version} was registered without its CNN-LSTM "
+                "forecasts (an older release): re-materialize specialist_agents for "
+                f"{code}"
+            )
+        forecasts = pl.read_parquet(loaded.directory / FORECASTS_FILE)
+        rows = pl.col("weekly_code") == code
+        market = code_market(
+            features.filter(rows), selection.filter(rows), forecasts, market_config(spec)
+        )
+        markets.append(market)
+        specialists.append(policy)
+        specs.append(spec)
+    market = PortfolioMarket(markets)
+    order = [codes.index(c) for c in market.codes]
+    problem = PortfolioProblem(
+        codes=market.codes,
+        problems=tuple(m.problem for m in market.markets),
+        cost=cfg["cost"],
+        slippage=cfg["slippage"],
+        fixed_fee=cfg["fixed_fee"],
+        max_position=cfg.get("max_position"),
+    )
+    return Portfolio(
+        market=market,
+        problem=problem,
+        specialists=[specialists[i] for i in order],
+        specs=[specs[i] for i in order],
+        versions={c: wanted[c] for c in market.codes},
+        excluded=sorted(set(wanted) - set(codes)),
+    )
+
+
+@dataclass
+class StageInputs:
+    """What every portfolio stage starts from (:func:`open_stage`)."""
+
+    cfg: dict[str, Any]
+    identity: dict[str, Any]
+    client: MlflowClient
+    portfolio: Portfolio
+    validation: PortfolioEpisodes
+    objective: PortfolioObjective
+
+
+@contextmanager
+def open_stage(session: TrainingSession) -> Iterator[StageInputs]:
+    """The stage's checked config, identity, registry client, portfolio (described in the
+    log), fixed validation windows and objective, with the configured torch threads for the
+    block. None of it draws from torch's global generator, so a stage seeding it afterwards
+    (the meta-controller's initial weights) gets the same draws as before it."""
+    extras = session.extras
+    cfg = dict(extras["config"])
+    check_config(cfg)
+    with torch_threads(cfg["num_threads"]):
+        client = registry.client()
+        portfolio = load_portfolio(client, extras, cfg)
+        describe(session, portfolio)
+        validation = validation_windows(portfolio, cfg)
+        yield StageInputs(
+            cfg,
+            dict(extras["identity"]),
+            client,
+            portfolio,
+            validation,
+            objective(portfolio, cfg, validation),
+        )
+
+
+def describe(session: TrainingSession, portfolio: Portfolio) -> None:
+    m = portfolio.market
+    session.info(
+        f"portfolio of {len(m.codes)} codes ({', '.join(m.codes)}); windows "
+        + ", ".join(f"{s} {len(m._windows[s])}" for s in ("train", "val", "test"))
+        + f"; specialists {portfolio.versions}"
+    )
+    if portfolio.excluded:
+        session.warning(
+            f"left out codes of other underlyings: {', '.join(portfolio.excluded)} "
+            "(set config underlying to hedge them instead)"
+        )
+
+
+def sampler(portfolio: Portfolio, vol_scale: tuple[float, float] = (1.0, 1.0)):
+    """Training windows: the training split, moved anywhere before expiry (as the specialists')."""
+
+    def sample(n_paths: int, generator: torch.Generator):
+        return portfolio.market.sample(
+            n_paths, generator, "train", any_expiry=True, vol_scale=vol_scale
+        )
+
+    return sample
+
+
+def validation_windows(portfolio: Portfolio, cfg: dict[str, Any]):
+    return portfolio.market.sample(
+        cfg["val_paths"], torch.Generator().manual_seed(cfg["seed"] + VAL_SEED), "val"
+    )
+
+
+def objective(portfolio: Portfolio, cfg: dict[str, Any], validation) -> PortfolioObjective:
+    """The configured objective; without a ``var_limit`` the limit is BS delta's VaR on the
+    validation windows (the hedge must keep losses within what delta hedging risks)."""
+    risk = parse_criterion(cfg["criterion"])
+    limit = cfg.get("var_limit")
+    if limit is None:
+        held = baseline_positions(portfolio.problem, validation)
+        bs = score(portfolio.problem, validation, held, risk, float("inf"))[1]["bs_delta"]
+        limit = float(value_at_risk(bs, cfg["var_level"]))
+    return PortfolioObjective(
+        risk,
+        cost_weight=cfg["cost_weight"],
+        var_limit=float(limit),
+        var_level=cfg["var_level"],
+        risk_penalty=cfg["risk_penalty"],
+        diversification_bonus=cfg["diversification_bonus"],
+    )
+
+
+def new_meta(portfolio: Portfolio, cfg: dict[str, Any]) -> MetaController:
+    """A controller at its starting point, input scales fitted on training windows."""
+    meta = MetaController(
+        n_context=len(portfolio.problem.problems[0].context),
+        width=cfg["width"],
+        n_layers=cfg["n_layers"],
+    )
+    sample = portfolio.market.sample(
+        cfg["val_paths"],
+        torch.Generator().manual_seed(cfg["seed"] + SCALE_SEED),
+        "train",
+        any_expiry=True,
+    )
+    with torch.no_grad():
+        prop = proposals(portfolio.problem, sample, portfolio.specialists)
+        fit_inputs(meta, portfolio.problem, sample, prop)
+    return meta
+
+
+def save_model(model: nn.Module, spec: dict[str, Any], out: Path) -> Path:
+    """A registered folder: weights plus the spec that rebuilds the module around them."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out / registry.WEIGHTS_FILE)
+    (out / CONFIG_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return out
+
+
+def meta_spec(portfolio: Portfolio, meta: MetaController, cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "meta": meta.config,
+        "codes": list(portfolio.market.codes),
+        "specialists": portfolio.versions,
+        "costs": {"cost": cfg["cost"], "slippage": cfg["slippage"], "fixed_fee": cfg["fixed_fee"]},
+        "max_position": cfg.get("max_position"),
+        "criterion": cfg["criterion"],
+    }
+
+
+def load_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    spec = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    return state, spec
+
+
+def joint_skeleton(portfolio: Portfolio, spec: dict[str, Any]) -> JointModel:
+    """A joint model shaped like ``spec``'s, on this portfolio's specialists (copies)."""
+    if list(spec["codes"]) != list(portfolio.market.codes):
+        raise ValueError(
+            f"the model covers codes {spec['codes']}, this portfolio {list(portfolio.market.codes)}"
+        )
+    # Copies: each joint model trains its own specialists.
+    specialists = [copy.deepcopy(p) for p in portfolio.specialists]
+    return JointModel(MetaController(**spec["meta"]), specialists)
+
+
+def at_costs(problem: PortfolioProblem, scale: float) -> PortfolioProblem:
+    return replace(
+        problem,
+        cost=problem.cost * scale,
+        slippage=problem.slippage * scale,
+        fixed_fee=problem.fixed_fee * scale,
+    )
+
+
+COLUMNS = ("es10", "price", "entropic", "mean_pl", "std_pl", "sharpe", "sortino", "calmar",
+           "max_drawdown", "win_rate", "profit_rate", "var_compliance", "total_cost")  # fmt: skip
+
+
+def markdown_risk_table(metrics: dict[str, dict[str, float]]) -> str:
+    """The portfolio risk table as markdown: one row per hedger, the evaluation's columns."""
+    rows = ([name, *(f"{row[c]:.4g}" for c in COLUMNS)] for name, row in metrics.items())
+    return markdown_table(["hedger", *COLUMNS], rows, right_from=1)

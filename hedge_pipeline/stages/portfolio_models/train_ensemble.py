@@ -1,0 +1,336 @@
+"""Stage ``ensemble``: joint models weighted by validation risk, evaluated, promoted or not.
+
+Loads the joint models (``joint_versions``), weights them by their risk on the fixed
+validation windows (:func:`~hedge_pipeline.stages.portfolio_models.ensemble.risk_weights`), sets the
+turbulence guard at a quantile of the turbulence index over the training windows, and scores
+on the held-out test windows, replayed and simulated, every baseline and every stage:
+specialists alone (each code trading for itself), specialists netted, the meta-controller,
+the best joint model, the ensemble, and the ensemble with the CNN-LSTM's forecast and
+uncertainty held at their training means (the ablation of what the CNN-LSTM tells it). Two
+readings of the tail go with the table (:mod:`.evaluation`): BS
+delta traded for free (``bs_delta_without_costs``: how far cost savings alone could go) and,
+for BS delta and the ensemble, the worst 10 % of windows by front code (``tail_by_front``).
+
+Promotion gate (DESIGN §8): the new version gets ``champion`` only when its test ES10
+(replay) beats BS delta's and the current champion's (re-scored on the same windows when it
+covers the same codes) by ``promotion_margin``; otherwise it stays ``candidate``, with the
+reason in its tags (``promotion``, ``promotion_reason``) and the metadata. The report (JSON,
+markdown, PNGs) is logged under ``report/`` of the version's MLflow run for ``hedge evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import torch
+from matplotlib.figure import Figure
+
+from hedge_pipeline.harness.session import TrainingSession
+from hedge_pipeline.harness.tracking import (
+    identity_tags,
+    log_metrics,
+    png_markdown,
+    tracking_run,
+)
+from hedge_pipeline.hedging.code_market import CONTEXT
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.portfolio_models import stage as shared
+from hedge_pipeline.stages.portfolio_models.controller import (
+    MetaController,
+    code_features,
+    meta_rollout,
+    proposals,
+)
+from hedge_pipeline.stages.portfolio_models.ensemble import (
+    HedgeEnsemble,
+    member_positions,
+    risk_weights,
+    without_forecasts,
+)
+from hedge_pipeline.stages.portfolio_models.evaluation import (
+    baseline_positions,
+    front_codes,
+    score,
+    specialist_rows,
+    tail_by_front,
+)
+from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
+from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
+
+FORECAST_COLUMNS = tuple(CONTEXT.index(c) for c in ("rv_forecast", "rv_forecast_std"))
+TURBULENCE_COLUMN = CONTEXT.index("turbulence")
+TAIL_HEDGERS = ("bs_delta", "ensemble")
+
+
+def run(session: TrainingSession) -> None:
+    extras = session.extras
+    with ExitStack() as stack, shared.open_stage(session) as stage:
+        cfg, identity, client = stage.cfg, stage.identity, stage.client
+        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
+        pp = portfolio.problem
+        members, member_versions = [], []
+        for ref in extras["joint_versions"]:
+            loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
+            state, spec = shared.load_state(loaded.directory)
+            model = shared.joint_skeleton(portfolio, spec)
+            model.load_state_dict(state)
+            members.append(model.eval())
+            member_versions.append(loaded.version)
+        task = PortfolioTask(pp, shared.sampler(portfolio), objective, validation, 1, 2)
+        val_risk = [task.evaluate(m, torch.device("cpu"))["val_loss"] for m in members]
+        weights = risk_weights(val_risk)
+        train = portfolio.market.replay("train")
+        with torch.no_grad():
+            _, context = code_features(pp, train)
+        threshold = float(
+            torch.quantile(
+                context[..., TURBULENCE_COLUMN].double().flatten(), cfg["turbulence_quantile"]
+            )
+        )
+        ensemble = HedgeEnsemble(members, weights, threshold, TURBULENCE_COLUMN)
+        meta_ref = extras["meta_controller_version"]
+        meta_loaded = registry.load_version(client, shared.META_MODEL, meta_ref)
+        meta_state, meta_spec = shared.load_state(meta_loaded.directory)
+        meta = MetaController(**meta_spec["meta"])
+        meta.load_state_dict(meta_state)
+        means = _forecast_means(portfolio, train)
+        best = members[int(torch.argmax(weights))]
+        episodes = {
+            "test_replay": portfolio.market.replay("test"),
+            "test_simulated": portfolio.market.sample(
+                cfg["eval_paths"],
+                torch.Generator().manual_seed(cfg["seed"] + shared.TEST_SEED),
+                "test",
+            ),
+        }
+        tables, pnls, tails, guard_share = {}, {}, {}, {}
+        for split, ep in episodes.items():
+            with torch.no_grad():
+                prop = proposals(pp, ep, portfolio.specialists)
+                held_ensemble, guard = ensemble.positions(pp, ep)
+                held = (
+                    baseline_positions(pp, ep)
+                    | specialist_rows(prop)
+                    | {
+                        "meta_controller": meta_rollout(pp, ep, prop, meta).hedge,
+                        "joint": member_positions(pp, ep, best),
+                        "ensemble": held_ensemble,
+                        "ensemble_without_cnn_lstm": ensemble.positions(
+                            pp, without_forecasts(ep, FORECAST_COLUMNS, means)
+                        )[0],
+                    }
+                )
+            tables[split], pnls[split] = score(
+                pp, ep, held, objective.risk, objective.var_limit, costless=("bs_delta",)
+            )
+            tails[split] = {
+                name: tail_by_front(pnls[split][name], front_codes(ep), pp.codes)
+                for name in TAIL_HEDGERS
+            }
+            guard_share[split] = float(guard.double().mean())
+        # The joints name the meta-controller, which names the specialists (hedge models show).
+        identity["upstream"] = {
+            f"{shared.JOINT_MODEL}/{k}": v for k, v in enumerate(member_versions)
+        }
+        tags = identity_tags(identity, shared.config_hash(cfg))
+        run_id = stack.enter_context(tracking_run(client, shared.ENSEMBLE_MODEL, tags, cfg))
+        for split, table in tables.items():
+            log_metrics(
+                client,
+                run_id,
+                {f"{split}_{h}_{k}": v for h, row in table.items() for k, v in row.items()},
+            )
+        champion = _champion_es10(client, portfolio, episodes["test_replay"], objective)
+        decision, reason = _gate(tables["test_replay"], champion, cfg["promotion_margin"])
+        spec = shared.meta_spec(portfolio, meta, cfg) | {
+            "ensemble": {
+                "joint_versions": member_versions,
+                "weights": weights.tolist(),
+                "validation_risk": val_risk,
+                "turbulence_threshold": threshold,
+                "turbulence_quantile": cfg["turbulence_quantile"],
+            },
+            "member_spec": spec,
+        }
+        with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
+            folder = Path(tmp)
+            report = _report(
+                folder / "report", tables, tails, pnls, spec, decision, reason, guard_share
+            )
+            client.log_artifacts(run_id, str(folder / "report"), artifact_path="report")
+            model_dir = shared.save_model(ensemble, spec, folder / "model")
+            version = registry.register_version(
+                client,
+                shared.ENSEMBLE_MODEL,
+                run_id,
+                model_dir,
+                tags | {"promotion": decision, "promotion_reason": reason},
+            )
+        if decision == "promoted":
+            client.set_registered_model_alias(
+                shared.ENSEMBLE_MODEL, registry.CHAMPION, version.version
+            )
+        client.set_model_version_tag(shared.ENSEMBLE_MODEL, version.version, "promotion", decision)
+        client.set_model_version_tag(
+            shared.ENSEMBLE_MODEL, version.version, "promotion_reason", reason
+        )
+        (session.info if decision == "promoted" else session.warning)(
+            f"{shared.ENSEMBLE_MODEL} v{version.version}: {decision}: {reason}"
+        )
+        session.report(
+            metadata={
+                "registered_model": shared.ENSEMBLE_MODEL,
+                "version": int(version.version),
+                "mlflow_run_id": run_id,
+                "weights_sha256": version.tags["weights_sha256"],
+                "promotion": decision,
+                "promotion_reason": reason,
+                "joint_versions": member_versions,
+                "member_weights": weights.tolist(),
+                "turbulence_threshold": threshold,
+                "guard_share": guard_share,
+                "test_replay": tables["test_replay"],
+                "test_simulated": tables["test_simulated"],
+                "tail_by_front": tails,
+                **{
+                    f"evaluation_{split}": {
+                        "raw_value": shared.markdown_risk_table(t),
+                        "type": "md",
+                    }
+                    for split, t in tables.items()
+                },
+                **report,
+            },
+            data_version=version.tags["weights_sha256"][:16],
+        )
+
+
+def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[float]:
+    """Training means of the forecast columns over the training windows' (``ep``) codes."""
+    values = []
+    for column in FORECAST_COLUMNS:
+        total = sum(
+            float((b.context[..., column] * ep.present[:, c, None]).sum())
+            for c, b in enumerate(ep.books)
+        )
+        count = float(ep.present.sum()) * portfolio.problem.n_steps
+        values.append(total / max(count, 1.0))
+    return values
+
+
+def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | None] | None:
+    """The current champion's test ES10 on these windows (None: no champion yet).
+
+    A champion built on other weekly codes (a code joined or left since), or on specialists of
+    another shape (a hedge option where there was none, another network), cannot be rebuilt
+    around this portfolio's specialists, so it has no ES10 here: ``(version, None)``. The stage
+    must still register the new ensemble (as a candidate, see ``_gate``) rather than fail:
+    failing would leave every portfolio retrain after such a change without an ensemble.
+    """
+    try:
+        loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, registry.CHAMPION)
+    except registry.UnknownModelVersionError:
+        return None
+    state, spec = shared.load_state(loaded.directory)
+    if list(spec["codes"]) != list(portfolio.market.codes):
+        return loaded.version, None
+    info = spec["ensemble"]
+    members = [
+        shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
+    ]
+    champion = HedgeEnsemble(
+        members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
+    )
+    try:
+        champion.load_state_dict(state)
+    except RuntimeError:  # torch's answer to weights of another shape than the skeleton's
+        return loaded.version, None
+    with torch.no_grad():
+        held = champion.positions(portfolio.problem, test)[0]
+        bs = baseline_positions(portfolio.problem, test)["bs_delta"]
+    metrics, _ = score(
+        portfolio.problem,
+        test,
+        {"bs_delta": bs, "champion": held},
+        objective.risk,
+        objective.var_limit,
+    )
+    return loaded.version, metrics["champion"]["es10"]
+
+
+def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[str, str]:
+    """("promoted" | "candidate", why): beat BS delta and the champion by ``margin``.
+
+    A champion on other weekly codes (ES10 None) cannot be beaten on one test set, so the
+    new ensemble stays a candidate and the champion stays: promotion is then an operator's call.
+    """
+    new, bs = table["ensemble"]["es10"], table["bs_delta"]["es10"]
+    bar = f"test ES10 (replay) {new:.4g}"
+    if not new <= bs * (1.0 - margin):
+        return "candidate", f"{bar} does not beat BS delta's {bs:.4g} by {margin:.1%}"
+    if champion is not None and champion[1] is None:
+        return "candidate", (
+            f"{bar} beats BS delta's {bs:.4g}, but champion v{champion[0]} covers other weekly "
+            "codes or hedges with other specialists: the two cannot be compared on one test "
+            "set; promote it by hand if it should replace the champion"
+        )
+    if champion is not None and not new <= champion[1] * (1.0 - margin):
+        return "candidate", (
+            f"{bar} does not beat champion v{champion[0]}'s {champion[1]:.4g} by {margin:.1%}"
+        )
+    against = f" and champion v{champion[0]}'s {champion[1]:.4g}" if champion else ""
+    return "promoted", f"{bar} beats BS delta's {bs:.4g}{against} by at least {margin:.1%}"
+
+
+def _report(
+    folder: Path, tables, tails, pnls, spec, decision, reason, guard_share
+) -> dict[str, Any]:
+    """report.json, report.md and PNGs in ``folder``; their Dagster metadata entries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    document = {
+        "promotion": decision,
+        "promotion_reason": reason,
+        "ensemble": spec["ensemble"],
+        "codes": spec["codes"],
+        "guard_share": guard_share,
+        "evaluation": tables,
+        "tail_by_front": tails,
+    }
+    (folder / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    lines = [f"# hedge-ensemble evaluation\n\n**{decision}**: {reason}\n"]
+    metadata = {}
+    for split, table in tables.items():
+        tail = _tail_markdown(tails[split])
+        lines += [f"\n## {split.replace('_', ' ')}\n", shared.markdown_risk_table(table), ""]
+        lines += ["### Worst 10 % of windows by front code\n", tail, ""]
+        metadata[f"tail_by_front_{split}"] = {"raw_value": tail, "type": "md"}
+    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    for split, pnl in pnls.items():
+        figure = Figure(figsize=(7, 4))
+        axes = figure.subplots()
+        for name in ("bs_delta", "specialists", "ensemble"):
+            axes.hist(pnl[name].double().numpy(), bins=40, alpha=0.5, label=name)
+        axes.set_title(f"portfolio P&L per window, {split.replace('_', ' ')}")
+        axes.set_xlabel("P&L")
+        axes.legend()
+        path = folder / f"pnl_{split}.png"
+        figure.savefig(path, dpi=90)
+        metadata[f"pnl_histogram_{split}"] = {"raw_value": png_markdown(path, split), "type": "md"}
+    return metadata
+
+
+def _tail_markdown(tails: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One row per (hedger, front code) of :func:`tail_by_front`'s figures."""
+    rows = (
+        [hedger, code, str(row["windows"]), f"{row['mean_loss']:.4g}", f"{row['es_share']:.4g}"]
+        for hedger, by_code in tails.items()
+        for code, row in by_code.items()
+    )
+    return markdown_table(
+        ["hedger", "front code", "windows", "mean loss", "share of ES10"], rows, right_from=2
+    )

@@ -1,0 +1,1 @@
+"""Stage 5: one hedging agent per weekly code (``specialist_agents``)."""

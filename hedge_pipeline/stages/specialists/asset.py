@@ -1,0 +1,134 @@
+"""``specialist_agents``: one hedging agent per weekly code, trained in a Pipes child.
+
+The asset reads the code's book (its ``portfolio_selection`` rows) and those options'
+``greeks_features`` rows (one short read-only connection), exports both as content-addressed
+Parquet files and launches ``python -m hedge_pipeline.training specialist`` with the
+``hedge-cnn-lstm`` version to use: by default the one the latest ``cnn_lstm_model``
+materialization registered, so the specialist is built on exactly the upstream asset's current
+model. The child validates the configuration, trains, evaluates and registers
+``hedge-specialist-<weekly_code>``, and reports the materialization back.
+"""
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from hedge_pipeline.orchestration.identity import identity
+from hedge_pipeline.orchestration.launcher import TrainingLauncher
+from hedge_pipeline.orchestration.partitions import weekly_code_partitions
+from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.datasets import export_parquet
+from hedge_pipeline.runtime.profiles import specialist_stage_config
+from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
+from hedge_pipeline.stages.market_data.assets import greeks_features
+from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.tables import warehouse
+
+SELECTION_OF_CODE = "SELECT * FROM portfolio_selection WHERE weekly_code = $1"
+FEATURES_OF_SELECTION = """
+    SELECT f.* FROM greeks_features f
+    JOIN portfolio_selection s USING (weekly_code, option_symbol)
+    WHERE f.weekly_code = $1
+"""
+
+
+class SpecialistConfig(dg.Config):
+    """The hedging problem and the trainer; sizes come from the profile (``HEDGE_PROFILE``)."""
+
+    algorithm: str = Field(default="deep_hedging", description="deep_hedging or ppo")
+    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
+    cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
+    slippage: float = Field(default=0.0, description="x (units traded)^2 x spot")
+    fixed_fee: float = Field(default=0.0, description="per trade")
+    hedge_option: bool = Field(
+        default=True,
+        description="also trade the template's hedge option (delta-gamma) when it names one",
+    )
+    head: str = Field(
+        default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
+    )
+    learning_rate: float = 3e-3
+    objective: str = Field(
+        default="per_state",
+        description="deep hedging's loss: per_state (the criterion's gain over BS delta from "
+        "each start state, every state alike) or pooled (the criterion of the whole batch, "
+        "whose tail is the riskiest states': better where the pooled tail lives, a portfolio's)",
+    )
+    epochs: int | None = Field(default=None, description="default: the profile's")
+    n_steps: int | None = Field(default=None, description="decisions per episode")
+    rebalance_bars: int | None = Field(default=None, description="bars between decisions")
+    cnn_lstm_version: int | None = Field(
+        default=None, description="hedge-cnn-lstm version; default: cnn_lstm_model's latest"
+    )
+    seed: int = 0
+
+
+def _cnn_lstm_version(context: dg.AssetExecutionContext, config: SpecialistConfig) -> int:
+    if config.cnn_lstm_version is not None:
+        return config.cnn_lstm_version
+    event = context.instance.get_latest_materialization_event(cnn_lstm_model.key)
+    version = event and event.asset_materialization.metadata.get("version")
+    if version is None:
+        raise dg.Failure(
+            "cnn_lstm_model has no materialization with a registered version: materialize it "
+            "first, or set cnn_lstm_version in the run config",
+            allow_retries=False,
+        )
+    return int(version.value)
+
+
+@dg.asset(
+    partitions_def=weekly_code_partitions,
+    group_name="models",
+    deps=[greeks_features, portfolio_selection, cnn_lstm_model],
+    kinds={"pytorch", "mlflow"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+)
+def specialist_agents(
+    context: dg.AssetExecutionContext,
+    config: SpecialistConfig,
+    warehouse_db: WarehouseResource,
+    launcher: TrainingLauncher,
+    profile: ProfileResource,
+) -> dg.MaterializeResult:
+    """The weekly code's hedging agent: trained on episodes simulated from a market calibrated
+    to the code, tested on its held-out windows (replay and simulated) against no hedge, BS
+    delta and Whalley–Wilmott; registered as ``hedge-specialist-<weekly_code>``."""
+    code = context.partition_key
+    with warehouse_db.connect(read_only=True) as con:
+        selection = warehouse.query(con, SELECTION_OF_CODE, [code])
+        features = warehouse.query(con, FEATURES_OF_SELECTION, [code])
+    book = selection.filter(~pl.col("is_hedge_instrument"))
+    if book.is_empty():
+        raise dg.Failure(
+            f"portfolio_selection holds no option of weekly code {code!r}: its template did "
+            "not select the code (see the portfolio_selection metadata) or it was never "
+            "materialized after the code arrived",
+            allow_retries=False,
+        )
+    exported = {
+        "features": export_parquet(features, paths.datasets_dir()),
+        "selection": export_parquet(selection, paths.datasets_dir()),
+    }
+    version = _cnn_lstm_version(context, config)
+    stage_config = specialist_stage_config(
+        profile.get(),
+        **config.model_dump(exclude={"cnn_lstm_version"}),
+    )
+    context.log.info(
+        f"{code}: {book.height} book options, {selection.height - book.height} hedge option, "
+        f"{features.height} feature rows; "
+        f"hedge-cnn-lstm v{version}"
+    )
+    data_version = "-".join(path.stem[:16] for path in exported.values())
+    return launcher.run(
+        context,
+        "specialist",
+        {
+            **{key: str(path) for key, path in exported.items()},
+            "cnn_lstm_version": version,
+            "config": stage_config,
+            "identity": identity(context, data_version=data_version, weekly_code=code),
+        },
+    )

@@ -1,0 +1,538 @@
+"""Stage ``specialist``: train one weekly code's hedging agent, evaluate it, register it.
+
+Extras (from the ``specialist_agents`` asset): ``features`` (the code's ``greeks_features``
+rows of its book options), ``selection`` (its ``portfolio_selection`` book rows),
+``cnn_lstm_version`` (the registered ``hedge-cnn-lstm`` version whose forecasts enter the
+observations; its inputs are rebuilt here with the horizon it was trained for), ``config`` (see
+``profiles.specialist_stage_config``) and ``identity``.
+
+Steps: load the CNN-LSTM version (checksum verified) and forecast the code's realized vol at
+every bar; build the code's market (``ml.hedging.code_market``: calibrated on the training
+split); train by ``algorithm``:
+
+* ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
+  harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
+  early stopping on fixed simulated episodes started from validation-split bars, divergence
+  monitor). With ``objective: per_state`` (default) the loss is the criterion's gain over BS
+  delta from each start state (``ml.hedging.objective.PerStateObjective``:
+  ``paths_per_state`` episodes per state); with ``pooled``, the criterion of the whole batch,
+  whose tail holds only the riskiest states (near the money). The policy starts as the
+  Black–Scholes delta hedge (zero-width band, or zero correction for the MLP head, whose
+  correction is gated by the book's gamma) with its inputs scaled on simulated training
+  episodes, and the untrained policy competes as epoch 0;
+* ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
+  (its own loop: no checkpoints, a retry starts it again);
+
+then score the policy and the baselines on the code's held-out test windows, replayed and
+simulated, register ``hedge-specialist-<weekly_code>`` (tag ``upstream.hedge-cnn-lstm``), and
+report a risk table, a P&L histogram and a policy-behaviour plot as Dagster metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from torch import nn
+
+from hedge_pipeline.harness.curves import save_training_curves
+from hedge_pipeline.harness.distributed import distributed
+from hedge_pipeline.harness.session import TrainingSession
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.harness.tracking import (
+    TrackingReporter,
+    checkpoint_path,
+    identity_tags,
+    log_metrics,
+    png_markdown,
+    tracking_run,
+)
+from hedge_pipeline.harness.trainer import TrainConfig, fit
+from hedge_pipeline.hedging.code_history import code_history
+from hedge_pipeline.hedging.code_market import CodeMarket
+from hedge_pipeline.hedging.deep_hedging import HEADS, make_policy
+from hedge_pipeline.hedging.evaluation import (
+    Evaluation,
+    baselines,
+    es10_gain_interval,
+    evaluate,
+    wins_by_group,
+)
+from hedge_pipeline.hedging.ppo import train_ppo
+from hedge_pipeline.hedging.simulator import (
+    Book,
+    Episodes,
+    HedgingProblem,
+    Instrument,
+    market_features,
+    rollout,
+)
+from hedge_pipeline.quant.risk import parse_criterion
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData, market_state_frame
+from hedge_pipeline.stages.cnn_lstm.model import predictions
+from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME as CNN_LSTM_MODEL
+from hedge_pipeline.stages.cnn_lstm.train import load_model
+from hedge_pipeline.stages.specialists.objective import PerStateObjective
+from hedge_pipeline.stages.specialists.plots import plot_pnl_histogram, plot_policy_behaviour
+from hedge_pipeline.stages.specialists.task import HedgingTask
+
+STAGE = "specialist"
+ALGORITHMS = ("deep_hedging", "ppo")
+OBJECTIVES = ("per_state", "pooled")  # deep hedging's loss (ml.hedging.objective)
+MODEL_PREFIX = "hedge-specialist-"
+POLICY = "policy"  # the trained hedger's row in every risk table
+FORECASTS_FILE = "forecasts.parquet"
+# Seeds of the evaluation draws, far from any training seed.
+_VAL_SEED, _TEST_SEED, _TWIN_SEED = 7_000_003, 9_000_011, 11_000_027
+# Simulated twins of the replayed test split (CodeMarket.simulated_replays): how often the
+# policy beats BS delta on a test of the replay's size, which one replayed path cannot say.
+REPLAY_TWINS = 200
+
+
+def model_name(weekly_code: str) -> str:
+    return f"{MODEL_PREFIX}{weekly_code}"
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Reject what no data could fix, before anything is read (ValueError: never retried)."""
+    if cfg["algorithm"] not in ALGORITHMS:
+        raise ValueError(
+            f"unknown algorithm {cfg['algorithm']!r}; expected one of {', '.join(ALGORITHMS)}"
+        )
+    if cfg["head"] not in HEADS:
+        raise ValueError(f"unknown head {cfg['head']!r}; expected one of {', '.join(HEADS)}")
+    if cfg["objective"] not in OBJECTIVES:
+        raise ValueError(
+            f"unknown objective {cfg['objective']!r}; expected one of {', '.join(OBJECTIVES)}"
+        )
+    for key in ("cost", "slippage", "fixed_fee"):
+        if not cfg[key] >= 0.0:
+            raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
+    parse_criterion(cfg["criterion"])
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rv_forecasts(
+    model: nn.Module, spec: dict[str, Any], frame: pl.DataFrame, mc_samples: int, seed: int
+) -> pl.DataFrame:
+    """The CNN-LSTM's realized-vol forecast and MC-dropout std at every bar that ends a window
+    of the registered sequence length (``ts, prediction, std``), annualized like its target."""
+    data = SequenceData.build(
+        frame,
+        spec["model"]["sequence_length"],
+        inputs=spec["inputs"],
+        targets=spec["targets"],
+    )
+    parts = [
+        predictions(model, data, split, max(mc_samples, 2), seed)
+        for split in ("train", "val", "test")
+        if len(data.split(split))
+    ]
+    if not parts:
+        raise ValueError("the code has no bar with a full CNN-LSTM input window")
+    return (
+        pl.concat(parts)
+        .filter(pl.col("name") == "target_rv")
+        .select("ts", "prediction", "std")
+        .sort("ts")
+    )
+
+
+def code_market(
+    features: pl.DataFrame, selection: pl.DataFrame, forecasts: pl.DataFrame, cfg: dict[str, Any]
+) -> CodeMarket:
+    """One code's market (:class:`CodeMarket`) with the frozen CNN-LSTM's ``forecasts`` in its
+    observations; ``cfg`` holds ``rebalance_bars, n_steps, cost, slippage, fixed_fee,
+    hedge_option`` (a specialist's stage config, or :func:`market_config` of its spec)."""
+    return CodeMarket(
+        code_history(features, selection, forecasts),
+        cfg["rebalance_bars"],
+        cfg["n_steps"],
+        cost=cfg["cost"],
+        slippage=cfg["slippage"],
+        fixed_fee=cfg["fixed_fee"],
+        hedge_option=cfg["hedge_option"],
+    )
+
+
+def book_forecasts(
+    features: pl.DataFrame,
+    selection: pl.DataFrame,
+    cnn_model: nn.Module,
+    cnn_spec: dict[str, Any],
+    mc_samples: int,
+    seed: int,
+) -> pl.DataFrame:
+    """:func:`rv_forecasts` of the code's book: the CNN-LSTM reads the book's rows only, as it
+    was trained (not the hedge option's)."""
+    book = selection.filter(~pl.col("is_hedge_instrument"))
+    book_rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
+    frame = market_state_frame(book_rows, book, horizon=cnn_spec["horizon"])
+    return rv_forecasts(cnn_model, cnn_spec, frame, mc_samples, seed)
+
+
+def run(session: TrainingSession) -> None:
+    extras = session.extras
+    cfg = dict(extras["config"])
+    check_config(cfg)
+    identity = dict(extras["identity"])
+    code = identity["weekly_code"]
+    name = model_name(code)
+    with distributed() as dist, ExitStack() as stack:
+        client = registry.client()
+        cnn_ref = extras["cnn_lstm_version"]
+        cnn = registry.load_version(client, CNN_LSTM_MODEL, cnn_ref)
+        cnn_model, spec = load_model(cnn.directory)
+        features = pl.read_parquet(extras["features"])
+        selection = pl.read_parquet(extras["selection"])
+        forecasts = book_forecasts(
+            features, selection, cnn_model, spec, cfg["mc_samples"], cfg["seed"]
+        )
+        market = code_market(features, selection, forecasts, cfg)
+        history = market.history
+        if market.problem.instrument is not None and cfg["algorithm"] == "ppo":
+            raise ValueError(
+                "algorithm 'ppo' hedges with the underlying alone; set hedge_option=false "
+                "or use deep_hedging for delta-gamma"
+            )
+        session.info(
+            f"{name}: book {', '.join(history.symbols)}; hedge option "
+            + f"{market.history.instrument_symbol if market.problem.instrument else 'none'}; "
+            + "calibration "
+            + ", ".join(f"{k} {v:.4g}" for k, v in market.calibration.as_dict().items())
+            + f"; episodes of {market.n_steps} x {market.k} bars, start bars "
+            + ", ".join(f"{s} {market.starts(s).size}" for s in ("train", "val", "test"))
+            + f"; CNN-LSTM v{cnn.version}"
+        )
+        identity["upstream"] = {**identity.get("upstream", {}), CNN_LSTM_MODEL: cnn.version}
+        tags = identity_tags(identity, config_hash(cfg))
+        run_id = None
+        if session.is_main:
+            run_id = stack.enter_context(tracking_run(client, name, tags, cfg))
+        reporter = TrackingReporter(session, client if session.is_main else None, run_id)
+        with torch_threads(cfg["num_threads"]):
+            policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
+        if session.is_main:
+            _evaluate_and_register(
+                session, client, run_id, tags, market, forecasts, cfg, policy, trained
+            )
+
+
+def _train(
+    market: CodeMarket,
+    cfg: dict[str, Any],
+    reporter: TrackingReporter,
+    identity: dict[str, Any],
+    world_size: int,
+) -> tuple[nn.Module, dict[str, Any]]:
+    problem, risk, seed = market.problem, parse_criterion(cfg["criterion"]), cfg["seed"]
+
+    def sample(n_paths: int, generator: torch.Generator) -> Episodes:
+        """Training episodes: states of the training split, anywhere in the code's life."""
+        return market.sample(n_paths, generator, any_expiry=True)
+
+    if cfg["algorithm"] == "ppo":
+        if world_size > 1:
+            raise ValueError("algorithm 'ppo' runs in a single process; set devices=1")
+        policy, history = train_ppo(
+            problem,
+            risk,
+            iterations=cfg["epochs"] * cfg["steps_per_epoch"],
+            paths_per_iteration=cfg["paths_per_step"],
+            seed=seed,
+            width=cfg["width"],
+            n_layers=cfg["n_layers"],
+            sampler=sample,
+            scale_inputs=True,
+        )
+        for i, loss in enumerate(history.loss, start=1):
+            reporter.epoch(i, {"epoch": i, "train_loss": loss})
+        return policy, {"history": [], "epochs": history.epochs, "seconds": history.seconds}
+    torch.manual_seed(seed)
+    # Start from the Black-Scholes delta hedge, inputs at unit scale (see InputScale).
+    policy = make_policy(
+        cfg["head"],
+        problem,
+        cfg["width"],
+        cfg["n_layers"],
+        start_at_delta=True,
+        gamma_gated=cfg["head"] == "mlp",
+    )
+    generator = torch.Generator().manual_seed(seed + _VAL_SEED)
+    policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
+    # per_state: episodes in groups sharing a start state, scored state by state
+    # (PerStateObjective); pooled: the criterion of the whole batch (groups of one).
+    per_state = cfg["objective"] == "per_state"
+    group = cfg["paths_per_state"] if per_state else 1
+    validation = market.sample(cfg["val_paths"], generator, "val", any_expiry=True, group=group)
+    task = HedgingTask(
+        problem,
+        lambda n_paths, gen: market.sample(n_paths, gen, any_expiry=True, group=group),
+        risk,
+        validation,
+        cfg["steps_per_epoch"],
+        cfg["paths_per_step"],
+        seed,
+        objective=PerStateObjective(problem, risk, group) if per_state else None,
+    )
+    train = TrainConfig(
+        epochs=cfg["epochs"],
+        lr=cfg["learning_rate"],
+        patience=cfg["patience"],
+        seed=seed,
+        schedule="plateau",
+        grad_clip=1.0,
+        device="cpu",  # the simulator builds its tensors on the CPU
+        validate_initial=True,  # the untrained policy is the BS hedge: keep it unless beaten
+    )
+    checkpoints = checkpoint_path(STAGE, identity, config_hash(cfg))
+    result = fit(policy, task, train, checkpoints, reporter)
+    return result.model.eval(), {
+        "history": result.history,
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "start_epoch": result.start_epoch,
+        "stopped": result.stopped,
+        "seconds": float(sum(row["seconds"] for row in result.history)),
+        "checkpoint_dir": str(checkpoints),
+    }
+
+
+def save_policy(
+    policy: nn.Module,
+    cfg: dict[str, Any],
+    market: CodeMarket,
+    forecasts: pl.DataFrame,
+    out: Path,
+) -> Path:
+    """The registered folder: weights plus what rebuilds the policy and its observations,
+    the CNN-LSTM forecasts it saw included (``FORECASTS_FILE``), so that the portfolio stages
+    replay the specialist's own inputs without running the CNN-LSTM again."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(policy.state_dict(), out / registry.WEIGHTS_FILE)
+    forecasts.write_parquet(out / FORECASTS_FILE)
+    problem = market.problem
+    spec = {
+        "algorithm": cfg["algorithm"],
+        "head": cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
+        "gamma_gated": bool(getattr(policy, "gamma_gated", False)),
+        "width": cfg["width"],
+        "n_layers": cfg["n_layers"],
+        "weekly_code": market.history.weekly_code,
+        "symbols": list(market.history.symbols),
+        "book": {
+            "strikes": list(problem.book.strikes),
+            "is_call": list(problem.book.is_call),
+            "weights": list(problem.book.weights),
+        },
+        "sigma_ref": problem.sigma,
+        "n_steps": problem.n_steps,
+        "rebalance_bars": market.k,
+        "costs": {
+            "cost": problem.cost,
+            "slippage": problem.slippage,
+            "fixed_fee": problem.fixed_fee,
+        },
+        "mc_samples": cfg["mc_samples"],
+        "seed": cfg["seed"],
+        "context": list(problem.context),
+        "instrument": asdict(problem.instrument) if problem.instrument else None,
+        "calibration": market.calibration.as_dict(),
+    }
+    (out / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
+    return out
+
+
+def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a registered specialist's policy (eval mode) and its spec."""
+    spec = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    book = spec["book"]
+    problem = HedgingProblem(
+        book=Book(tuple(book["strikes"]), tuple(book["is_call"]), tuple(book["weights"])),
+        sigma=spec["sigma_ref"],
+        n_steps=spec["n_steps"],
+        context=tuple(spec["context"]),
+        instrument=Instrument(**spec["instrument"]) if spec.get("instrument") else None,
+        **spec["costs"],
+    )
+    policy = make_policy(
+        spec["head"],
+        problem,
+        spec["width"],
+        spec["n_layers"],
+        gamma_gated=spec.get("gamma_gated", False),
+    )
+    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    policy.load_state_dict(state)
+    return policy.eval(), spec
+
+
+def market_config(spec: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`code_market` settings a registered specialist was trained with (its spec)."""
+    return {
+        "rebalance_bars": spec["rebalance_bars"],
+        "n_steps": spec["n_steps"],
+        **spec["costs"],
+        "hedge_option": spec.get("instrument") is not None,
+        "mc_samples": spec.get("mc_samples", 30),
+        "seed": spec.get("seed", 0),
+    }
+
+
+def _risk_tables(
+    market: CodeMarket, cfg: dict[str, Any], policy: nn.Module
+) -> tuple[dict[str, Evaluation], dict[str, dict[str, float]]]:
+    """The risk tables of every test set, and how much to trust the policy's lead over BS
+    delta: its ES 10 % gain on the simulated windows with a 95 % interval that resamples
+    their start bars (windows from one state are not independent draws of the test period),
+    and the share of simulated twins of the replayed split it wins."""
+    problem, risk = market.problem, parse_criterion(cfg["criterion"])
+    hedgers = baselines(problem, risk) | {POLICY: policy}
+    simulated = market.sample(
+        cfg["eval_paths"], torch.Generator().manual_seed(cfg["seed"] + _TEST_SEED), "test"
+    )
+    twins = market.simulated_replays(
+        REPLAY_TWINS, torch.Generator().manual_seed(cfg["seed"] + _TWIN_SEED), "test"
+    )
+    tables = {
+        "test_replay": evaluate(problem, market.replay("test"), hedgers, risk),
+        "test_simulated": evaluate(problem, simulated, hedgers, risk),
+        "val_replay": evaluate(problem, market.replay("val"), hedgers, risk),
+    }
+    on_twins = evaluate(problem, twins, {k: hedgers[k] for k in ("bs_delta", POLICY)}, risk)
+    evidence = {
+        # A start bar's distance to expiry names it (the test windows are not moved).
+        "test_simulated_vs_bs_delta": es10_gain_interval(
+            tables["test_simulated"], POLICY, "bs_delta", simulated.tau[:, 0], seed=cfg["seed"]
+        ),
+        "test_replay_twins": wins_by_group(on_twins, REPLAY_TWINS, POLICY, "bs_delta"),
+    }
+    return tables, evidence
+
+
+def _markdown_table(evaluation: Evaluation) -> str:
+    columns = list(next(iter(evaluation.metrics.values())))
+    rows = ([name, *(f"{row[c]:.5g}" for c in columns)] for name, row in evaluation.metrics.items())
+    return markdown_table(["hedger", *columns], rows, right_from=1)
+
+
+def _evaluate_and_register(
+    session, client, run_id, tags, market, forecasts, cfg, policy, trained
+) -> None:
+    name = model_name(market.history.weekly_code)
+    tables, evidence = _risk_tables(market, cfg, policy)
+    for split, evaluation in tables.items():
+        flat = {
+            f"{split}_{hedger}_{k}": v
+            for hedger, row in evaluation.metrics.items()
+            for k, v in row.items()
+        }
+        log_metrics(client, run_id, flat)
+    log_metrics(
+        client,
+        run_id,
+        {f"{name}_{k}": v for name, values in evidence.items() for k, v in values.items()},
+    )
+    gain, twins = evidence["test_simulated_vs_bs_delta"], evidence["test_replay_twins"]
+    replay = tables["test_replay"].metrics
+    beats = replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
+    with tempfile.TemporaryDirectory(prefix="specialist-") as tmp:
+        folder = Path(tmp)
+        figures = {
+            "pnl_histogram": plot_pnl_histogram(
+                tables["test_replay"], f"{name}: test P&L (replay)"
+            ),
+            "policy_behaviour": plot_policy_behaviour(
+                tables["test_replay"], POLICY, f"{name}: policy on test windows (replay)"
+            ),
+        }
+        markdown = {}
+        for key, figure in figures.items():
+            figure.savefig(folder / f"{key}.png", dpi=90)
+            client.log_artifact(run_id, str(folder / f"{key}.png"))
+            markdown[key] = png_markdown(folder / f"{key}.png", key.replace("_", " "))
+        if trained["history"]:
+            curves = save_training_curves(trained["history"], folder / "curves.png", name)
+            client.log_artifact(run_id, str(curves))
+            markdown["training_curves"] = png_markdown(curves, "training curves")
+        model_dir = save_policy(policy, cfg, market, forecasts, folder / "model")
+        version = registry.register_version(client, name, run_id, model_dir, tags)
+    reloaded, _ = load_policy(registry.load_version(client, name, version.version).directory)
+    episodes = market.replay("test")
+    with torch.no_grad():
+        identical = bool(
+            torch.equal(
+                rollout(market.problem, episodes, policy)[1],
+                rollout(market.problem, episodes, reloaded)[1],
+            )
+        )
+    if not identical:
+        raise RuntimeError(f"{name} v{version.version} does not reload to identical hedges")
+    if trained.get("best_epoch") == 0:
+        session.warning(
+            f"{name}: no epoch beat the untrained policy (the Black-Scholes hedge) on the "
+            "validation episodes; the registered policy is that hedge"
+        )
+    session.info(
+        f"registered {name} v{version.version} (alias candidate): test ES10 (replay) "
+        f"{replay[POLICY]['es10']:.4g} vs BS delta {replay['bs_delta']['es10']:.4g}, "
+        f"no hedge {replay['no_hedge']['es10']:.4g}; simulated ES10 gain over BS delta "
+        f"{gain['gain']:+.4g} (95% interval {gain['low']:+.4g} to {gain['high']:+.4g}); beats "
+        f"BS delta on {twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
+    )
+    session.report(
+        metadata={
+            "registered_model": name,
+            "version": int(version.version),
+            "mlflow_run_id": run_id,
+            "weights_sha256": version.tags["weights_sha256"],
+            "upstream_cnn_lstm_version": int(tags[f"upstream.{CNN_LSTM_MODEL}"]),
+            "algorithm": cfg["algorithm"],
+            "criterion": cfg["criterion"],
+            "epochs_run": trained["epochs"],
+            "best_epoch": trained.get("best_epoch", trained["epochs"]),
+            "train_seconds": trained["seconds"],
+            "beats_bs_delta_es10_test_replay": bool(beats),
+            "test_simulated_es10_gain_over_bs_delta": {
+                "gain": gain["gain"],
+                "interval_95": [gain["low"], gain["high"]],
+                "resampled": "start bars of the simulated windows",
+            },
+            "test_replay_twins": {
+                "twins": REPLAY_TWINS,
+                "windows_each": int(market.starts("test").size),
+                "policy_beats_bs_delta_es10_share": twins["share"],
+                "median_es10_gain": twins["median_gain"],
+                "median_relative_es10_gain": twins["median_relative_gain"],
+            },
+            "calibration": market.calibration.as_dict(),
+            "episodes": {
+                split: int(evaluation.pnl[POLICY].numel()) for split, evaluation in tables.items()
+            },
+            "risk_table_test_replay": {
+                "raw_value": _markdown_table(tables["test_replay"]),
+                "type": "md",
+            },
+            "risk_table_test_simulated": {
+                "raw_value": _markdown_table(tables["test_simulated"]),
+                "type": "md",
+            },
+            "test_replay": replay,
+            "test_simulated": tables["test_simulated"].metrics,
+            "reloads_identically": identical,
+            **{key: {"raw_value": md, "type": "md"} for key, md in markdown.items()},
+        },
+        data_version=version.tags["weights_sha256"][:16],
+    )

@@ -1,0 +1,111 @@
+"""The ``hedge`` command, run as users run it: separate processes on one data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
+from hedge_pipeline.tables import warehouse
+
+
+def _hedge(data_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, **paths.instance_env(data_dir)}
+    env.pop("HEDGE_SOURCE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hedge_pipeline.cli.main", *args],
+        env=env,
+        cwd=paths.REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_codes_materialized_concurrently_in_separate_processes_all_succeed(data_dir):
+    codes = ["3CN5", "3IN5", "3MN5"]
+    procs = [_hedge(data_dir, "run", "--select", "market_data", "--partition", c) for c in codes]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, out
+        assert "Could not set lock" not in out and "WarehouseLockTimeout" not in out, out
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        counts = dict(
+            con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()
+        )
+    source = SyntheticSource()
+    assert counts == {c: source.load(c).height for c in codes}
+
+
+@pytest.mark.slow
+def test_jobs_run_per_code_runs_at_once_in_worker_processes(data_dir):
+    """``--jobs 2``: two runs overlap in time, each reports, and the warehouse holds every row."""
+    codes = ["3CN5", "3IN5"]
+    args = ["run", "--select", "market_data", "--jobs", "2"]
+    out, _ = _hedge(data_dir, *args, *(a for c in codes for a in ("--partition", c))).communicate(
+        timeout=600
+    )
+    assert all(f"market data {c}: ok" in out for c in codes), out
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records()
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == codes
+    first, second = sorted(records, key=lambda r: r.start_time)
+    assert second.start_time < first.end_time, "the two runs did not overlap"
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        counts = dict(
+            con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()
+        )
+    assert counts == {c: SyntheticSource().load(c).height for c in codes}
+
+
+def test_unknown_weekly_code_is_refused_by_name(data_dir):
+    proc = _hedge(data_dir, "run", "--select", "market_data", "--partition", "NOPE5")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "unknown weekly code 'NOPE5'" in out and "3CN5" in out
+
+
+def test_unknown_selection_is_refused(data_dir):
+    proc = _hedge(data_dir, "run", "--select", "everything")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "market_data" in out
+
+
+def test_bench_greeks_prints_one_json_document(data_dir):
+    proc = _hedge(data_dir, "bench", "greeks", "--n", "20000", "--repeats", "1")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert report["suite"] == "greeks" and report["machine"]["cpu_count"]
+    assert {"ours", "peers", "targets"} <= set(report)
+
+
+def test_bench_cnn_lstm_prints_one_json_document(data_dir):
+    proc = _hedge(data_dir, "bench", "cnn-lstm", "--batch-size", "8", "--steps", "2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert report["suite"] == "cnn_lstm" and report["machine"]["torch"]
+
+
+def test_bench_hedging_evaluates_every_hedger_on_the_same_paths(data_dir):
+    args = ["--epochs", "2", "--paths", "1000", "--eval-paths", "5000", "--threads", "1"]
+    proc = _hedge(data_dir, "bench", "hedging", *args)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    report = json.loads(out)
+    assert set(report["results"]) == {"no_hedge", "bs_delta", "whalley_wilmott", "deep_hedging"}
+    for numbers in report["results"].values():
+        assert {"price", "mean_pl", "std_pl", "es10", "train_seconds", "steps_per_second"} <= set(
+            numbers
+        )
+    assert report["settings"]["eval_paths"] == 5000

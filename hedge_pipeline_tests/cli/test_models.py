@@ -1,0 +1,233 @@
+"""``hedge models list|show`` and ``hedge evaluate`` on a real MLflow registry.
+
+Called through ``cli.main`` in-process (the registry is the test's own data directory), and
+once as a separate process, as users run it, for the exit status and stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from hedge_pipeline.cli import main as cli
+from hedge_pipeline.runtime import paths
+from hedge_pipeline_tests.registry_builder import (
+    CNN_LSTM,
+    CODES,
+    ENSEMBLE,
+    JOINT,
+    META,
+    SyntheticLineage,
+    build_lineage,
+    data_version,
+    register,
+    specialist,
+)
+
+
+@pytest.fixture
+def built(mlflow_client: MlflowClient, tmp_path: Path) -> SyntheticLineage:
+    return build_lineage(mlflow_client, tmp_path / "work")
+
+
+def hedge(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def columns(line: str) -> list[str]:
+    return line.split()
+
+
+def test_models_list_aligns_one_row_per_registered_model(capsys, built):
+    code, out, _ = hedge(capsys, "models", "list")
+    assert code == 0
+    lines = out.splitlines()
+    assert columns(lines[0]) == ["name", "latest", "versions", "aliases"]
+    rows = {columns(line)[0]: columns(line)[1:] for line in lines[1:]}
+    assert rows[ENSEMBLE] == ["2", "2", "candidate=v2,", "champion=v2"]
+    assert rows[specialist(CODES[0])] == ["2", "2", "candidate=v2"]
+    assert rows[JOINT] == ["3", "3", "candidate=v3"]
+    assert len(rows) == 4 + len(CODES)
+    # Aligned: every row's second column ends where the header's does.
+    end = lines[0].index("latest") + len("latest")
+    assert all(line[end - 1] != " " and line[end] == " " for line in lines[1:])
+
+
+def test_models_list_json(capsys, built):
+    code, out, _ = hedge(capsys, "models", "list", "--json")
+    assert code == 0
+    models = {m["name"]: m for m in json.loads(out)}
+    assert models[ENSEMBLE] == {
+        "name": ENSEMBLE,
+        "latest_version": 2,
+        "versions": 2,
+        "aliases": {"candidate": 2, "champion": 2},
+    }
+    assert models[CNN_LSTM]["versions"] == 2
+
+
+def test_models_list_on_an_empty_registry_says_how_to_fill_it(capsys, mlflow_client):
+    code, out, _ = hedge(capsys, "models", "list")
+    assert (code, out.strip()) == (
+        0,
+        f"no registered models in {mlflow_client.tracking_uri}; train some with: hedge run",
+    )
+
+
+def test_models_show_name_lists_versions_newest_first_with_test_metrics(capsys, built):
+    code, out, _ = hedge(capsys, "models", "show", ENSEMBLE)
+    assert code == 0
+    assert out.startswith(f"{ENSEMBLE}: 2 version(s); aliases: candidate=v2, champion=v2\n")
+    versions, metrics = out.split("\n\n")[1:3]
+    rows = versions.splitlines()
+    assert columns(rows[0]) == ["version", "aliases", "status", "created", "run_id"]
+    assert columns(rows[1])[:4] == ["2", "candidate,", "champion", "READY"]
+    assert columns(rows[1])[-1] == built.ensemble.run_id
+    assert columns(rows[2])[:2] == ["1", "READY"]
+    assert metrics.splitlines()[1:] == [
+        "metric            v2  v1",
+        "test_es10      0.112   -",
+        "test_mean_pnl  -0.01   -",
+    ]
+
+    code, out, _ = hedge(capsys, "models", "show", ENSEMBLE, "--json")
+    doc = json.loads(out)
+    assert [v["version"] for v in doc["versions"]] == [2, 1]
+    assert doc["versions"][0]["aliases"] == ["candidate", "champion"]
+    assert doc["versions"][0]["metrics"] == {"test_es10": 0.112, "test_mean_pnl": -0.01}
+    assert doc["versions"][0]["status"] == "READY"
+
+
+def test_models_show_version_prints_tags_metrics_upstream_and_the_lineage_tree(capsys, built):
+    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@champion")
+    assert code == 0
+    head, *sections = out.split("\n\n")
+    assert head.startswith(f"{ENSEMBLE} v2  [candidate, champion]  READY  created ")
+    by_title = {s.splitlines()[0]: s.splitlines()[1:] for s in sections}
+    tags = dict(columns(line) for line in by_title["tags"][1:])
+    assert tags["data_version"] == built.ensemble.tags["data_version"]
+    assert "upstream.hedge-joint/0" not in tags  # listed under upstream instead
+    assert [columns(line) for line in by_title["metrics (source run)"][1:]] == [
+        ["test_es10", "0.112"],
+        ["test_mean_pnl", "-0.01"],
+        ["val_es10", "0.1"],
+    ]
+    assert [columns(line) for line in by_title["upstream"][1:]] == [
+        [f"upstream.{JOINT}/0", JOINT, "v2"],
+        [f"upstream.{JOINT}/1", JOINT, "v3"],
+    ]
+    assert [columns(line)[:2] for line in by_title["weekly codes"][1:]] == [
+        [c, data_version(c)] for c in CODES
+    ]
+    tree = by_title["lineage"]
+    assert tree[0].startswith(f"{ENSEMBLE} v2  [candidate, champion]")
+    assert tree[1].startswith(f"├── {JOINT} v2") and tree[9].startswith(f"└── {JOINT} v3")
+    assert tree[2].startswith(f"│   └── {META} v1")
+    assert tree[3].startswith(f"│       ├── {specialist(CODES[0])} v1  weekly_code={CODES[0]}")
+    assert tree[4].startswith(f"│       │   └── {CNN_LSTM} v2")
+
+
+def test_models_show_version_json_carries_the_whole_lineage(capsys, built):
+    code, out, _ = hedge(capsys, "models", "show", f"{JOINT}:{built.joints[1].version}", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    assert (doc["name"], doc["version"], doc["broken_links"]) == (JOINT, 3, [])
+    assert doc["metrics"] == {"test_es10": 0.13}
+    assert doc["upstream"] == [
+        {"tag": f"upstream.{META}", "name": META, "version": "1", "error": None}
+    ]
+    specialists = doc["lineage"]["upstream"][0]["upstream"]
+    assert [(s["name"], s["version"], s["tags"]["weekly_code"]) for s in specialists] == [
+        (specialist(c), 1, c) for c in CODES
+    ]
+    assert {s["upstream"][0]["version"] for s in specialists} == {2}
+    assert [p["weekly_code"] for p in doc["partitions"]] == list(CODES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["models", "show", "hedge-nope"], "hedge models show: no registered model 'hedge-nope'"),
+        (
+            ["models", "show", f"{JOINT}:9"],
+            f"{JOINT} has no version or alias '9'; versions: 1, 2, 3",
+        ),
+        (["models", "show", f"{JOINT}@champion"], "aliases: candidate=v3"),
+        (["models", "show", f"{JOINT}:v2"], "expected NAME, NAME@alias or NAME:version"),
+        (["evaluate", "hedge-nope:1"], "hedge evaluate: no registered model 'hedge-nope'"),
+    ],
+)
+def test_unknown_models_and_versions_exit_2_with_the_reason_on_stderr(capsys, built, argv, message):
+    code, out, err = hedge(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert message in err
+
+
+def test_a_broken_lineage_is_printed_then_reported_with_exit_1(
+    capsys, mlflow_client, built, tmp_path
+):
+    broken = register(mlflow_client, tmp_path, JOINT, {f"upstream.{META}": "7"})
+    code, out, err = hedge(capsys, "models", "show", f"{JOINT}:{broken.version}")
+    assert code == 1
+    assert f"└── BROKEN upstream.{META}=7: {META} has no version or alias '7'" in out
+    assert err.startswith(
+        f"hedge models show: broken lineage: {JOINT} v4: tag upstream.{META}=7: "
+        f"{META} has no version or alias '7'; versions: 1"
+    )
+    code, out, _ = hedge(capsys, "models", "show", f"{JOINT}:{broken.version}", "--json")
+    assert code == 1 and len(json.loads(out)["broken_links"]) == 1
+
+
+def test_evaluate_writes_the_champions_report_and_prints_its_table(capsys, built):
+    code, out, err = hedge(capsys, "evaluate")
+    assert code == 0 and "note:" not in err
+    target = paths.reports_dir() / f"{ENSEMBLE}-v2"
+    files = [target / "plots" / "pnl.png", target / "report.json", target / "report.md"]
+    assert all(f.is_file() for f in files)
+    assert out.splitlines()[0] == (
+        f"{ENSEMBLE} v2 [candidate, champion], source run {built.ensemble.run_id}"
+    )
+    assert "## Evaluation (test windows, replay)" in out
+    assert "| ensemble | 0.112 | -0.010 |" in out
+    assert "| joint | weight |" not in out  # only the evaluation table
+    assert out.rstrip().endswith("\n".join([f"written to {target}:", *(f"  {f}" for f in files)]))
+
+
+def test_evaluate_without_a_champion_takes_the_latest_and_says_so(capsys, mlflow_client, tmp_path):
+    report = {"report.md": "# Evaluation\n\n| hedger | es10 |\n|---|---:|\n| ensemble | 0.2 |\n"}
+    register(mlflow_client, tmp_path, ENSEMBLE, report=report)
+    code, out, err = hedge(capsys, "evaluate")
+    assert code == 0
+    assert err.strip() == f"note: {ENSEMBLE} has no champion yet; using its latest version, v1"
+    assert "| ensemble | 0.2 |" in out
+    assert (paths.reports_dir() / f"{ENSEMBLE}-v1" / "report.md").is_file()
+
+
+def test_evaluate_a_version_without_report_exits_2(capsys, built):
+    code, out, err = hedge(capsys, "evaluate", f"{CNN_LSTM}:2")
+    assert (code, out) == (2, "")
+    assert f"hedge evaluate: {CNN_LSTM} v2: its source run" in err and "report/report.md" in err
+    assert not paths.reports_dir().joinpath(f"{CNN_LSTM}-v2").exists()
+
+
+def test_the_console_command_exits_2_on_an_unknown_model(mlflow_client, data_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "hedge_pipeline.cli.main", "models", "show", "hedge-nope@champion"],
+        env={**os.environ, **paths.instance_env(data_dir)},
+        cwd=paths.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "hedge models show: no registered model 'hedge-nope'; registered models: none" in (
+        proc.stderr
+    )

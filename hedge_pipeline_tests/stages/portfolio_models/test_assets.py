@@ -1,0 +1,126 @@
+"""The whole smoke lineage, all 8 assets, through Dagster; lineage walk; the promotion gate."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from hedge_pipeline.orchestration.launcher import TrainingLauncher
+from hedge_pipeline.orchestration.resources import ProfileResource
+from hedge_pipeline.registry import lineage
+from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
+from hedge_pipeline.stages.portfolio_models.assets import (
+    hedge_ensemble,
+    joint_model,
+    meta_controller,
+)
+from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.specialists.asset import specialist_agents
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
+
+CODES = ("3CN5", "3IN5")
+
+
+def _materialize(instance, assets, partition: str | None = None, **config):
+    return dg.materialize(
+        assets,
+        instance=instance,
+        partition_key=partition,
+        resources={
+            **resources(),
+            "launcher": TrainingLauncher(),
+            "profile": ProfileResource(name="smoke"),
+        },
+        run_config={"ops": {a.key.to_python_identifier(): {"config": config} for a in assets}}
+        if config
+        else None,
+    )
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+
+
+@pytest.mark.slow
+def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(instance):
+    for code in CODES:
+        materialize_code(instance, code)
+    assert dg.materialize([portfolio_selection], instance=instance, resources=resources()).success
+    assert _materialize(instance, [cnn_lstm_model], epochs=1).success
+    specialist_runs = {}
+    for code in CODES:
+        result = _materialize(instance, [specialist_agents], code, hedge_option=False)
+        specialist_runs[code] = result.run_id
+    result = _materialize(instance, [meta_controller, joint_model, hedge_ensemble])
+    assert result.success
+
+    meta = _metadata(result, "meta_controller")
+    assert meta["codes"] == list(CODES)
+    assert set(meta["test_replay"]) >= {"bs_delta", "specialists", "meta_controller"}
+    joint = _metadata(result, "joint_model")
+    assert len(joint["versions"]) == 2  # the smoke profile's ensemble size
+    ensemble = _metadata(result, "hedge_ensemble")
+    rows = set(ensemble["test_replay"])
+    assert rows == {
+        "no_hedge", "bs_delta", "whalley_wilmott", "specialists", "specialists_netted",
+        "meta_controller", "joint", "ensemble", "ensemble_without_cnn_lstm",
+        "bs_delta_without_costs",
+    }  # fmt: skip
+    table = ensemble["test_replay"]
+    assert table["bs_delta_without_costs"]["es10"] <= table["bs_delta"]["es10"]
+    for split in ("test_replay", "test_simulated"):
+        for hedger, by_code in ensemble["tail_by_front"][split].items():
+            assert set(by_code) <= set(CODES)
+            shares = sum(row["es_share"] for row in by_code.values())
+            assert shares == pytest.approx(ensemble[split][hedger]["es10"], rel=1e-6)
+    assert ensemble["tail_by_front_test_replay"].startswith("| hedger | front code |")
+    columns = set(ensemble["test_replay"]["ensemble"])
+    assert columns >= {"es10", "entropic", "sharpe", "sortino", "calmar", "max_drawdown",
+                       "win_rate", "profit_rate", "var_compliance", "total_cost"}  # fmt: skip
+    assert ensemble["evaluation_test_replay"].startswith("| hedger |")
+    client = registry.client()
+    first = client.get_model_version("hedge-ensemble", str(ensemble["version"]))
+    assert first.tags["promotion"] == ensemble["promotion"]
+    assert first.tags["promotion_reason"] == ensemble["promotion_reason"]
+    if ensemble["promotion"] == "candidate":
+        assert "champion" not in first.aliases
+
+    # An operator makes this version champion; walk its lineage back to the weekly codes.
+    client.set_registered_model_alias("hedge-ensemble", "champion", first.version)
+    tree = lineage.walk(client, "hedge-ensemble@champion")
+    assert not lineage.broken_links(tree)
+    joints = [edge.node for edge in tree.upstream]
+    assert sorted(n.version for n in joints) == sorted(joint["versions"])
+    metas = {edge.node.version for j in joints for edge in j.upstream}
+    assert metas == {meta["version"]}
+    found = lineage.partitions(tree)
+    assert {p["weekly_code"] for p in found} == set(CODES)
+    for p in found:
+        version = client.get_model_version(p["model"], str(p["version"]))
+        assert version.tags["dagster_run_id"] == specialist_runs[p["weekly_code"]]
+        assert p["data_version"] == version.tags["data_version"] != ""
+    cnn = {e.node.label for _, e in lineage.edges(tree) if e.node.name == "hedge-cnn-lstm"}
+    assert len(cnn) == 1
+
+    # The same models again cannot beat the champion by the margin: candidate, with why.
+    again = _materialize(instance, [hedge_ensemble])
+    second = _metadata(again, "hedge_ensemble")
+    assert second["promotion"] == "candidate"
+    assert "does not beat" in second["promotion_reason"]
+    assert client.get_model_version_by_alias("hedge-ensemble", "champion").version == first.version
+
+    # Specialists of another shape (the no-trade-band head): the champion cannot be rebuilt
+    # around them (the stage used to fail loading its weights); the new ensemble registers as
+    # a candidate, and the champion stays.
+    for code in CODES:
+        assert _materialize(instance, [specialist_agents], code, hedge_option=False, head="ntb")
+    reshaped = _materialize(instance, [meta_controller, joint_model, hedge_ensemble])
+    assert reshaped.success
+    third = _metadata(reshaped, "hedge_ensemble")
+    assert third["promotion"] == "candidate"
+    assert any(
+        why in third["promotion_reason"]
+        for why in ("does not beat BS delta", "hedges with other specialists")
+    ), third["promotion_reason"]
+    assert client.get_model_version_by_alias("hedge-ensemble", "champion").version == first.version
