@@ -99,6 +99,14 @@ def run(
         n_steps=steps,
         cost=cost,
     )
+    # Every learned hedger gets the same seed, budget, threads and depth, so the comparison
+    # is between algorithms, not between their settings.
+    shared: dict[str, Any] = {
+        "seed": seed,
+        "time_budget_s": time_budget_s,
+        "num_threads": num_threads,
+        "n_layers": n_layers,
+    }
     learned: dict[str, tuple[Policy, TrainHistory]] = {}
     if "deep_hedging" in algorithms:
         learned["deep_hedging"] = train_deep_hedger(
@@ -108,22 +116,12 @@ def run(
             paths_per_epoch=paths,
             lr=lr,
             head=head,
-            seed=seed,
-            time_budget_s=time_budget_s,
-            num_threads=num_threads,
-            n_layers=n_layers,
             start_at_delta=start_at_delta or None,
+            **shared,
         )
     if "ppo" in algorithms:
         learned["ppo"] = train_ppo(
-            problem,
-            risk,
-            iterations=epochs,
-            paths_per_iteration=paths,
-            seed=seed,
-            time_budget_s=time_budget_s,
-            num_threads=num_threads,
-            n_layers=n_layers,
+            problem, risk, iterations=epochs, paths_per_iteration=paths, **shared
         )
     eval_generator = torch.Generator().manual_seed(seed + _EVAL_SEED_OFFSET)
     eval_set = simulate_paths(problem, eval_paths, eval_generator)
