@@ -68,7 +68,8 @@ class _Episodes:
     """``n_paths`` hedging episodes in lockstep: the one copy of the dynamics both envs use.
 
     Market features for the whole episode are computed once at :meth:`start` (they do not depend
-    on the hedge), so a step is a column lookup plus the P&L increment.
+    on the hedge), so a step is a column lookup plus the P&L increment. ``done`` says the
+    episodes are at maturity (or never began): both envs need a :meth:`start` before stepping.
     """
 
     def __init__(
@@ -92,6 +93,7 @@ class _Episodes:
             self._fixed = fixed.clone()
         self._generator: torch.Generator | None = None
         self.t = 0
+        self.done = True
 
     def seed(self, seed: int) -> None:
         self._generator = torch.Generator().manual_seed(seed)
@@ -102,6 +104,7 @@ class _Episodes:
 
     def start(self) -> Tensor:
         """Draw (or replay) paths and return the observations at t = 0, shape (n_paths, 5)."""
+        self.done = False
         if self._fixed is not None:
             self.paths = self._fixed
         else:
@@ -126,7 +129,9 @@ class _Episodes:
             market = _features(self.problem, self.paths[:, -1], 0.0)
         else:
             market = self.features[:, self.t]
-        return self._observe(market), self.reward_scale * reward, done
+        observation = self._observe(market)
+        self.done = done
+        return observation, self.reward_scale * reward, done
 
     def _observe(self, market: Tensor) -> Tensor:
         return torch.cat([market, self.hedge.unsqueeze(1)], dim=1)
@@ -166,9 +171,10 @@ def _episodes(
     return _Episodes(problem, n_paths, reward_scale, max_hedge, paths, dtype)
 
 
-def _seed_episodes(episodes: _Episodes, seed: int | None, np_random: np.random.Generator) -> None:
-    """Seed the torch generator from ``seed``; unseeded, draw one from ``np_random`` once.
+def _start(episodes: _Episodes, seed: int | None, np_random: np.random.Generator) -> np.ndarray:
+    """Both envs' reset: seed the episodes, start them, return the first observations.
 
+    The torch generator is seeded from ``seed``; unseeded, from one draw of ``np_random``, once:
     ``reset(seed=None)`` must leave ``np_random`` untouched once seeded (check_env asserts it),
     so later episodes continue the torch stream instead of reseeding.
     """
@@ -176,6 +182,7 @@ def _seed_episodes(episodes: _Episodes, seed: int | None, np_random: np.random.G
         episodes.seed(seed)
     elif not episodes.seeded:
         episodes.seed(int(np_random.integers(2**63 - 1)))
+    return _numpy(episodes.start())
 
 
 class HedgingVectorEnv(VectorEnv):
@@ -216,25 +223,21 @@ class HedgingVectorEnv(VectorEnv):
         self.single_observation_space, self.single_action_space = obs, act
         self.observation_space = batch_space(obs, num_envs)
         self.action_space = batch_space(act, num_envs)
-        self._needs_reset = True
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        _seed_episodes(self._episodes, seed, self.np_random)
-        self._needs_reset = False
-        return _numpy(self._episodes.start()), {}
+        return _start(self._episodes, seed, self.np_random), {}
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         n = self.num_envs
-        if self._needs_reset:
+        if self._episodes.done:
             obs, _ = self.reset()
             return obs, np.zeros(n), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), {}
         obs, reward, done = self._episodes.step(actions)
-        self._needs_reset = done
         terminated = np.full(n, done, dtype=bool)
         return _numpy(obs), reward.double().numpy(), terminated, np.zeros(n, dtype=bool), {}
 
@@ -260,21 +263,17 @@ class HedgingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._episodes = _episodes(problem, 1, reward_scale, max_hedge, paths, dtype)
         self.problem = self._episodes.problem
         self.observation_space, self.action_space = _spaces(self.problem, self._episodes.max_hedge)
-        self._done = True
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        _seed_episodes(self._episodes, seed, self.np_random)
-        self._done = False
-        return _numpy(self._episodes.start())[0], {}
+        return _start(self._episodes, seed, self.np_random)[0], {}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._done:
+        if self._episodes.done:
             raise RuntimeError("the episode is over (or never began): call reset()")
         obs, reward, done = self._episodes.step(action)
-        self._done = done
         return _numpy(obs)[0], float(reward[0]), done, False, {}
 
 
