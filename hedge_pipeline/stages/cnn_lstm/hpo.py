@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter, log_metrics
 from hedge_pipeline.harness.trainer import fit
+from hedge_pipeline.stages.cnn_lstm.configs import model_config, train_config
 from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData
 from hedge_pipeline.stages.cnn_lstm.model import CnnLstm, CnnLstmTask
 
@@ -63,8 +64,6 @@ def search(
     parent_run_id: str,
 ) -> dict[str, Any]:
     """Run ``cfg['hpo_trials']`` trials; return ``cfg`` with the best trial's parameters."""
-    from hedge_pipeline.stages.cnn_lstm.train import model_config, train_config
-
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     study = optuna.create_study(
         direction="minimize",

@@ -35,6 +35,7 @@ from hedge_pipeline.harness.tracking import (
 )
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.stages.cnn_lstm.configs import model_config, train_config
 from hedge_pipeline.stages.cnn_lstm.market_state import (
     FEATURE_COLUMNS,
     TARGET_COLUMNS,
@@ -45,23 +46,6 @@ from hedge_pipeline.stages.cnn_lstm.model import CnnLstm, CnnLstmConfig, CnnLstm
 
 MODEL_NAME = "hedge-cnn-lstm"
 STAGE = "cnn_lstm"
-
-
-def train_config(cfg: dict[str, Any], **overrides: Any) -> TrainConfig:
-    values = {
-        "epochs": cfg["epochs"],
-        "lr": cfg["learning_rate"],
-        "patience": cfg["patience"],
-        "seed": cfg["seed"],
-        "device": cfg.get("device", "auto"),
-        "weight_decay": cfg.get("weight_decay", 1e-4),
-        **overrides,
-    }
-    return TrainConfig(**values)
-
-
-def model_config(cfg: dict[str, Any], **overrides: Any) -> CnnLstmConfig:
-    return CnnLstmConfig(sequence_length=cfg["sequence_length"], **{**cfg["model"], **overrides})
 
 
 def stage_hash(train: TrainConfig, model: CnnLstmConfig, cfg: dict[str, Any]) -> str:
