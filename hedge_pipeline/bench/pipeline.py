@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.cli.main import PER_CODE_JOBS, SELECTIONS
+from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
 from hedge_pipeline.runtime import paths
 
 # The stages of `hedge run --select all`, in its order: every selection but "all" itself.

@@ -18,30 +18,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 from hedge_pipeline.cli import backfill
+from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
 
-# What each --select value materializes, in lineage order. Per-code steps name a job run once
-# per weekly code; the others are portfolio-level assets.
-PER_CODE_JOBS = {"market_data": "market_data_job", "specialists": "specialists_job"}
-SELECTIONS: dict[str, tuple[str, ...]] = {
-    "market_data": ("market_data",),
-    "portfolio": ("portfolio_selection",),
-    "cnn_lstm": ("cnn_lstm_model",),
-    "specialists": ("specialists",),
-    "portfolio_training": ("meta_controller", "joint_model", "hedge_ensemble"),
-    "all": (
-        "market_data",
-        "portfolio_selection",
-        "cnn_lstm_model",
-        "specialists",
-        "meta_controller",
-        "joint_model",
-        "hedge_ensemble",
-    ),
-}
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
