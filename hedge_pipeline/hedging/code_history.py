@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from hedge_pipeline.hedging.simulator import Book, Instrument
-from hedge_pipeline.stages.market_data.features import SECONDS_PER_YEAR
+from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 
 __all__ = ["SPLITS", "CodeHistory", "CodeMarketError", "code_history"]
 

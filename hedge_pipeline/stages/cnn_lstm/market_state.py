@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from hedge_pipeline.stages.market_data.features import SECONDS_PER_YEAR
+from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 
 SPLITS = ("train", "val", "test")
 EMBARGO = "embargo"

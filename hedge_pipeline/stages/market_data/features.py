@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 from hedge_pipeline.quant.pricing import bs_greeks, implied_vol
 
-SECONDS_PER_YEAR = 365.0 * 86_400.0
 # Realized vol looks back over one session of 5-minute bars; fewer than an hour of returns
 # gives no estimate rather than a noisy one.
 REALIZED_VOL_WINDOW = 75

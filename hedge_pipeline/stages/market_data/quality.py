@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 from hedge_pipeline.tables.schema import RAW_KEY
 
 # Prices are compared with this absolute slack so that float rounding is never a violation.
@@ -85,7 +86,7 @@ def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> Check
     f = frame.filter(pl.col("ask") > 0).with_columns(
         _mid=(pl.col("bid") + pl.col("ask")) / 2,
         _half=(pl.col("ask") - pl.col("bid")) / 2,
-        _tau=((pl.col("expiry") - pl.col("ts")).dt.total_microseconds() / 1e6 / (365 * 86400.0)),
+        _tau=((pl.col("expiry") - pl.col("ts")).dt.total_microseconds() / 1e6 / SECONDS_PER_YEAR),
     )
     f = f.with_columns(
         _df=(-pl.col("rate") * pl.col("_tau")).exp(),

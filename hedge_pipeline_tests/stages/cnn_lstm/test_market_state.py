@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 import torch
 
+from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 from hedge_pipeline.stages.cnn_lstm.market_state import (
     FEATURE_COLUMNS,
     SPLITS,
@@ -22,7 +23,7 @@ from hedge_pipeline.stages.cnn_lstm.market_state import (
     Standardizer,
     market_state_frame,
 )
-from hedge_pipeline.stages.market_data.features import SECONDS_PER_YEAR, compute_features
+from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 
 CODES = ("3CN5", "3IN5")
