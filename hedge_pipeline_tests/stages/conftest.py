@@ -9,16 +9,13 @@ import polars as pl
 import pytest
 
 from hedge_pipeline.runtime.datasets import export_parquet
-from hedge_pipeline.runtime.profiles import (
-    cnn_lstm_stage_config,
-    get_profile,
-    specialist_stage_config,
-)
+from hedge_pipeline.runtime.profiles import cnn_lstm_stage_config, get_profile
 from hedge_pipeline.stages.cnn_lstm.market_state import market_state_frame
 from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 from hedge_pipeline.stages.selection.book import select_portfolio
 from hedge_pipeline.stages.selection.templates import load_template
+from hedge_pipeline.stages.specialists.config import SpecialistChoices, SpecialistStageConfig
 
 CODES = ("3CN5", "3IN5")
 
@@ -87,21 +84,20 @@ def write_specialist_extras(
     directory: Path, inputs: dict[str, Path], cnn_lstm_version: int = 1, **config_overrides
 ) -> Path:
     """Extras for a standalone run of the ``specialist`` stage on 3CN5 (smoke profile)."""
-    config = specialist_stage_config(
+    config = SpecialistStageConfig.within(
+        SpecialistChoices(
+            algorithm="deep_hedging",
+            criterion="es:0.1",
+            cost=5e-4,
+            slippage=0.0,
+            fixed_fee=0.0,
+            head="mlp",
+            hedge_option=True,
+            learning_rate=3e-3,
+            objective="per_state",
+        ),
         get_profile("smoke"),
-        algorithm="deep_hedging",
-        criterion="es:0.1",
-        cost=5e-4,
-        slippage=0.0,
-        fixed_fee=0.0,
-        head="mlp",
-        hedge_option=True,
-        learning_rate=3e-3,
-        objective="per_state",
-        epochs=None,
-        n_steps=None,
-        rebalance_bars=None,
-    )
+    ).as_dict()
     extras = {
         **{key: str(path) for key, path in inputs.items()},
         "cnn_lstm_version": cnn_lstm_version,

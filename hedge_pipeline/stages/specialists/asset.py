@@ -19,10 +19,10 @@ from hedge_pipeline.orchestration.partitions import weekly_code_partitions
 from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
-from hedge_pipeline.runtime.profiles import specialist_stage_config
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
 from hedge_pipeline.stages.market_data.assets import greeks_features
 from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.specialists.config import SpecialistChoices, SpecialistStageConfig
 from hedge_pipeline.tables import warehouse
 
 SELECTION_OF_CODE = "SELECT * FROM portfolio_selection WHERE weekly_code = $1"
@@ -33,35 +33,12 @@ FEATURES_OF_SELECTION = """
 """
 
 
-class SpecialistConfig(dg.Config):
+class SpecialistConfig(dg.Config, SpecialistChoices):
     """The hedging problem and the trainer; sizes come from the profile (``HEDGE_PROFILE``)."""
 
-    algorithm: str = Field(default="deep_hedging", description="deep_hedging or ppo")
-    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
-    cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
-    slippage: float = Field(default=0.0, description="x (units traded)^2 x spot")
-    fixed_fee: float = Field(default=0.0, description="per trade")
-    hedge_option: bool = Field(
-        default=True,
-        description="also trade the template's hedge option (delta-gamma) when it names one",
-    )
-    head: str = Field(
-        default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
-    )
-    learning_rate: float = 3e-3
-    objective: str = Field(
-        default="per_state",
-        description="deep hedging's loss: per_state (the criterion's gain over BS delta from "
-        "each start state, every state alike) or pooled (the criterion of the whole batch, "
-        "whose tail is the riskiest states': better where the pooled tail lives, a portfolio's)",
-    )
-    epochs: int | None = Field(default=None, description="default: the profile's")
-    n_steps: int | None = Field(default=None, description="decisions per episode")
-    rebalance_bars: int | None = Field(default=None, description="bars between decisions")
     cnn_lstm_version: int | None = Field(
         default=None, description="hedge-cnn-lstm version; default: cnn_lstm_model's latest"
     )
-    seed: int = 0
 
 
 def _cnn_lstm_version(context: dg.AssetExecutionContext, config: SpecialistConfig) -> int:
@@ -96,6 +73,7 @@ def specialist_agents(
     to the code, tested on its held-out windows (replay and simulated) against no hedge, BS
     delta and Whalley–Wilmott; registered as ``hedge-specialist-<weekly_code>``."""
     code = context.partition_key
+    stage_config = SpecialistStageConfig.within(config, profile.get())
     with warehouse_db.connect(read_only=True) as con:
         selection = warehouse.query(con, SELECTION_OF_CODE, [code])
         features = warehouse.query(con, FEATURES_OF_SELECTION, [code])
@@ -112,10 +90,6 @@ def specialist_agents(
         "selection": export_parquet(selection, paths.datasets_dir()),
     }
     version = _cnn_lstm_version(context, config)
-    stage_config = specialist_stage_config(
-        profile.get(),
-        **config.model_dump(exclude={"cnn_lstm_version"}),
-    )
     context.log.info(
         f"{code}: {book.height} book options, {selection.height - book.height} hedge option, "
         f"{features.height} feature rows; "
@@ -128,7 +102,7 @@ def specialist_agents(
         {
             **{key: str(path) for key, path in exported.items()},
             "cnn_lstm_version": version,
-            "config": stage_config,
+            "config": stage_config.as_dict(),
             "identity": identity(context, data_version=data_version, weekly_code=code),
         },
     )

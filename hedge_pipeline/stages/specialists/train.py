@@ -3,8 +3,8 @@
 Extras (from the ``specialist_agents`` asset): ``features`` (the code's ``greeks_features``
 rows of its book options), ``selection`` (its ``portfolio_selection`` book rows),
 ``cnn_lstm_version`` (the registered ``hedge-cnn-lstm`` version whose forecasts enter the
-observations; its inputs are rebuilt here with the horizon it was trained for), ``config`` (see
-``profiles.specialist_stage_config``) and ``identity``.
+observations; its inputs are rebuilt here with the horizon it was trained for), ``config`` (a
+``config.SpecialistStageConfig``, validated before any data is read) and ``identity``.
 
 Steps: load the CNN-LSTM version (checksum verified) and forecast the code's realized vol at
 every bar; build the code's market (``ml.hedging.code_market``: calibrated on the training
@@ -30,7 +30,6 @@ report a risk table, a P&L histogram and a policy-behaviour plot as Dagster meta
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from contextlib import ExitStack
@@ -42,6 +41,7 @@ import polars as pl
 import torch
 from torch import nn
 
+from hedge_pipeline.harness.config import config_hash
 from hedge_pipeline.harness.curves import save_training_curves
 from hedge_pipeline.harness.distributed import distributed
 from hedge_pipeline.harness.session import TrainingSession
@@ -57,7 +57,7 @@ from hedge_pipeline.harness.tracking import (
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.hedging.code_history import code_history
 from hedge_pipeline.hedging.code_market import CodeMarket
-from hedge_pipeline.hedging.deep_hedging import HEADS, make_policy
+from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.hedging.evaluation import (
     Evaluation,
     baselines,
@@ -81,13 +81,12 @@ from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData, market_sta
 from hedge_pipeline.stages.cnn_lstm.model import predictions
 from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME as CNN_LSTM_MODEL
 from hedge_pipeline.stages.cnn_lstm.train import load_model
+from hedge_pipeline.stages.specialists.config import SpecialistStageConfig
 from hedge_pipeline.stages.specialists.objective import PerStateObjective
 from hedge_pipeline.stages.specialists.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.stages.specialists.task import HedgingTask
 
 STAGE = "specialist"
-ALGORITHMS = ("deep_hedging", "ppo")
-OBJECTIVES = ("per_state", "pooled")  # deep hedging's loss (ml.hedging.objective)
 MODEL_PREFIX = "hedge-specialist-"
 POLICY = "policy"  # the trained hedger's row in every risk table
 FORECASTS_FILE = "forecasts.parquet"
@@ -100,28 +99,6 @@ REPLAY_TWINS = 200
 
 def model_name(weekly_code: str) -> str:
     return f"{MODEL_PREFIX}{weekly_code}"
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    """Reject what no data could fix, before anything is read (ValueError: never retried)."""
-    if cfg["algorithm"] not in ALGORITHMS:
-        raise ValueError(
-            f"unknown algorithm {cfg['algorithm']!r}; expected one of {', '.join(ALGORITHMS)}"
-        )
-    if cfg["head"] not in HEADS:
-        raise ValueError(f"unknown head {cfg['head']!r}; expected one of {', '.join(HEADS)}")
-    if cfg["objective"] not in OBJECTIVES:
-        raise ValueError(
-            f"unknown objective {cfg['objective']!r}; expected one of {', '.join(OBJECTIVES)}"
-        )
-    for key in ("cost", "slippage", "fixed_fee"):
-        if not cfg[key] >= 0.0:
-            raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
-    parse_criterion(cfg["criterion"])
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def rv_forecasts(
@@ -185,8 +162,7 @@ def book_forecasts(
 
 def run(session: TrainingSession) -> None:
     extras = session.extras
-    cfg = dict(extras["config"])
-    check_config(cfg)
+    cfg = SpecialistStageConfig.parse(extras["config"]).as_dict()
     identity = dict(extras["identity"])
     code = identity["weekly_code"]
     name = model_name(code)

@@ -16,10 +16,12 @@ from hedge_pipeline.stages.specialists.train import model_name
 from hedge_pipeline_tests.stages.conftest import write_specialist_extras
 
 BAD_CONFIGS = [
-    ({"algorithm": "sac"}, "unknown algorithm 'sac'; expected one of deep_hedging, ppo"),
-    ({"cost": -1e-3}, "cost must be a non-negative number, got -0.001"),
-    ({"objective": "mean"}, "unknown objective 'mean'; expected one of per_state, pooled"),
-    ({"criterion": "var:0.1"}, "var:0.1"),
+    ({"algorithm": "sac"}, "algorithm: Input should be 'deep_hedging' or 'ppo' (got 'sac')"),
+    ({"cost": -1e-3}, "cost: Input should be greater than or equal to 0 (got -0.001)"),
+    ({"objective": "mean"}, "objective: Input should be 'per_state' or 'pooled' (got 'mean')"),
+    ({"criterion": "var:0.1"}, "criterion: unknown criterion 'var' in 'var:0.1'"),
+    ({"cosst": 1e-3}, "cosst: unknown field (got 0.001)"),
+    ({"epochs": "four"}, "epochs: Input should be a valid integer"),
     ({}, "no registered model 'hedge-cnn-lstm'; registered models: none (train one first)"),
 ]
 
@@ -49,3 +51,18 @@ def test_bad_configuration_fails_once_with_a_clear_message_and_registers_nothing
     assert message in failure["message"]
     client = registry.client()
     assert client.search_model_versions(f"name = '{model_name('3CN5')}'") == []
+
+
+@pytest.mark.slow
+def test_config_is_validated_before_any_data_is_read(data_dir: Path, tmp_path: Path):
+    """An unknown key and a wrong type are both named, and the inputs (which do not exist
+    here) were never opened: validation comes first."""
+    missing = {"features": tmp_path / "absent.parquet", "selection": tmp_path / "absent2.parquet"}
+    extras = write_specialist_extras(tmp_path, missing, cosst=1e-3, width="wide")
+    proc = _run(extras)
+    assert proc.returncode != 0
+    message = json.loads((tmp_path / "failure.json").read_text(encoding="utf-8"))["message"]
+    assert "invalid SpecialistStageConfig" in message
+    assert "cosst: unknown field (got 0.001)" in message
+    assert "width: Input should be a valid integer" in message
+    assert "absent" not in message + proc.stderr

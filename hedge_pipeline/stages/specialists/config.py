@@ -1,0 +1,115 @@
+"""The specialist stage's contract: the user's choices, and the merged config its child trains on.
+
+``SpecialistChoices`` is what a user sets (the asset's run config exposes exactly these fields,
+so the launchpad refuses an unknown algorithm before anything runs); ``SpecialistStageConfig``
+adds the profile's budget (``runtime.profiles.SpecialistBudget``) under the cap rules of
+:meth:`SpecialistStageConfig.within`. The child validates the merged config it receives before it
+reads any data (``harness.config``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hedge_pipeline.harness.config import StageConfig, given
+from hedge_pipeline.runtime.profiles import Profile
+
+Algorithm = Literal["deep_hedging", "ppo"]
+Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two equal)
+Objective = Literal["per_state", "pooled"]
+
+
+def check_criterion(value: str) -> str:
+    """``entropic:A``, ``es:P`` or ``meanvar:L`` as :func:`quant.risk.parse_criterion` reads it."""
+    # Imported here: quant.risk pulls in torch, which the code location should not load.
+    from hedge_pipeline.quant.risk import parse_criterion
+
+    parse_criterion(value)
+    return value
+
+
+class SpecialistChoices(BaseModel):
+    """The hedging problem and the trainer as a user chooses them; sizes come from the profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Algorithm = Field(default="deep_hedging", description="deep_hedging or ppo")
+    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
+    cost: float = Field(
+        default=5e-4, ge=0.0, description="proportional cost per unit traded x spot"
+    )
+    slippage: float = Field(default=0.0, ge=0.0, description="x (units traded)^2 x spot")
+    fixed_fee: float = Field(default=0.0, ge=0.0, description="per trade")
+    hedge_option: bool = Field(
+        default=True,
+        description="also trade the template's hedge option (delta-gamma) when it names one",
+    )
+    head: Head = Field(
+        default="mlp", description="deep hedger's network: mlp (BS delta + a correction) or ntb"
+    )
+    learning_rate: float = Field(default=3e-3, gt=0.0)
+    objective: Objective = Field(
+        default="per_state",
+        description="deep hedging's loss: per_state (the criterion's gain over BS delta from "
+        "each start state, every state alike) or pooled (the criterion of the whole batch, "
+        "whose tail is the riskiest states': better where the pooled tail lives, a portfolio's)",
+    )
+    epochs: int | None = Field(default=None, ge=1, description="default and cap: the profile's")
+    n_steps: int | None = Field(default=None, ge=1, description="decisions per episode")
+    rebalance_bars: int | None = Field(default=None, ge=1, description="bars between decisions")
+    seed: int = 0
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        return check_criterion(value)
+
+
+class SpecialistStageConfig(SpecialistChoices, StageConfig):
+    """What the ``specialist`` child trains on: the choices, resolved, within the budget."""
+
+    epochs: int = Field(ge=1)
+    n_steps: int = Field(ge=1)
+    rebalance_bars: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=1)
+    paths_per_step: int = Field(ge=1)
+    paths_per_state: int = Field(ge=1)
+    val_paths: int = Field(ge=1)
+    eval_paths: int = Field(ge=1)
+    width: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    mc_samples: int = Field(ge=1, description="the CNN-LSTM's MC-dropout samples per forecast")
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def within(cls, choices: SpecialistChoices, profile: Profile) -> Self:
+        """The cap rules, all of them:
+
+        * ``epochs``: the choice, capped at the budget's ``max_epochs``; unset means the cap;
+        * ``n_steps`` and ``rebalance_bars``: the choice, else the budget's (episode shape is
+          the problem's, not a cost, so it is not capped);
+        * every size (paths, network, patience, threads, MC samples) is the profile's.
+        """
+        budget = profile.specialist
+        chosen = choices.model_dump(include=set(SpecialistChoices.model_fields))
+        return cls.parse(
+            chosen
+            | {
+                "epochs": min(given(choices.epochs, budget.max_epochs), budget.max_epochs),
+                "n_steps": given(choices.n_steps, budget.n_steps),
+                "rebalance_bars": given(choices.rebalance_bars, budget.rebalance_bars),
+                "steps_per_epoch": budget.steps_per_epoch,
+                "paths_per_step": budget.paths_per_step,
+                "paths_per_state": budget.paths_per_state,
+                "val_paths": budget.val_paths,
+                "eval_paths": budget.eval_paths,
+                "width": budget.width,
+                "n_layers": budget.n_layers,
+                "patience": budget.patience,
+                "mc_samples": profile.cnn_lstm.mc_samples,
+                "num_threads": budget.num_threads,
+            }
+        )

@@ -1,0 +1,82 @@
+"""The specialist stage's typed contract: choices, cap rules, and what it refuses."""
+
+from __future__ import annotations
+
+import typing
+
+import dagster as dg
+import pytest
+
+from hedge_pipeline.harness.config import ConfigError
+from hedge_pipeline.hedging.deep_hedging import HEADS
+from hedge_pipeline.runtime.profiles import get_profile
+from hedge_pipeline.stages.specialists.asset import SpecialistConfig, specialist_agents
+from hedge_pipeline.stages.specialists.config import (
+    Head,
+    SpecialistChoices,
+    SpecialistStageConfig,
+)
+
+SMOKE = get_profile("smoke")
+
+
+def test_heads_are_the_hedgers_networks() -> None:
+    assert set(typing.get_args(Head)) == set(HEADS)
+
+
+def test_cap_rules() -> None:
+    budget = SMOKE.specialist
+    unset = SpecialistStageConfig.within(SpecialistChoices(), SMOKE)
+    assert (unset.epochs, unset.n_steps, unset.rebalance_bars) == (
+        budget.max_epochs,
+        budget.n_steps,
+        budget.rebalance_bars,
+    )
+    asked = SpecialistStageConfig.within(
+        SpecialistChoices(epochs=budget.max_epochs + 50, n_steps=3, rebalance_bars=2), SMOKE
+    )
+    assert (asked.epochs, asked.n_steps, asked.rebalance_bars) == (budget.max_epochs, 3, 2)
+    assert asked.paths_per_step == budget.paths_per_step
+    assert asked.mc_samples == SMOKE.cnn_lstm.mc_samples
+
+
+def test_zero_is_a_value_not_unset() -> None:
+    """``epochs=0`` used to mean "the profile's" through an ``or``; now it is refused."""
+    with pytest.raises(ValueError, match="epochs"):
+        SpecialistChoices(epochs=0)
+
+
+def test_the_asset_config_is_the_choices_plus_the_upstream_version() -> None:
+    assert set(SpecialistConfig.model_fields) == set(SpecialistChoices.model_fields) | {
+        "cnn_lstm_version"
+    }
+    merged = SpecialistStageConfig.within(SpecialistConfig(cnn_lstm_version=3), SMOKE)
+    assert "cnn_lstm_version" not in merged.as_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cosst": 1e-3}, "cosst: unknown field (got 0.001)"),
+        ({"width": "wide"}, "width: Input should be a valid integer"),
+        ({"hedge_option": "maybe"}, "hedge_option: Input should be a valid boolean"),
+        ({"criterion": "es:2"}, "criterion: "),
+    ],
+)
+def test_the_child_refuses_what_no_data_could_fix(change: dict, message: str) -> None:
+    good = SpecialistStageConfig.within(SpecialistChoices(), SMOKE).as_dict()
+    with pytest.raises(ConfigError, match="invalid SpecialistStageConfig") as error:
+        SpecialistStageConfig.parse(good | change)
+    assert message in str(error.value)
+
+
+def test_the_launchpad_refuses_an_unknown_algorithm_before_anything_runs() -> None:
+    """The run config is checked against the asset's schema before any step starts."""
+    from hedge_pipeline.definitions import defs
+
+    job = defs.resolve_job_def("specialists_job")
+    ok = {"ops": {"specialist_agents": {"config": {"algorithm": "ppo"}}}}
+    assert dg.validate_run_config(job, ok)
+    bad = {"ops": {"specialist_agents": {"config": {"algorithm": "sac"}}}}
+    with pytest.raises(dg.DagsterInvalidConfigError, match="algorithm"):
+        dg.validate_run_config(job, bad)
