@@ -10,7 +10,7 @@ import pytest
 from hedge_pipeline.harness.config import ConfigError
 from hedge_pipeline.hedging.deep_hedging import HEADS
 from hedge_pipeline.runtime.profiles import get_profile
-from hedge_pipeline.stages.specialists.asset import SpecialistConfig, specialist_agents
+from hedge_pipeline.stages.specialists.asset import SpecialistConfig
 from hedge_pipeline.stages.specialists.config import (
     Head,
     SpecialistChoices,
