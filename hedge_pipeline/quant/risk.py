@@ -1,15 +1,25 @@
-"""Risk measures of a P&L distribution, as the cash that makes a position acceptable.
+"""Risk measures of a P&L distribution: ρ(PL), the cash that must be added to make it acceptable.
 
 A hedger is judged by one number: the smallest amount of cash that, added to its P&L, makes
-the position acceptable under a convex risk measure ρ. That amount is the hedger's *price* of
-the liability (lower is better) and, being a smooth (or almost everywhere differentiable)
-function of the sampled P&L, it is also the training loss of the pathwise deep hedger.
+the position acceptable under a convex risk measure ρ. That amount is ρ(PL) itself (ρ is cash
+invariant: ρ(PL + m) = ρ(PL) − m), the hedger's *price* of the liability: a positive number is
+money the hedger needs, so lower is better. Being a smooth (or almost everywhere
+differentiable) function of the sampled P&L, it is also the training loss of the pathwise deep
+hedger. :meth:`RiskMeasure.cash` returns it.
 
-The measures follow pfhedge's conventions so that its published figures compare directly:
+The entropic and expected-shortfall formulas are pfhedge's, so that its published figures (the
+price its ``Hedger.price`` reports, equal to its criterion's ``forward``, the loss) compare
+directly with our ``cash``; mean–variance is the textbook quadratic price:
 
 * :class:`EntropicRisk` ``a``: (1/a)·log E[exp(−a·PL)], exponential utility's indifference price;
 * :class:`ExpectedShortfall` ``p``: −mean of the worst ``p`` fraction of PL (CVaR);
 * :class:`MeanVariance` ``lam``: −E[PL] + lam·Var(PL).
+
+**The sign of ``cash`` is the opposite of pfhedge's.** pfhedge's ``HedgeLoss.cash(pnl)`` is the
+certainty equivalent, the sure amount as preferable as the P&L, which is −ρ(PL) (its
+``ExpectedShortfall.cash`` returns −ES, and ``Hedger.price`` is ``-criterion.cash(pnl)``). Here
+``cash(pl)`` is ρ(PL): pfhedge ``cash`` = −(our ``cash``). A certain loss of 1 costs 1 here and
+−1 there. (pfhedge also reduces dimension 0; these reduce the last one.)
 
 Every measure reduces the last dimension (the sample of paths), so a batch of P&L samples
 ``(..., n_paths)`` gives ``(...)`` prices. Torch only: no NumPy round trip in a training step.
@@ -37,13 +47,24 @@ __all__ = ["EntropicRisk", "ExpectedShortfall", "MeanVariance", "RiskMeasure", "
 class RiskMeasure:
     """A convex risk measure ρ; :meth:`cash` is ρ(PL), the price of the hedged liability.
 
+    ``cash`` is the risk, not pfhedge's certainty equivalent: positive is bad (cash the hedger
+    must add), and pfhedge's ``cash`` of the same P&L is its negative (module docstring).
+
     :meth:`loss` is what gradient descent minimizes. It equals :meth:`cash` for every measure
     here: the entropic price is written with ``logsumexp``, so its gradient is the stable
     softmax weighting of the paths rather than the overflowing E[exp(−a·PL)] of textbook code.
     """
 
     def cash(self, pl: Tensor) -> Tensor:
-        """ρ(PL) over the last dimension.
+        """ρ(PL) over the last dimension: the cash to add to PL to make it acceptable.
+
+        Positive means the position needs money, so lower is better; pfhedge's ``cash`` is −ρ.
+        A certain loss of 1 (PL = −1 on every path) gives 1 under every measure here:
+
+        >>> certain_loss = -torch.ones(8)
+        >>> [float(m.cash(certain_loss)) for m in (EntropicRisk(2.0), ExpectedShortfall(0.1),
+        ...                                        MeanVariance(0.5))]
+        [1.0, 1.0, 1.0]
 
         Shape:
             pl: (..., n_paths) → (...)

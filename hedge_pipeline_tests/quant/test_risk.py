@@ -66,3 +66,31 @@ def test_parse_criterion():
         parse_criterion("es:1.5")
     with pytest.raises(ValueError, match="> 0"):
         parse_criterion("entropic:0")
+
+
+MEASURES = (EntropicRisk(1.0), EntropicRisk(5.0), ExpectedShortfall(0.1), MeanVariance(0.5))
+
+
+@pytest.mark.parametrize("measure", MEASURES, ids=repr)
+def test_cash_is_the_risk_a_certain_loss_of_one_costs_one(measure):
+    """The sign convention: ``cash`` is ρ(PL), positive is bad (pfhedge's ``cash`` is −ρ)."""
+    certain_loss = torch.full((1_000,), -1.0, dtype=torch.float64)
+    certain_gain = -certain_loss
+    assert float(measure.cash(certain_loss)) == pytest.approx(1.0, abs=1e-12)
+    assert float(measure.cash(certain_gain)) == pytest.approx(-1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("measure", MEASURES, ids=repr)
+def test_cash_is_cash_invariant(measure):
+    """Adding m of cash to every path lowers the risk by exactly m: ρ(PL + m) = ρ(PL) − m."""
+    pl = _normal(0.0, 0.3, n=10_000)
+    assert float(measure.cash(pl + 0.7)) == pytest.approx(float(measure.cash(pl)) - 0.7, abs=1e-9)
+
+
+def test_cash_is_minus_pfhedges_cash_on_its_own_example():
+    # pfhedge's ExpectedShortfall docstring: ExpectedShortfall(0.5) of pnl = -arange(4) has
+    # loss (forward) 2.5 and cash -2.5. Ours returns its loss, the negative of its cash.
+    pnl = -torch.arange(4.0)
+    assert float(ExpectedShortfall(0.5).cash(pnl)) == 2.5
+    # Same for EntropicRiskMeasure(a=1): loss 2.0539, cash -2.0539.
+    assert float(EntropicRisk(1.0).cash(pnl)) == pytest.approx(2.0539, abs=1e-4)
