@@ -7,6 +7,9 @@ downstream assets. Both write behind pool ``duckdb_writer`` (limit 1), so writer
 Dagster rather than on DuckDB's file lock.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 import polars as pl
 
@@ -42,22 +45,28 @@ DUCKDB_TYPES = {
 }
 
 
-def _specs(asset: str, names: tuple[str, ...]) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=True) for name in names]
+def _partition_writer(
+    asset: str, checks: tuple[str, ...], deps: list[dg.AssetsDefinition] | None = None
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """The decorator of both assets: one weekly code per partition, written to DuckDB behind
+    pool ``duckdb_writer``, its ``checks`` blocking, a failed run retried twice (bad input
+    raises ``dg.Failure`` with retries off)."""
+    return dg.asset(
+        partitions_def=weekly_code_partitions,
+        group_name="market_data",
+        pool="duckdb_writer",
+        kinds={"duckdb", "polars"},
+        deps=deps,
+        check_specs=[dg.AssetCheckSpec(name, asset=asset, blocking=True) for name in checks],
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+    )
 
 
 def _table_types(con, table: str) -> dict[str, str]:
     return {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
-@dg.asset(
-    partitions_def=weekly_code_partitions,
-    group_name="market_data",
-    pool="duckdb_writer",
-    kinds={"duckdb", "polars"},
-    check_specs=_specs("raw_option_chains", RAW_CHECKS),
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-)
+@_partition_writer("raw_option_chains", RAW_CHECKS)
 def raw_option_chains(
     context: dg.AssetExecutionContext,
     source: ChainSourceResource,
@@ -108,15 +117,7 @@ def raw_option_chains(
     )
 
 
-@dg.asset(
-    partitions_def=weekly_code_partitions,
-    group_name="market_data",
-    pool="duckdb_writer",
-    kinds={"duckdb", "polars"},
-    deps=[raw_option_chains],
-    check_specs=_specs("greeks_features", FEATURE_CHECKS),
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-)
+@_partition_writer("greeks_features", FEATURE_CHECKS, deps=[raw_option_chains])
 def greeks_features(
     context: dg.AssetExecutionContext,
     warehouse_db: WarehouseResource,
