@@ -11,7 +11,7 @@ year (variance half-life ~2.8 months).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -39,19 +39,13 @@ class Calibration:
     option_relative_half_spread: float = math.nan  # median over the split, hedge option only
 
     def as_dict(self) -> dict[str, float]:
+        """Flat: the fitted Heston θ, κ, ξ, ρ, then every other field in declaration order.
+
+        v0 is left out: a simulated window starts from the variance of its own start bar.
+        """
         h = self.heston
-        return {
-            "theta": h.theta,
-            "kappa": h.kappa,
-            "xi": h.xi,
-            "rho": h.rho,
-            "implied_ratio": self.implied_ratio,
-            "skew": self.skew,
-            "sigma_ref": self.sigma_ref,
-            "realized_vol": self.realized_vol,
-            "bars": self.bars,
-            "option_relative_half_spread": self.option_relative_half_spread,
-        }
+        fitted = {"theta": h.theta, "kappa": h.kappa, "xi": h.xi, "rho": h.rho}
+        return fitted | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "heston"}
 
 
 def calibrate(history: CodeHistory, rebalance_bars: int) -> Calibration:
