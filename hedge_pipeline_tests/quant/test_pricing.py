@@ -10,7 +10,6 @@ order 100.
 
 from __future__ import annotations
 
-import doctest
 import multiprocessing
 import warnings
 
@@ -20,7 +19,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hedge_pipeline.quant import implied_vol as implied_vol_module
-from hedge_pipeline.quant import pricing
 from hedge_pipeline.quant.pricing import bs_greeks, bs_price, implied_vol
 
 PROPERTY = settings(
@@ -36,12 +34,6 @@ def _no_numpy_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
-
-
-def test_module_doctests() -> None:
-    for module in (pricing, implied_vol_module):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------
