@@ -18,7 +18,7 @@ import pytest
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 
-# DESIGN §1's eight assets in lineage order: what the UI must show and every stage counted.
+# docs/design.md §1's eight assets in lineage order: what the UI must show and every stage counted.
 # Written out, not read from the definitions, so that tests compare the code with the design.
 DESIGN_ASSETS = (
     "raw_option_chains",

@@ -1,5 +1,5 @@
-"""A real MLflow registry holding the lineage of DESIGN §1, registered with the project's own
-``registry.register_version`` (runs, artifacts, tags, ``candidate`` alias) but no training.
+"""A real MLflow registry holding the lineage of docs/design.md §1, registered with the project's
+own ``registry.register_version`` (runs, artifacts, tags, ``candidate`` alias) but no training.
 
 The shape is the one the training stages produce, with the traps of a registry that has seen
 a few nights of retraining: older versions nobody points to, a specialist whose latest version

@@ -10,7 +10,7 @@ slows them alike and their ratios stay meaningful:
   bidirectional LSTM 64, 4-head self-attention, 32-dim embedding);
 * ``ours_reference_size``: ``CnnLstm`` at the notes' sizes (convs 64, LSTM 128 × 2,
   unidirectional, no attention), to see what its LayerNorm, residuals and pooling cost;
-* ``notes_reference``: the plain network of shared/notes/training-throughput.md (Conv1d × 2
+* ``notes_reference``: the plain network of docs/notes.md, Training throughput (Conv1d × 2
   64ch → LSTM 128 × 2 → 32-dim embedding), measured there at 737–767 samples/s on 2 threads.
 
 ``run()`` returns a JSON-serialisable dict.

@@ -19,7 +19,7 @@ for a second thread to pay, and on a loaded 2-core machine it makes things far w
 
 The single env pays for reusing the simulator's ``pnl`` on one-element tensors every step
 (about 60 % of its ~0.25 ms step), so it is slower than a lean NumPy per-step env (70–87 k/s in
-shared/notes/training-throughput.md); ``speedup`` is against this repository's single env.
+docs/notes.md, Training throughput); ``speedup`` is against this repository's single env.
 
 With ``ppo=True`` (what ``hedge bench env`` does unless ``--no-ppo``) the report also has a
 ``ppo`` section: our PPO end to end against Stable-Baselines3's on the same problem, both

@@ -1,6 +1,6 @@
 """``hedge bench hedging``: baselines and learned hedgers on one set of evaluation paths.
 
-The defaults are the reference experiment E1 (shared/notes/hedging-anchors.md): GBM, σ = 0.2,
+The defaults are the reference experiment E1 (docs/notes.md, E1): GBM, σ = 0.2,
 a short at-the-money call with 30 daily rebalances, proportional cost c, and 200,000 fresh
 evaluation paths drawn from a seed separate from training's, the same paths for every hedger,
 so differences between hedgers are not Monte Carlo noise between path sets.

@@ -9,7 +9,7 @@ collected and how large the rollouts and the update's minibatches are:
 * **SB3**: ``stable_baselines3.PPO`` on a ``DummyVecEnv`` of ``n_envs`` single-path
   :class:`~hedge_pipeline.hedging.envs.HedgingEnv` (``hedge_pipeline/Hedging-v0``), the way a
   per-step library is used, with the settings that ran fastest end to end in
-  shared/notes/training-throughput.md: 8 envs × 256 steps per rollout, one 2,048-sample
+  docs/notes.md, Training throughput: 8 envs × 256 steps per rollout, one 2,048-sample
   minibatch.
 
 SB3 gets the formulation our PPO uses, so that any difference in risk comes from the training
@@ -46,7 +46,7 @@ their prices differ only by what they learned. SB3's deterministic policy become
 Read the speedup with the single env in mind: it runs the simulator's torch code on one-element
 tensors (about 0.3 ms a step here), so SB3 spends almost all its time stepping it. A lean NumPy
 per-step env lets SB3 reach 15–18 k steps/s with these settings
-(shared/notes/training-throughput.md).
+(docs/notes.md, Training throughput).
 
 Stable-Baselines3 is a development dependency (``pip install -e '.[dev]'``): it is imported
 only inside :func:`train_sb3_ppo`, so the package and ``hedge bench env --no-ppo`` run without it.

@@ -1,4 +1,4 @@
-"""The ``hedge`` command (DESIGN §6).
+"""The ``hedge`` command (docs/design.md §6).
 
 Every subcommand first points Dagster at the data directory (``paths.instance_env``) so that
 runs started here show up in the UI of ``hedge ui`` and two data directories never mix.

@@ -4,8 +4,8 @@ Backfills go through the webserver rather than straight into the instance so tha
 same object the UI launches: an *asset* backfill (``launchPartitionBackfill`` with an asset
 selection and partition names), which the daemon's backfill loop turns into runs, honouring
 each asset's ``BackfillPolicy`` and the dependencies inside the selection. (A job backfill
-would ignore those, see shared/notes.) Only the standard library is used: the CLI must start
-fast and the webserver is on loopback.
+would ignore those, see docs/notes.md, Dagster.) Only the standard library is used: the CLI
+must start fast and the webserver is on loopback.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ def checkpoint_path(stage: str, identity: dict[str, Any], config_digest: str) ->
 
 
 def identity_tags(identity: dict[str, Any], config_hash: str) -> dict[str, str]:
-    """The registry tags of DESIGN §8 that come from the launcher and the configuration."""
+    """The registry tags of docs/design.md §8 that come from the launcher and the configuration."""
     tags = {
         "dagster_run_id": str(identity["dagster_run_id"]),
         "dagster_asset": str(identity["dagster_asset"]),
@@ -107,7 +107,7 @@ def log_metrics(
 
 
 class TrackingReporter:
-    """``ml.trainer.Reporter`` that writes to the Dagster event log and the MLflow run."""
+    """``harness.trainer.Reporter`` that writes to the Dagster event log and the MLflow run."""
 
     def __init__(self, session: TrainingSession, client: MlflowClient | None, run_id: str | None):
         self.session = session

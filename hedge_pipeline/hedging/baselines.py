@@ -1,4 +1,4 @@
-"""Reference hedgers, reported next to every learned one on the same paths (DESIGN §7).
+"""Reference hedgers, reported next to every learned one on the same paths (docs/design.md §7).
 
 Each is a :data:`~hedge_pipeline.hedging.simulator.Policy`: ``policy(obs, prev_hedge)``
 returns the position to hold over the next step, so :func:`rollout` drives them exactly like a

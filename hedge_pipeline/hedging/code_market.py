@@ -1,9 +1,10 @@
 """One weekly code as a hedging market: its windows replayed, or simulated from its calibration.
 
-A specialist hedges the book its portfolio selection is short in one weekly code (DESIGN §7).
-Its episodes are windows of that code's life: a start bar, then ``n_steps`` decisions every
-``rebalance_bars`` bars (30 minutes at 6 five-minute bars), the book sold at its mark at the
-start and bought back at its mark at the end (at expiry, its payoff). Two sources of windows:
+A specialist hedges the book its portfolio selection is short in one weekly code
+(docs/design.md §7). Its episodes are windows of that code's life: a start bar, then ``n_steps``
+decisions every ``rebalance_bars`` bars (30 minutes at 6 five-minute bars), the book sold at its
+mark at the start and bought back at its mark at the end (at expiry, its payoff). Two sources of
+windows:
 
 * **Replay** (:meth:`CodeMarket.replay`): the code's own prices. Spot is the underlying, the
   book's marks are the quoted mids, the Greeks use each option's implied vol at the bar

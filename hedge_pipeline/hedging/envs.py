@@ -1,11 +1,11 @@
-"""The hedging problem (DESIGN §7) as Gymnasium environments: one batched, one single-path.
+"""The hedging problem (docs/design.md §7) as Gymnasium environments: one batched, one single-path.
 
 Both faces drive the same torch state, :class:`_Episodes`, whose P&L comes from the simulator
 itself, so an RL agent and the pathwise deep hedger are scored on one definition of P&L:
 
 * :class:`HedgingVectorEnv` (``gymnasium.vector.VectorEnv``) steps ``num_envs`` paths of one
   :class:`~hedge_pipeline.hedging.simulator.HedgingProblem` as tensors: the batched face,
-  tens of times faster than stepping single envs (shared/notes/training-throughput.md).
+  tens of times faster than stepping single envs (docs/notes.md, Training throughput).
 * :class:`HedgingEnv` (``gymnasium.Env``) is the same thing with one path: the face that
   ``gymnasium.utils.env_checker.check_env`` and per-step libraries accept.
 

@@ -1,6 +1,6 @@
 """Scoring hedgers side by side on one set of episodes: the risk table of every report.
 
-Every hedger of a comparison runs on the same episodes (DESIGN §7: baselines always on the
+Every hedger of a comparison runs on the same episodes (docs/design.md §7: baselines always on the
 same paths), so differences between rows are differences between hedgers, not Monte Carlo
 noise between path sets. :func:`pnl_metrics` is the one definition of the columns that
 ``hedge bench hedging``, the specialists and later stages report.

@@ -5,7 +5,7 @@ compute GAE advantages, run a few epochs of clipped-objective minibatch updates 
 "environment" is the torch simulator itself: one rollout steps every path of the batch at
 once, so collecting 10⁵ transitions costs milliseconds and the update is where the time goes.
 Hence few epochs over LARGE minibatches (8192), which measured 137 k env steps/s end to end on
-2 cores against 5 k with CleanRL's 64-sample minibatches (shared/notes/training-throughput.md).
+2 cores against 5 k with CleanRL's 64-sample minibatches (docs/notes.md, Training throughput).
 
 Design choices, and why:
 

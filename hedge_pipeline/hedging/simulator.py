@@ -6,7 +6,7 @@ Everything works on whole batches of paths as tensors ``(n_paths, n_steps + 1)``
 Python loop over the (~30) decision times only, so one rollout of 10,000 paths costs a few
 milliseconds and gradients flow from the P&L back to the policy's parameters.
 
-The P&L convention is that of the reference experiment E1 (shared/notes/hedging-anchors.md),
+The P&L convention is that of the reference experiment E1 (docs/notes.md, E1),
 exactly, so pfhedge's published prices compare one to one::
 
     PL = −payoff(S_N) + Σ_{t=1..N} δ_{t−1}(S_t − S_{t−1}) − Σ_{t=0..N−1} cost(δ_t − δ_{t−1}, S_t)
@@ -178,7 +178,7 @@ class HedgingProblem:
 class Episodes(NamedTuple):
     """A batch of hedging episodes: everything the P&L and the observations need, per path.
 
-    A NamedTuple of tensors so that the training loop (``ml.trainer``) can treat it as a
+    A NamedTuple of tensors so that the training loop (``harness.trainer``) can treat it as a
     batch; ``vol`` may be any shape broadcastable to (n_paths, n_steps + 1, n_options) (a
     scalar model vol in E1).
 

@@ -1,6 +1,6 @@
 """Resources shared by every area: the source of raw chains, the warehouse, quality policy.
 
-Values come from the environment at load time (DESIGN §4 and §2): ``HEDGE_SOURCE`` picks the
+Values come from the environment at load time (docs/design.md §4 and §2): ``HEDGE_SOURCE`` picks the
 source, ``HEDGE_DATA_DIR`` the warehouse, ``HEDGE_BAD_ROWS`` the bad-row policy. Alpaca keys are
 ``EnvVar``s, so Dagster resolves them only inside the run and never shows their values.
 """
@@ -27,7 +27,7 @@ SOURCE_KINDS = ("synthetic", "files", "alpaca")
 
 
 class ChainSourceResource(dg.ConfigurableResource):
-    """Builds the configured ``ChainSource`` (DESIGN §4)."""
+    """Builds the configured ``ChainSource`` (docs/design.md §4)."""
 
     kind: str = Field(default="synthetic", description="synthetic | files | alpaca")
     seed: int = Field(default=7, description="seed of the synthetic market generator")
@@ -92,7 +92,7 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class DataQualityResource(dg.ConfigurableResource):
-    """What counts as bad data, and what to do with it (see ``chains.validation``)."""
+    """What counts as bad data, and what to do with it (see ``stages.market_data.validation``)."""
 
     bad_rows: str = Field(default="reject", description="reject | quarantine")
     iv_solve_rate_floor: float = Field(default=0.95, ge=0.0, le=1.0)

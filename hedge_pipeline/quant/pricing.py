@@ -1,4 +1,4 @@
-"""European option prices, analytic Greeks and implied volatility (DESIGN §5).
+"""European option prices, analytic Greeks and implied volatility (docs/design.md §5).
 
 Conventions are those of QuantLib's analytic European engine:
 

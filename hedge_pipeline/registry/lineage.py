@@ -1,4 +1,4 @@
-"""Which models, and which data, a registered model version was built on (DESIGN §1, §8).
+"""Which models, and which data, a registered model version was built on (docs/design.md §1, §8).
 
 Every training stage tags the version it registers with the versions it was built on:
 ``upstream.<registered model>=<version>``, or ``upstream.<registered model>/<k>=<version>`` when
@@ -26,7 +26,7 @@ from hedge_pipeline.registry import versions as registry
 
 UPSTREAM_PREFIX = "upstream."
 INDEX_SEPARATOR = "/"  # upstream.<name>/<k>
-# The tags of DESIGN §8 that say where a version came from (the others are stage-specific).
+# The tags of docs/design.md §8 that say where a version came from (the others are stage-specific).
 LINEAGE_TAGS = (
     "weekly_code",
     "data_version",

@@ -1,4 +1,4 @@
-"""The MLflow side of training: tracking store, experiments, model versions (DESIGN §8).
+"""The MLflow side of training: tracking store, experiments, model versions (docs/design.md §8).
 
 Models are registered as a plain artifact folder (``weights.pt`` state dict, ``config.json``
 and whatever else the stage needs to rebuild the model) rather than an MLflow flavor: the

@@ -1,4 +1,4 @@
-"""Content-addressed training inputs handed to child processes (DESIGN §1, §2).
+"""Content-addressed training inputs handed to child processes (docs/design.md §1, §2).
 
 A training child never opens the DuckDB file: the asset writes the rows it needs to
 ``data/datasets/<sha256>.parquet`` and passes the path. The name is the hash of the file's

@@ -1,4 +1,4 @@
-"""Where a run's state lives (DESIGN §2).
+"""Where a run's state lives (docs/design.md §2).
 
 Everything is derived from one data directory, ``HEDGE_DATA_DIR`` (default: the repo's
 ``data/``), so that pointing it elsewhere moves the warehouse, the registry, Dagster's

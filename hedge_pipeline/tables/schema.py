@@ -1,4 +1,4 @@
-"""The canonical ``raw_option_chains`` schema (DESIGN §3) and the error every reader raises.
+"""The canonical ``raw_option_chains`` schema (docs/design.md §3) and the error every reader raises.
 
 Every source (synthetic, files, alpaca) returns a Polars frame with exactly
 ``RAW_COLUMNS`` plus two lineage columns, ``source_file`` and ``source_row``, which name where

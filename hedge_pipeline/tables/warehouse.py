@@ -1,4 +1,4 @@
-"""DuckDB storage of the market-data tables (DESIGN §3).
+"""DuckDB storage of the market-data tables (docs/design.md §3).
 
 Writes replace one weekly code's rows in one transaction (delete, then insert), so a
 re-materialized partition never duplicates rows and a failed write leaves the table as it was.

@@ -1,6 +1,6 @@
 """The Dagster UI of ``hedge ui`` in a real headless Chromium, driven as a user drives it.
 
-Checks the lineage graph (the 8 assets of DESIGN §1 and their edges, read from the rendered
+Checks the lineage graph (the 8 assets of docs/design.md §1 and their edges, read from the rendered
 SVG), materializes one weekly-code partition from the graph's "Materialize selected" dialog,
 waits on the run page for success, and opens the lineage of ``hedge_ensemble``. Screenshots
 of each step are kept under ``test-artifacts/browser/`` (or ``$HEDGE_TEST_ARTIFACTS``).
@@ -35,8 +35,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# DESIGN §1: 1→2→3→4; {2, 3, 4}→5; 5 → 6 → 7 → 8. The code may add edges (cnn_lstm_model also
-# reads greeks_features); these must all be there.
+# docs/design.md §1: 1→2→3→4; {2, 3, 4}→5; 5 → 6 → 7 → 8. The code may add edges
+# (cnn_lstm_model also reads greeks_features); these must all be there.
 DESIGN_EDGES = {
     ("raw_option_chains", "greeks_features"),
     ("greeks_features", "portfolio_selection"),
@@ -165,7 +165,7 @@ def test_asset_graph_materialize_a_partition_and_lineage_in_chromium(
         browser.set_default_timeout(TIMEOUT_MS)
         page = browser.new_page()
         try:
-            # 1. The lineage graph, both groups expanded: every asset and every DESIGN edge.
+            # 1. The lineage graph, both groups expanded: every asset and every edge of §1.
             page.goto(ui.url + GRAPH, wait_until="networkidle")
             nodes, edges = _read_graph(page)
             page.screenshot(path=shots / "01-asset-graph.png")

@@ -1,4 +1,4 @@
-"""Baseline hedgers against the E1 figures (shared/notes/hedging-anchors.md)."""
+"""Baseline hedgers against the E1 figures (docs/notes.md, E1)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Generated bad input: random malformed quote drops and portfolio templates (issue 7, item 4).
 
 Each generated case starts from a valid file of the real format (the drops of
-``chains.malformed_corpus``, a template shaped like the packaged ones) and applies random
-corruptions. The generator knows which corruptions *must* end badly (a crossed quote, a
-missing required column, bytes that are not UTF-8, ...) and which may be harmless (an empty
+``stages/market_data/sources/malformed_corpus.py``, a template shaped like the packaged ones) and
+applies random corruptions. The generator knows which corruptions *must* end badly (a crossed quote,
+a missing required column, bytes that are not UTF-8, ...) and which may be harmless (an empty
 optional cell, a UTF-8 BOM). Every case must end in one of three ways:
 
 * the package's own error (``ChainDataError``, ``TemplateError``, ``SelectionError``) whose
   message names the file (and, where it gives them, a row and a column that exist);
-* the documented quarantine (``chains.validation``): every row either stored or set aside
+* the documented quarantine (``market_data.validation``): every row either stored or set aside
   with its column and reason, and what is stored passes the rules again;
 * a clean load, allowed only when no corruption had to fail.
 

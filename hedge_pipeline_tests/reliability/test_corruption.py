@@ -1,8 +1,8 @@
 """Corruption (issue 7, item 2): damaged checkpoints and tampered registered weights.
 
 ``fit`` itself is proven to set a truncated, bit-flipped or checksum-less ``last.pt`` aside
-with a warning (``ml/test_trainer.py``), and ``load_version`` to refuse rewritten weights
-(``training/test_cnn_lstm_stage.py``). Here the damage happens between runs of the real
+with a warning (``harness/test_trainer.py``), and ``load_version`` to refuse rewritten weights
+(``stages/cnn_lstm/test_train.py``). Here the damage happens between runs of the real
 training child, and a tampered upstream model meets the stage that loads it.
 """
 

@@ -2,9 +2,9 @@
 mid-flight; retries and re-executions resume, nothing is left half-written.
 
 Already proven elsewhere and not repeated here: ``fit`` resumes bit-exactly after SIGTERM and
-after SIGKILL (``ml/test_trainer.py``), a checkpoint writer killed between its renames still
-loads (``ml/test_checkpoint.py``), a standalone ``cnn_lstm`` child killed and started again
-registers once (``training/test_cnn_lstm_stage.py``). Here: SIGTERM of ``hedge run`` then
+after SIGKILL (``harness/test_trainer.py``), a checkpoint writer killed between its renames still
+loads (``harness/test_checkpoint.py``), a standalone ``cnn_lstm`` child killed and started again
+registers once (``stages/cnn_lstm/test_train.py``). Here: SIGTERM of ``hedge run`` then
 SIGKILL of its re-execution's child (Dagster run, retry, re-execution), SIGKILL of a child's
 launcher, SIGKILL of a warehouse writer before COMMIT, and (e2e) SIGKILL of the daemon.
 

@@ -1,13 +1,13 @@
 """Fake Alpaca keys reach no store, and ``hedge ui`` listens on loopback only (issue 7, item 5).
 
-Distinctive fake keys are set in the environment of everything the test starts. The smoke
-lineage runs through ``hedge run`` (files source, one weekly code, every stage down to the
-ensemble) and ``hedge evaluate`` fetches its report; the Alpaca source is materialized through
-Dagster against the recorded responses of ``chains/test_alpaca.py`` (its keys wired as in
-production, ``dagster.EnvVar``s read by ``ChainSourceResource.from_env``), once for a code it
-serves and once for a symbol whose keys Alpaca refuses (HTTP 403, retried, failed). Then
-``hedge ui`` starts on the same data directory with the Alpaca source configured, and its
-daemon ticks the new-codes sensor (which fails: no symbols, so no network).
+Distinctive fake keys are set in the environment of everything the test starts. The smoke lineage
+runs through ``hedge run`` (files source, one weekly code, every stage down to the ensemble) and
+``hedge evaluate`` fetches its report; the Alpaca source is materialized through Dagster against the
+recorded responses of ``stages/market_data/sources/test_alpaca.py`` (its keys wired as in
+production, ``dagster.EnvVar``s read by ``ChainSourceResource.from_env``), once for a code it serves
+and once for a symbol whose keys Alpaca refuses (HTTP 403, retried, failed). Then ``hedge ui``
+starts on the same data directory with the Alpaca source configured, and its daemon ticks the
+new-codes sensor (which fails: no symbols, so no network).
 
 Every file under the data directory (warehouse, datasets, MLflow store and artifacts,
 checkpoints, reports, Dagster's run and event storage and compute logs) and the UI's log is

@@ -1,7 +1,7 @@
 """``raw_option_chains`` and ``greeks_features``: one weekly code per partition, in DuckDB.
 
-Both assets are thin: the source parses, ``chains.validation`` judges, ``chains.features``
-computes, ``chains.warehouse`` replaces the partition in one transaction. Each step's checks
+Both assets are thin: the source parses, ``validation`` judges, ``features``
+computes, ``tables.warehouse`` replaces the partition in one transaction. Each step's checks
 run on what was stored and come back with the materialization; the failed blocking ones stop
 downstream assets. Both write behind pool ``duckdb_writer`` (limit 1), so writers queue in
 Dagster rather than on DuckDB's file lock.
@@ -73,7 +73,7 @@ def raw_option_chains(
     warehouse_db: WarehouseResource,
     quality_policy: DataQualityResource,
 ) -> dg.MaterializeResult:
-    """Quotes of every option of one weekly code, in the canonical schema (DESIGN §3)."""
+    """Quotes of every option of one weekly code, in the canonical schema (docs/design.md §3)."""
     code = context.partition_key
     try:
         loaded = source.build().load(code)

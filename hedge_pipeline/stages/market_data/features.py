@@ -1,4 +1,4 @@
-"""From raw quotes to the ``greeks_features`` table (DESIGN §3).
+"""From raw quotes to the ``greeks_features`` table (docs/design.md §3).
 
 Per quote: mid, spread, tau (ACT/365), the forward, log-moneyness ln(K/F), implied vol solved
 from the mid and the Greeks at that vol (Black-76 for futures, BSM otherwise). Per timestamp

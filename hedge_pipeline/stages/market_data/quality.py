@@ -1,6 +1,6 @@
 """Data-quality checks on a stored weekly-code partition (the asset checks' logic).
 
-Ingest validation (``chains.validation``) already refuses bad rows; these checks re-verify
+Ingest validation (``market_data.validation``) already refuses bad rows; these checks re-verify
 what is actually in the warehouse, so data written by any other path is caught too, and add
 the checks that need a whole cross-section: static no-arbitrage bounds and monotonicity in
 strike at each timestamp, and the implied-vol solve rate.

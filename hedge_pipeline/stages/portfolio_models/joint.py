@@ -4,7 +4,7 @@ The meta-controller stage trains the controller over frozen specialists. The joi
 unfreezes them: the portfolio's loss flows through the controller into every specialist's
 hedge (pathwise, through the simulator), so a specialist can learn what its book's hedge is
 worth *in the portfolio* (where part of it nets against the others) rather than alone. It
-keeps the two parts apart where that matters (``ml.trainer``'s component options):
+keeps the two parts apart where that matters (``harness.trainer``'s component options):
 
 * separate learning rates (the specialists' smaller: they start trained) and gradient
   clipping per component, so a large gradient of one part does not shrink the other's step;

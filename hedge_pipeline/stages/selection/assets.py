@@ -1,7 +1,7 @@
 """``portfolio_selection``: the options the hedging books are short, from every weekly code.
 
-Thin, like the market-data assets: ``portfolio.templates`` loads the template,
-``portfolio.selection`` picks the options and cuts the time splits, and this module reads the
+Thin, like the market-data assets: ``templates`` loads the template,
+``book`` picks the options and cuts the time splits, and this module reads the
 features of the active weekly codes (short read-only connection, only the needed columns)
 and swaps the whole table in one transaction. A template or selection that fails writes
 nothing, so downstream stages keep reading the previous selection.

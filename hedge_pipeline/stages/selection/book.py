@@ -1,4 +1,4 @@
-"""From greeks_features rows and a template to the options a book is short (DESIGN §1, #3).
+"""From greeks_features rows and a template to the options a book is short (docs/design.md §1, #3).
 
 The rules, per weekly code:
 

@@ -7,20 +7,20 @@ observations; its inputs are rebuilt here with the horizon it was trained for), 
 ``config.SpecialistStageConfig``, validated before any data is read) and ``identity``.
 
 Steps: load the CNN-LSTM version (checksum verified) and forecast the code's realized vol at
-every bar; build the code's market (``ml.hedging.code_market``: calibrated on the training
+every bar; build the code's market (``hedging.code_market``: calibrated on the training
 split); train by ``algorithm``:
 
-* ``deep_hedging``: pathwise gradients through the simulator, in ``ml.trainer.fit`` (the
+* ``deep_hedging``: pathwise gradients through the simulator, in ``harness.trainer.fit`` (the
   harness: checkpoints under ``data/checkpoints/specialist/``, exact resume after a kill,
   early stopping on fixed simulated episodes started from validation-split bars, divergence
   monitor). With ``objective: per_state`` (default) the loss is the criterion's gain over BS
-  delta from each start state (``ml.hedging.objective.PerStateObjective``:
+  delta from each start state (``objective.PerStateObjective``:
   ``paths_per_state`` episodes per state); with ``pooled``, the criterion of the whole batch,
   whose tail holds only the riskiest states (near the money). The policy starts as the
   Black–Scholes delta hedge (zero-width band, or zero correction for the MLP head, whose
   correction is gated by the book's gamma) with its inputs scaled on simulated training
   episodes, and the untrained policy competes as epoch 0;
-* ``ppo``: ``ml.hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
+* ``ppo``: ``hedging.ppo.train_ppo`` on the same sampler, for the same budget of paths
   (its own loop: no checkpoints, a retry starts it again);
 
 then score the policy and the baselines on the code's held-out test windows, replayed and

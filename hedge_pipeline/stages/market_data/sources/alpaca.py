@@ -1,4 +1,4 @@
-"""The ``alpaca`` source: US equity options through alpaca-py (DESIGN §4).
+"""The ``alpaca`` source: US equity options through alpaca-py (docs/design.md §4).
 
 **Codes.** ``<SYMBOL>-<YYYY-MM-DD expiry>``, e.g. ``SPY-2026-11-27``. ``list_codes`` lists, for
 each configured symbol, one expiry per calendar week within ``max_weeks``: the last listed

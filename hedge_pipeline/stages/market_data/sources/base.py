@@ -1,4 +1,4 @@
-"""The interface every source of raw chains implements (DESIGN §4)."""
+"""The interface every source of raw chains implements (docs/design.md §4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class ChainSource(Protocol):
     (``schema.RAW_COLUMNS + schema.LINEAGE_COLUMNS``). It raises ``ChainDataError`` for input
     it cannot parse (naming file, row, column, reason) and ``UnknownWeeklyCodeError`` for a code
     it does not hold. Row-level rules (crossed quotes, NaN, ...) are checked afterwards by
-    ``chains.validation`` for every source alike.
+    ``market_data.validation`` for every source alike.
     """
 
     name: str

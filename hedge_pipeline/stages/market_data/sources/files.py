@@ -1,4 +1,4 @@
-"""The ``files`` source: CSV or Parquet drops under ``data/raw/<weekly_code>/`` (DESIGN §4).
+"""The ``files`` source: CSV or Parquet drops under ``data/raw/<weekly_code>/`` (docs/design.md §4).
 
 Each non-hidden folder of the raw directory whose name is a valid weekly code and which holds
 at least one data file is a code. A folder may hold either layout, or both (rows are
@@ -32,7 +32,7 @@ Parsing problems (unreadable, empty or non-UTF-8 file, missing column, text wher
 belongs, unparseable timestamp, malformed ``contract.json``, unknown option type in a file name)
 raise ``ChainDataError`` naming file, row and column; nothing is returned half-read. Values that
 parse but break a rule (NaN, negative, crossed, duplicated, after expiry) are kept as they are
-for ``chains.validation`` to judge, with ``source_file`` (relative to the raw directory) and
+for ``market_data.validation`` to judge, with ``source_file`` (relative to the raw directory) and
 ``source_row`` (1-based data row: the CSV line number minus the header, the Parquet row) intact.
 """
 

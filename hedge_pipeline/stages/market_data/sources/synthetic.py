@@ -26,7 +26,7 @@ variance, negative skew and curvature in standardized moneyness), its mid from B
 its half-spread from vega × an IV half-spread that widens away from the money and near
 expiry, plus 0.2% of the price. Bids are rounded down and asks up to the 0.005 tick, and an ask
 is raised where needed to keep the mid above the discounted intrinsic value, so every row
-passes ``chains.validation`` and the strike-monotonicity checks. ``last`` is a trade inside the
+passes ``market_data.validation`` and the strike-monotonicity checks. ``last`` is a trade inside the
 spread (null when the bar had none), ``volume`` the contracts traded in the bar (more near the
 money), ``open_interest`` a daily series.
 

@@ -159,7 +159,7 @@ def test_one_underlying_one_path_one_strike_grid(book):
     assert book["underlying_price"].min() > 90 and book["underlying_price"].max() < 130
 
 
-# --- validity (the rules of chains.validation and the asset checks) -----------------------------
+# --- validity (the rules of market_data.validation and the asset checks) ----------------------
 
 
 def test_every_row_is_a_valid_quote(quotes):
