@@ -16,7 +16,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline.stages.selection.definitions import defs
 from hedge_pipeline.stages.selection.report import template_info
-from hedge_pipeline.stages.selection.templates import ENV_DIR
+from hedge_pipeline.stages.selection.templates import ENV_DIR, PACKAGED_DIR
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
 
@@ -138,9 +138,7 @@ def test_delta_gamma_book_adds_one_hedge_option_per_code_outside_the_book(two_co
 def test_a_failing_selection_leaves_the_previous_table(two_codes, tmp_path, monkeypatch):
     _select(two_codes)
     before = _table()
-    bad = json.loads(
-        Path(paths.REPO_ROOT / "hedge_pipeline/portfolio/templates/atm_book.json").read_text()
-    )
+    bad = json.loads((PACKAGED_DIR / "atm_book.json").read_text())
     bad["name"] = "unknown_code_book"
     bad["selection_criteria"]["weekly_codes"] = ["3CN5", "9ZZ9"]
     (tmp_path / "unknown_code_book.json").write_text(json.dumps(bad))
