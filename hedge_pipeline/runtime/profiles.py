@@ -1,4 +1,4 @@
-"""Profiles size every training stage (DESIGN §6).
+"""Profiles size every training stage (docs/design.md §6).
 
 * ``smoke``: the whole lineage in about a minute on 2 CPU cores, for tests and CI.
 * ``default``: minutes on a laptop; models that actually learn.

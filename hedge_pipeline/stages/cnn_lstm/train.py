@@ -1,11 +1,11 @@
 """Stage ``cnn_lstm``: train the market-state model, evaluate it, register ``hedge-cnn-lstm``.
 
 Extras (from the ``cnn_lstm_model`` asset): ``dataset`` (a ``market_state_frame`` Parquet),
-``config`` (sizes and budget, see ``defs/models/cnn_lstm.py``) and ``identity`` (Dagster run,
-asset, data and code versions). Trains with ``ml.trainer.fit`` (checkpointed under
+``config`` (sizes and budget, merged by the ``cnn_lstm_model`` asset) and ``identity`` (Dagster
+run, asset, data and code versions). Trains with ``harness.trainer.fit`` (checkpointed under
 ``data/checkpoints/cnn_lstm/<dataset>-<config>/``, so a retry resumes), optionally after an
 Optuna search, evaluates validation and test against the persistence forecast, registers the
-weights with the DESIGN §8 tags and alias ``candidate``, reloads the registered version and
+weights with the docs/design.md §8 tags and alias ``candidate``, reloads the registered version and
 checks it predicts exactly what the trained model does.
 """
 

@@ -5,7 +5,7 @@ connection), exports them as content-addressed Parquet files and launches its tr
 (``meta_controller``, ``joint``, ``ensemble``) through Pipes with the registered versions of
 what it builds on, read off the upstream assets' latest materializations: the specialist of
 every selected code, the meta-controller, the joint models. The children train, evaluate and
-register; the ensemble's child also decides the promotion (DESIGN §8).
+register; the ensemble's child also decides the promotion (docs/design.md §8).
 """
 
 import dagster as dg

@@ -11,7 +11,7 @@ readings of the tail go with the table (:mod:`.evaluation`): BS
 delta traded for free (``bs_delta_without_costs``: how far cost savings alone could go) and,
 for BS delta and the ensemble, the worst 10 % of windows by front code (``tail_by_front``).
 
-Promotion gate (DESIGN §8): the new version gets ``champion`` only when its test ES10
+Promotion gate (docs/design.md §8): the new version gets ``champion`` only when its test ES10
 (replay) beats BS delta's and the current champion's (re-scored on the same windows when it
 covers the same codes) by ``promotion_margin``; otherwise it stays ``candidate``, with the
 reason in its tags (``promotion``, ``promotion_reason``) and the metadata. The report (JSON,
