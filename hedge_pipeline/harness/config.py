@@ -61,6 +61,15 @@ class StageConfig(BaseModel):
         return config_hash(self.as_dict())
 
 
+def check_criterion(value: str) -> str:
+    """``entropic:A``, ``es:P`` or ``meanvar:L`` as :func:`quant.risk.parse_criterion` reads it."""
+    # Imported here: quant.risk pulls in torch, which the code location should not load.
+    from hedge_pipeline.quant.risk import parse_criterion
+
+    parse_criterion(value)
+    return value
+
+
 def given(value: T | None, default: T) -> T:
     """``value`` unless it is unset (``None``): unlike ``value or default``, 0 is a value.
 

@@ -60,6 +60,7 @@ from hedge_pipeline.harness.checkpoint import (
     restore_rng_state,
     unreadable_folder_name,
 )
+from hedge_pipeline.harness.config import config_hash
 from hedge_pipeline.harness.distributed import DistInfo
 from hedge_pipeline.harness.monitor import TrainingDiverged, TrainingMonitor
 
@@ -154,8 +155,7 @@ class TrainConfig:
 
     def config_hash(self) -> str:
         """First 16 hex digits of the sha256 of the fields (stable across processes)."""
-        payload = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+        return config_hash(asdict(self))
 
 
 class TrainTask(Protocol):

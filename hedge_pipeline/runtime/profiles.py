@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 PROFILE_NAMES = ("smoke", "default", "full")
 
@@ -221,110 +220,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def portfolio_stage_config(profile: Profile, **choices: Any) -> dict[str, Any]:
-    """The portfolio stages' configuration: the run's ``choices`` (the asset's config) within
-    the profile's budget."""
-    budget = profile.portfolio
-    return {
-        **choices,
-        "meta_epochs": budget.meta_epochs,
-        "joint_epochs_per_phase": budget.joint_epochs_per_phase,
-        "steps_per_epoch": budget.steps_per_epoch,
-        "paths_per_step": budget.paths_per_step,
-        "val_paths": budget.val_paths,
-        "eval_paths": budget.eval_paths,
-        "width": budget.width,
-        "n_layers": budget.n_layers,
-        "patience": budget.patience,
-        "members": budget.members,
-        "num_threads": budget.num_threads,
-    }
-
-
 def get_profile(name: str | None = None) -> Profile:
     """The named profile, or ``HEDGE_PROFILE``'s, with a clear error for an unknown name."""
     name = name or os.environ.get("HEDGE_PROFILE", "default")
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]
-
-
-def cnn_lstm_stage_config(
-    profile: Profile,
-    *,
-    sequence_length: int,
-    horizon: int,
-    batch_size: int,
-    learning_rate: float,
-    epochs: int,
-    hpo_trials: int,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The ``cnn_lstm`` stage's configuration: the template's wishes within the profile's budget."""
-    budget = profile.cnn_lstm
-    return {
-        "sequence_length": min(sequence_length, budget.max_sequence_length),
-        "horizon": horizon,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "epochs": min(epochs, budget.max_epochs),
-        "patience": budget.patience,
-        "max_windows": budget.max_windows,
-        "mc_samples": budget.mc_samples,
-        "hpo_trials": min(hpo_trials, budget.max_hpo_trials),
-        "seed": seed,
-        "model": {
-            "conv_channels": budget.conv_channels,
-            "lstm_hidden": budget.lstm_hidden,
-            "lstm_layers": budget.lstm_layers,
-            "attention_heads": budget.attention_heads,
-            "embedding_dim": budget.embedding_dim,
-            "dropout": 0.1,
-        },
-    }
-
-
-def specialist_stage_config(
-    profile: Profile,
-    *,
-    algorithm: str,
-    criterion: str,
-    cost: float,
-    slippage: float,
-    fixed_fee: float,
-    head: str,
-    hedge_option: bool,
-    learning_rate: float,
-    epochs: int | None,
-    n_steps: int | None,
-    rebalance_bars: int | None,
-    objective: str = "per_state",
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The ``specialist`` stage's configuration: the run's choices within the profile's budget."""
-    budget = profile.specialist
-    return {
-        "algorithm": algorithm,
-        "criterion": criterion,
-        "cost": cost,
-        "slippage": slippage,
-        "fixed_fee": fixed_fee,
-        "head": head,
-        "hedge_option": hedge_option,
-        "learning_rate": learning_rate,
-        "objective": objective,
-        "epochs": min(epochs or budget.max_epochs, budget.max_epochs),
-        "steps_per_epoch": budget.steps_per_epoch,
-        "paths_per_step": budget.paths_per_step,
-        "paths_per_state": budget.paths_per_state,
-        "val_paths": budget.val_paths,
-        "eval_paths": budget.eval_paths,
-        "n_steps": n_steps or budget.n_steps,
-        "rebalance_bars": rebalance_bars or budget.rebalance_bars,
-        "width": budget.width,
-        "n_layers": budget.n_layers,
-        "patience": budget.patience,
-        "mc_samples": profile.cnn_lstm.mc_samples,
-        "num_threads": budget.num_threads,
-        "seed": seed,
-    }

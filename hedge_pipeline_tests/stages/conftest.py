@@ -9,7 +9,8 @@ import polars as pl
 import pytest
 
 from hedge_pipeline.runtime.datasets import export_parquet
-from hedge_pipeline.runtime.profiles import cnn_lstm_stage_config, get_profile
+from hedge_pipeline.runtime.profiles import get_profile
+from hedge_pipeline.stages.cnn_lstm.config import CnnLstmChoices, CnnLstmStageConfig
 from hedge_pipeline.stages.cnn_lstm.market_state import market_state_frame
 from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
@@ -34,15 +35,9 @@ def smoke_market_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def smoke_config(**overrides) -> dict:
     params = load_template("atm_book").training_params
-    config = cnn_lstm_stage_config(
-        get_profile("smoke"),
-        sequence_length=params.sequence_length,
-        horizon=params.horizon,
-        batch_size=params.batch_size,
-        learning_rate=params.learning_rate,
-        epochs=params.epochs,
-        hpo_trials=0,
-    )
+    config = CnnLstmStageConfig.within(
+        CnnLstmChoices(hpo_trials=0), params, get_profile("smoke")
+    ).as_dict()
     return {**config, **overrides}
 
 

@@ -8,14 +8,13 @@ the materialization (version, metrics, curves) back through Pipes.
 
 import dagster as dg
 import polars as pl
-from pydantic import Field
 
 from hedge_pipeline.orchestration.identity import identity
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
-from hedge_pipeline.runtime.profiles import cnn_lstm_stage_config
+from hedge_pipeline.stages.cnn_lstm.config import CnnLstmChoices, CnnLstmStageConfig
 from hedge_pipeline.stages.market_data.assets import greeks_features
 from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline.stages.selection.templates import load_template
@@ -29,13 +28,8 @@ FEATURES_OF_SELECTION = """
 """
 
 
-class CnnLstmModelConfig(dg.Config):
+class CnnLstmModelConfig(dg.Config, CnnLstmChoices):
     """Run-time overrides; unset fields come from the template within the profile's budget."""
-
-    epochs: int | None = Field(default=None, ge=1)
-    learning_rate: float | None = Field(default=None, gt=0.0)
-    hpo_trials: int | None = Field(default=None, ge=0)
-    seed: int = 0
 
 
 def _read_inputs(warehouse_db: WarehouseResource) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -65,16 +59,7 @@ def cnn_lstm_model(
     selection, features = _read_inputs(warehouse_db)
     template = load_template(selection["template"][0])
     params = template.training_params
-    stage_config = cnn_lstm_stage_config(
-        profile.get(),
-        sequence_length=params.sequence_length,
-        horizon=params.horizon,
-        batch_size=params.batch_size,
-        learning_rate=config.learning_rate or params.learning_rate,
-        epochs=config.epochs or params.epochs,
-        hpo_trials=params.hpo_trials if config.hpo_trials is None else config.hpo_trials,
-        seed=config.seed,
-    )
+    stage_config = CnnLstmStageConfig.within(config, params, profile.get())
     # Imported here: the module pulls in torch, which the code location should not load.
     from hedge_pipeline.stages.cnn_lstm.market_state import market_state_frame
 
@@ -87,7 +72,7 @@ def cnn_lstm_model(
         "cnn_lstm",
         {
             "dataset": str(dataset),
-            "config": stage_config,
+            "config": stage_config.as_dict(),
             "identity": identity(context, data_version=dataset.stem),
         },
     )

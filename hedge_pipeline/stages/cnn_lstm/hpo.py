@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter, log_metrics
 from hedge_pipeline.harness.trainer import fit
-from hedge_pipeline.stages.cnn_lstm.configs import model_config, train_config
+from hedge_pipeline.stages.cnn_lstm.config import model_config, train_config
 from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData
 from hedge_pipeline.stages.cnn_lstm.model import CnnLstm, CnnLstmTask
 

@@ -35,7 +35,7 @@ from hedge_pipeline.harness.tracking import (
 )
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
-from hedge_pipeline.stages.cnn_lstm.configs import model_config, train_config
+from hedge_pipeline.stages.cnn_lstm.config import CnnLstmStageConfig, model_config, train_config
 from hedge_pipeline.stages.cnn_lstm.market_state import (
     FEATURE_COLUMNS,
     TARGET_COLUMNS,
@@ -104,7 +104,7 @@ def _fit(
 
 def run(session: TrainingSession) -> None:
     extras = session.extras
-    cfg = dict(extras["config"])
+    cfg = CnnLstmStageConfig.parse(extras["config"]).as_dict()
     identity = extras["identity"]
     frame = pl.read_parquet(extras["dataset"])
     data = SequenceData.build(frame, cfg["sequence_length"], max_windows=cfg["max_windows"])
@@ -118,7 +118,7 @@ def run(session: TrainingSession) -> None:
         if session.is_main:
             client = registry.client()
             run_id = stack.enter_context(tracking_run(client, MODEL_NAME, tags, cfg))
-        if cfg.get("hpo_trials", 0) > 0:
+        if cfg["hpo_trials"] > 0:
             if dist.world_size > 1:
                 raise ValueError("hpo_trials > 0 runs in a single process; set devices=1")
             from hedge_pipeline.stages.cnn_lstm.hpo import search

@@ -9,14 +9,16 @@ register; the ensemble's child also decides the promotion (docs/design.md §8).
 """
 
 import dagster as dg
-from pydantic import Field
 
 from hedge_pipeline.orchestration.identity import identity
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
-from hedge_pipeline.runtime.profiles import portfolio_stage_config
+from hedge_pipeline.stages.portfolio_models.config import (
+    PortfolioModelChoices,
+    PortfolioModelStageConfig,
+)
 from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline.stages.specialists.asset import specialist_agents
 from hedge_pipeline.tables import warehouse
@@ -28,34 +30,19 @@ FEATURES_OF_SELECTION = """
 """
 
 
-class PortfolioConfig(dg.Config):
+class PortfolioModelsConfig(dg.Config, PortfolioModelChoices):
     """The portfolio's objective, limits and training; sizes come from the profile."""
 
-    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
-    cost: float = Field(default=5e-4, description="proportional cost per unit traded x spot")
-    slippage: float = 0.0
-    fixed_fee: float = 0.0
-    max_position: float | None = Field(
-        default=None, description="largest |position| in the underlying; default 2 x options held"
-    )
-    var_limit: float | None = Field(
-        default=None, description="loss limit; default BS delta's VaR on validation windows"
-    )
-    var_level: float = Field(default=0.95, description="compliance rate asked of the VaR limit")
-    risk_penalty: float = Field(default=1.0, description="weight of VaR-limit breaches")
-    cost_weight: float = Field(default=1.0, description="weight of costs in the objective")
-    diversification_bonus: float = 0.0
-    learning_rate: float = 3e-3
-    specialist_learning_rate: float = Field(default=3e-4, description="joint model only")
-    alternate: bool = Field(default=False, description="joint: alternate meta/specialist steps")
-    turbulence_quantile: float = Field(default=0.99, description="ensemble guard threshold")
-    promotion_margin: float = Field(default=0.01, description="relative ES10 margin to promote")
-    underlying: str | None = Field(default=None, description="default: most selected codes")
-    seed: int = 0
 
-
-def _inputs(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource) -> dict:
-    """Exported selection and features, and the specialists' versions per selected code."""
+def _inputs(
+    context: dg.AssetExecutionContext,
+    warehouse_db: WarehouseResource,
+    config: PortfolioModelsConfig,
+    profile: ProfileResource,
+) -> dict:
+    """The merged stage config (checked before anything is exported), the exported selection
+    and features, and the specialists' versions per selected code."""
+    stage_config = PortfolioModelStageConfig.within(config, profile.get())
     with warehouse_db.connect(read_only=True) as con:
         selection = warehouse.query(con, SELECTION, [])
         features = warehouse.query(con, FEATURES_OF_SELECTION, [])
@@ -81,7 +68,10 @@ def _inputs(context: dg.AssetExecutionContext, warehouse_db: WarehouseResource) 
         "features": export_parquet(features, paths.datasets_dir()),
         "selection": export_parquet(selection, paths.datasets_dir()),
     }
-    return {key: str(path) for key, path in exported.items()} | {"specialists": versions}
+    return {key: str(path) for key, path in exported.items()} | {
+        "specialists": versions,
+        "config": stage_config.as_dict(),
+    }
 
 
 def _latest(context: dg.AssetExecutionContext, asset: dg.AssetsDefinition, key: str):
@@ -101,8 +91,6 @@ def _launch(
     launcher: TrainingLauncher,
     stage: str,
     extras: dict,
-    config: PortfolioConfig,
-    profile: ProfileResource,
     upstream_data: str,
 ) -> dg.MaterializeResult:
     data_version = "-".join(
@@ -114,7 +102,6 @@ def _launch(
         stage,
         {
             **extras,
-            "config": portfolio_stage_config(profile.get(), **config.model_dump()),
             "identity": identity(context, data_version=data_version),
         },
     )
@@ -130,7 +117,7 @@ _COMMON = {
 @dg.asset(deps=[specialist_agents, portfolio_selection], **_COMMON)
 def meta_controller(
     context: dg.AssetExecutionContext,
-    config: PortfolioConfig,
+    config: PortfolioModelsConfig,
     warehouse_db: WarehouseResource,
     launcher: TrainingLauncher,
     profile: ProfileResource,
@@ -138,32 +125,32 @@ def meta_controller(
     """Portfolio-level policy over the frozen specialists of every selected code of one
     underlying: per-specialist scales and weights against BS delta, and a portfolio no-trade
     band, trading one netted position; registered as ``hedge-meta-controller``."""
-    extras = _inputs(context, warehouse_db)
+    extras = _inputs(context, warehouse_db, config, profile)
     versions = extras["specialists"]
     upstream = "s" + ".".join(map(str, versions.values()))
-    return _launch(context, launcher, "meta_controller", extras, config, profile, upstream)
+    return _launch(context, launcher, "meta_controller", extras, upstream)
 
 
 @dg.asset(deps=[meta_controller], **_COMMON)
 def joint_model(
     context: dg.AssetExecutionContext,
-    config: PortfolioConfig,
+    config: PortfolioModelsConfig,
     warehouse_db: WarehouseResource,
     launcher: TrainingLauncher,
     profile: ProfileResource,
 ) -> dg.MaterializeResult:
     """The meta-controller and its specialists fine-tuned together through a curriculum, one
     model per seed (the profile's ensemble size); registered as versions of ``hedge-joint``."""
-    extras = _inputs(context, warehouse_db)
+    extras = _inputs(context, warehouse_db, config, profile)
     meta = int(_latest(context, meta_controller, "version"))
     extras["meta_controller_version"] = meta
-    return _launch(context, launcher, "joint", extras, config, profile, f"m{meta}")
+    return _launch(context, launcher, "joint", extras, f"m{meta}")
 
 
 @dg.asset(deps=[joint_model], **_COMMON)
 def hedge_ensemble(
     context: dg.AssetExecutionContext,
-    config: PortfolioConfig,
+    config: PortfolioModelsConfig,
     warehouse_db: WarehouseResource,
     launcher: TrainingLauncher,
     profile: ProfileResource,
@@ -171,10 +158,10 @@ def hedge_ensemble(
     """The joint models weighted by validation risk with a turbulence guard, evaluated on the
     held-out test windows against every baseline and stage, registered as ``hedge-ensemble``
     and promoted to ``champion`` only through the gate."""
-    extras = _inputs(context, warehouse_db)
+    extras = _inputs(context, warehouse_db, config, profile)
     joint_versions = [int(v) for v in _latest(context, joint_model, "versions")]
     event = context.instance.get_latest_materialization_event(joint_model.key)
     meta = int(event.asset_materialization.metadata["upstream_meta_controller_version"].value)
     extras |= {"joint_versions": joint_versions, "meta_controller_version": meta}
     upstream = "j" + ".".join(map(str, joint_versions))
-    return _launch(context, launcher, "ensemble", extras, config, profile, upstream)
+    return _launch(context, launcher, "ensemble", extras, upstream)

@@ -18,7 +18,6 @@ the most selected codes; codes of other underlyings are named in the log and lef
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from hedge_pipeline.harness.threads import torch_threads
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.portfolio_models.config import PortfolioModelStageConfig
 from hedge_pipeline.stages.portfolio_models.controller import (
     MetaController,
     PortfolioProblem,
@@ -60,22 +60,6 @@ ENSEMBLE_MODEL = "hedge-ensemble"
 CONFIG_FILE = "config.json"
 # Seeds of the fixed evaluation draws, far from any training seed.
 VAL_SEED, TEST_SEED, SCALE_SEED = 7_100_003, 9_100_011, 5_100_007
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def check_config(cfg: dict[str, Any]) -> None:
-    """Reject what no data could fix, before anything is read (ValueError: never retried)."""
-    parse_criterion(cfg["criterion"])
-    for key in ("cost", "slippage", "fixed_fee", "cost_weight", "risk_penalty"):
-        if not cfg[key] >= 0.0:
-            raise ValueError(f"{key} must be a non-negative number, got {cfg[key]}")
-    if cfg.get("max_position") is not None and not cfg["max_position"] > 0:
-        raise ValueError(f"max_position must be > 0 units, got {cfg['max_position']}")
-    if not 0.5 <= cfg["var_level"] < 1.0:
-        raise ValueError(f"var_level must lie in [0.5, 1), got {cfg['var_level']}")
 
 
 @dataclass
@@ -157,7 +141,8 @@ def load_portfolio(client: MlflowClient, extras: dict[str, Any], cfg: dict[str, 
 
 @dataclass
 class StageInputs:
-    """What every portfolio stage starts from (:func:`open_stage`)."""
+    """What every portfolio stage starts from (:func:`open_stage`); ``cfg`` is a validated
+    :class:`.config.PortfolioModelStageConfig` as a mapping."""
 
     cfg: dict[str, Any]
     identity: dict[str, Any]
@@ -174,8 +159,7 @@ def open_stage(session: TrainingSession) -> Iterator[StageInputs]:
     block. None of it draws from torch's global generator, so a stage seeding it afterwards
     (the meta-controller's initial weights) gets the same draws as before it."""
     extras = session.extras
-    cfg = dict(extras["config"])
-    check_config(cfg)
+    cfg = PortfolioModelStageConfig.parse(extras["config"]).as_dict()
     with torch_threads(cfg["num_threads"]):
         client = registry.client()
         portfolio = load_portfolio(client, extras, cfg)

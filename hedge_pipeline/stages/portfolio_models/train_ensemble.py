@@ -21,21 +21,17 @@ markdown, PNGs) is logged under ``report/`` of the version's MLflow run for ``he
 from __future__ import annotations
 
 import json
-import tempfile
-from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from torch import nn
 
+from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
-from hedge_pipeline.harness.tracking import (
-    identity_tags,
-    log_metrics,
-    png_markdown,
-    tracking_run,
-)
+from hedge_pipeline.harness.tracking import TrackingReporter, png_markdown
 from hedge_pipeline.hedging.code_market import CONTEXT
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
@@ -59,47 +55,64 @@ from hedge_pipeline.stages.portfolio_models.evaluation import (
     specialist_rows,
     tail_by_front,
 )
+from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
 
 FORECAST_COLUMNS = tuple(CONTEXT.index(c) for c in ("rv_forecast", "rv_forecast_std"))
 TURBULENCE_COLUMN = CONTEXT.index("turbulence")
 TAIL_HEDGERS = ("bs_delta", "ensemble")
+STAGE = "ensemble"
 
 
-def run(session: TrainingSession) -> None:
-    extras = session.extras
-    with ExitStack() as stack, shared.open_stage(session) as stage:
-        cfg, identity, client = stage.cfg, stage.identity, stage.client
-        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
-        pp = portfolio.problem
-        members, member_versions = [], []
-        for ref in extras["joint_versions"]:
-            loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
-            state, spec = shared.load_state(loaded.directory)
-            model = shared.joint_skeleton(portfolio, spec)
-            model.load_state_dict(state)
-            members.append(model.eval())
-            member_versions.append(loaded.version)
-        task = PortfolioTask(pp, shared.sampler(portfolio), objective, validation, 1, 2)
-        val_risk = [task.evaluate(m, torch.device("cpu"))["val_loss"] for m in members]
-        weights = risk_weights(val_risk)
-        train = portfolio.market.replay("train")
+@dataclass
+class EnsembleModel:
+    """The ensemble's part of the lifecycle (``harness.lifecycle.StageModel``): "training" is
+    weighting the loaded joint models by validation risk and setting the turbulence guard."""
+
+    inputs: shared.StageInputs
+    members: list[JointModel]
+    member_versions: list[int]
+    member_spec: dict[str, Any]
+    meta: MetaController
+    registered_name: str = shared.ENSEMBLE_MODEL
+    spec: dict[str, Any] = field(default_factory=dict)
+    val_risk: list[float] = field(default_factory=list)
+    tables: dict[str, Any] = field(default_factory=dict)
+    tails: dict[str, Any] = field(default_factory=dict)
+    guard_share: dict[str, float] = field(default_factory=dict)
+    decision: tuple[str, str] = ("", "")
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
+        inputs = self.inputs
+        pp, cfg = inputs.portfolio.problem, inputs.cfg
+        task = PortfolioTask(
+            pp, shared.sampler(inputs.portfolio), inputs.objective, inputs.validation, 1, 2
+        )
+        self.val_risk = [task.evaluate(m, torch.device("cpu"))["val_loss"] for m in self.members]
+        weights = risk_weights(self.val_risk)
         with torch.no_grad():
-            _, context = code_features(pp, train)
+            _, context = code_features(pp, inputs.portfolio.market.replay("train"))
         threshold = float(
             torch.quantile(
                 context[..., TURBULENCE_COLUMN].double().flatten(), cfg["turbulence_quantile"]
             )
         )
-        ensemble = HedgeEnsemble(members, weights, threshold, TURBULENCE_COLUMN)
-        meta_ref = extras["meta_controller_version"]
-        meta_loaded = registry.load_version(client, shared.META_MODEL, meta_ref)
-        meta_state, meta_spec = shared.load_state(meta_loaded.directory)
-        meta = MetaController(**meta_spec["meta"])
-        meta.load_state_dict(meta_state)
-        means = _forecast_means(portfolio, train)
-        best = members[int(torch.argmax(weights))]
+        return HedgeEnsemble(self.members, weights, threshold, TURBULENCE_COLUMN)
+
+    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+        """Every baseline and stage on the held-out test windows, replayed and simulated; the
+        promotion gate; the report files (module docstring)."""
+        inputs = self.inputs
+        portfolio, objective, cfg, pp = (
+            inputs.portfolio,
+            inputs.objective,
+            inputs.cfg,
+            inputs.portfolio.problem,
+        )
+        means = _forecast_means(portfolio, portfolio.market.replay("train"))
+        best = self.members[int(torch.argmax(model.weights))]
         episodes = {
             "test_replay": portfolio.market.replay("test"),
             "test_simulated": portfolio.market.sample(
@@ -108,106 +121,151 @@ def run(session: TrainingSession) -> None:
                 "test",
             ),
         }
-        tables, pnls, tails, guard_share = {}, {}, {}, {}
+        pnls = {}
         for split, ep in episodes.items():
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
-                held_ensemble, guard = ensemble.positions(pp, ep)
+                held_ensemble, guard = model.positions(pp, ep)
                 held = (
                     baseline_positions(pp, ep)
                     | specialist_rows(prop)
                     | {
-                        "meta_controller": meta_rollout(pp, ep, prop, meta).hedge,
+                        "meta_controller": meta_rollout(pp, ep, prop, self.meta).hedge,
                         "joint": member_positions(pp, ep, best),
                         "ensemble": held_ensemble,
-                        "ensemble_without_cnn_lstm": ensemble.positions(
+                        "ensemble_without_cnn_lstm": model.positions(
                             pp, without_forecasts(ep, FORECAST_COLUMNS, means)
                         )[0],
                     }
                 )
-            tables[split], pnls[split] = score(
+            self.tables[split], pnls[split] = score(
                 pp, ep, held, objective.risk, objective.var_limit, costless=("bs_delta",)
             )
-            tails[split] = {
+            self.tails[split] = {
                 name: tail_by_front(pnls[split][name], front_codes(ep), pp.codes)
                 for name in TAIL_HEDGERS
             }
-            guard_share[split] = float(guard.double().mean())
-        # The joints name the meta-controller, which names the specialists (hedge models show).
-        identity["upstream"] = {
-            f"{shared.JOINT_MODEL}/{k}": v for k, v in enumerate(member_versions)
-        }
-        tags = identity_tags(identity, shared.config_hash(cfg))
-        run_id = stack.enter_context(tracking_run(client, shared.ENSEMBLE_MODEL, tags, cfg))
-        for split, table in tables.items():
-            log_metrics(
-                client,
-                run_id,
-                {f"{split}_{h}_{k}": v for h, row in table.items() for k, v in row.items()},
-            )
-        champion = _champion_es10(client, portfolio, episodes["test_replay"], objective)
-        decision, reason = _gate(tables["test_replay"], champion, cfg["promotion_margin"])
-        spec = shared.meta_spec(portfolio, meta, cfg) | {
+            self.guard_share[split] = float(guard.double().mean())
+        champion = _champion_es10(inputs.client, portfolio, episodes["test_replay"], objective)
+        decision, reason = _gate(self.tables["test_replay"], champion, cfg["promotion_margin"])
+        self.decision = (decision, reason)
+        self.spec = shared.meta_spec(portfolio, self.meta, cfg) | {
             "ensemble": {
-                "joint_versions": member_versions,
-                "weights": weights.tolist(),
-                "validation_risk": val_risk,
-                "turbulence_threshold": threshold,
+                "joint_versions": self.member_versions,
+                "weights": model.weights.tolist(),
+                "validation_risk": self.val_risk,
+                "turbulence_threshold": model.turbulence_threshold,
                 "turbulence_quantile": cfg["turbulence_quantile"],
             },
-            "member_spec": spec,
+            "member_spec": self.member_spec,
         }
-        with tempfile.TemporaryDirectory(prefix="ensemble-") as tmp:
-            folder = Path(tmp)
-            report = _report(
-                folder / "report", tables, tails, pnls, spec, decision, reason, guard_share
-            )
-            client.log_artifacts(run_id, str(folder / "report"), artifact_path="report")
-            model_dir = shared.save_model(ensemble, spec, folder / "model")
-            version = registry.register_version(
-                client,
-                shared.ENSEMBLE_MODEL,
-                run_id,
-                model_dir,
-                tags | {"promotion": decision, "promotion_reason": reason},
-            )
+        self.report = _report(
+            scratch / "report",
+            self.tables,
+            self.tails,
+            pnls,
+            self.spec,
+            decision,
+            reason,
+            self.guard_share,
+        )
+        replay = self.tables["test_replay"]
+        return Evaluation(
+            {
+                f"{split}_{h}_{k}": v
+                for split, table in self.tables.items()
+                for h, row in table.items()
+                for k, v in row.items()
+            },
+            f"test ES10 (replay) {replay['ensemble']['es10']:.4g} vs BS delta "
+            f"{replay['bs_delta']['es10']:.4g}",
+            {"promotion": decision, "promotion_reason": reason},
+        )
+
+    def save(self, model: nn.Module, out: Path) -> Path:
+        return shared.save_model(model, self.spec, out)
+
+    def load(self, directory: Path) -> nn.Module:
+        state, spec = shared.load_state(directory)
+        ensemble = ensemble_skeleton(self.inputs.portfolio, spec)
+        ensemble.load_state_dict(state)
+        return ensemble
+
+    def probe(self, model: nn.Module) -> torch.Tensor:
+        """The ensemble's netted positions on the fixed validation windows."""
+        return model.positions(self.inputs.portfolio.problem, self.inputs.validation)[0].underlying
+
+
+def run(session: TrainingSession) -> None:
+    extras = session.extras
+    with shared.open_stage(session) as inputs:
+        client, portfolio = inputs.client, inputs.portfolio
+        members, member_versions, spec = [], [], {}
+        for ref in extras["joint_versions"]:
+            loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
+            state, spec = shared.load_state(loaded.directory)
+            model = shared.joint_skeleton(portfolio, spec)
+            model.load_state_dict(state)
+            members.append(model.eval())
+            member_versions.append(loaded.version)
+        meta_loaded = registry.load_version(
+            client, shared.META_MODEL, extras["meta_controller_version"]
+        )
+        meta_state, meta_spec = shared.load_state(meta_loaded.directory)
+        meta = MetaController(**meta_spec["meta"])
+        meta.load_state_dict(meta_state)
+        # The joints name the meta-controller, which names the specialists (hedge models show).
+        inputs.identity["upstream"] = {
+            f"{shared.JOINT_MODEL}/{k}": v for k, v in enumerate(member_versions)
+        }
+        stage = EnsembleModel(inputs, members, member_versions, spec, meta)
+        done = train_and_register(session, client, STAGE, stage, inputs.identity, inputs.cfg)
+        version, (decision, reason) = done.version, stage.decision
         if decision == "promoted":
             client.set_registered_model_alias(
                 shared.ENSEMBLE_MODEL, registry.CHAMPION, version.version
             )
-        client.set_model_version_tag(shared.ENSEMBLE_MODEL, version.version, "promotion", decision)
-        client.set_model_version_tag(
-            shared.ENSEMBLE_MODEL, version.version, "promotion_reason", reason
-        )
         (session.info if decision == "promoted" else session.warning)(
             f"{shared.ENSEMBLE_MODEL} v{version.version}: {decision}: {reason}"
         )
+        ensemble = done.model
         session.report(
             metadata={
                 "registered_model": shared.ENSEMBLE_MODEL,
                 "version": int(version.version),
-                "mlflow_run_id": run_id,
+                "mlflow_run_id": done.run_id,
                 "weights_sha256": version.tags["weights_sha256"],
                 "promotion": decision,
                 "promotion_reason": reason,
                 "joint_versions": member_versions,
-                "member_weights": weights.tolist(),
-                "turbulence_threshold": threshold,
-                "guard_share": guard_share,
-                "test_replay": tables["test_replay"],
-                "test_simulated": tables["test_simulated"],
-                "tail_by_front": tails,
+                "member_weights": ensemble.weights.tolist(),
+                "turbulence_threshold": ensemble.turbulence_threshold,
+                "guard_share": stage.guard_share,
+                "test_replay": stage.tables["test_replay"],
+                "test_simulated": stage.tables["test_simulated"],
+                "tail_by_front": stage.tails,
                 **{
                     f"evaluation_{split}": {
                         "raw_value": shared.markdown_risk_table(t),
                         "type": "md",
                     }
-                    for split, t in tables.items()
+                    for split, t in stage.tables.items()
                 },
-                **report,
+                **stage.report,
             },
             data_version=version.tags["weights_sha256"][:16],
         )
+
+
+def ensemble_skeleton(portfolio: shared.Portfolio, spec: dict[str, Any]) -> HedgeEnsemble:
+    """An ensemble shaped like a registered ``spec``, around this portfolio's specialists."""
+    info = spec["ensemble"]
+    members = [
+        shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
+    ]
+    return HedgeEnsemble(
+        members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
+    )
 
 
 def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[float]:
@@ -239,13 +297,7 @@ def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | Non
     state, spec = shared.load_state(loaded.directory)
     if list(spec["codes"]) != list(portfolio.market.codes):
         return loaded.version, None
-    info = spec["ensemble"]
-    members = [
-        shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
-    ]
-    champion = HedgeEnsemble(
-        members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
-    )
+    champion = ensemble_skeleton(portfolio, spec)
     try:
         champion.load_state_dict(state)
     except RuntimeError:  # torch's answer to weights of another shape than the skeleton's

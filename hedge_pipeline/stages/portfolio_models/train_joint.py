@@ -13,74 +13,108 @@ next, mid-phase from the harness's own checkpoint.
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
-from hedge_pipeline.harness.tracking import (
-    TrackingReporter,
-    checkpoint_path,
-    identity_tags,
-    log_metrics,
-    tracking_run,
-)
+from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.stages.portfolio_models import stage as shared
+from hedge_pipeline.stages.portfolio_models.ensemble import member_positions
 from hedge_pipeline.stages.portfolio_models.joint import CURRICULUM, JointModel
 from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
 
 STAGE = "joint"
 
 
+@dataclass
+class JointMember:
+    """One seed's joint model: its part of the lifecycle (``harness.lifecycle.StageModel``)."""
+
+    inputs: shared.StageInputs
+    cfg: dict[str, Any]  # the stage's config with this member's ``member`` and ``seed``
+    meta_state: dict[str, torch.Tensor]
+    meta_spec: dict[str, Any]
+    registered_name: str = shared.JOINT_MODEL
+    validation: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
+        model = shared.joint_skeleton(self.inputs.portfolio, self.meta_spec)
+        model.meta.load_state_dict(self.meta_state)
+        inputs = self.inputs
+        self.validation = _curriculum(
+            model,
+            inputs.portfolio,
+            inputs.objective,
+            inputs.validation,
+            self.cfg,
+            checkpoints,
+            reporter,
+        )
+        return model
+
+    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+        """The validation metrics of the final weights (the ensemble weights members by them)."""
+        val = self.validation
+        return Evaluation(
+            {f"val_{k}": v for k, v in val.items()},
+            f"seed {self.cfg['seed']}, validation ES10 {val['val_es10']:.4g}",
+        )
+
+    def spec(self) -> dict[str, Any]:
+        return self.meta_spec | {"joint": {"member": self.cfg["member"], "seed": self.cfg["seed"]}}
+
+    def save(self, model: nn.Module, out: Path) -> Path:
+        return shared.save_model(model, self.spec(), out)
+
+    def load(self, directory: Path) -> nn.Module:
+        state, spec = shared.load_state(directory)
+        model = shared.joint_skeleton(self.inputs.portfolio, spec)
+        model.load_state_dict(state)
+        return model
+
+    def probe(self, model: nn.Module) -> torch.Tensor:
+        """The netted positions on the fixed validation windows."""
+        pp, validation = self.inputs.portfolio.problem, self.inputs.validation
+        return member_positions(pp, validation, model).underlying
+
+
 def run(session: TrainingSession) -> None:
     extras = session.extras
-    with shared.open_stage(session) as stage:
-        cfg, identity, client = stage.cfg, stage.identity, stage.client
-        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
+    with shared.open_stage(session) as inputs:
+        cfg, identity, client = inputs.cfg, inputs.identity, inputs.client
         meta = registry.load_version(client, shared.META_MODEL, extras["meta_controller_version"])
         meta_state, meta_spec = shared.load_state(meta.directory)
         # The meta-controller's version names the specialists it started from.
         identity["upstream"] = {shared.META_MODEL: meta.version}
         members = []
         for member in range(cfg["members"]):
-            model = shared.joint_skeleton(portfolio, meta_spec)
-            model.meta.load_state_dict(meta_state)
             member_cfg = cfg | {"member": member, "seed": cfg["seed"] + member}
-            tags = identity_tags(identity, shared.config_hash(member_cfg)) | {"seed": str(member)}
-            with ExitStack() as stack:
-                run_id = stack.enter_context(
-                    tracking_run(client, shared.JOINT_MODEL, tags, member_cfg)
-                )
-                reporter = TrackingReporter(session, client, run_id)
-                folder = checkpoint_path(STAGE, identity, shared.config_hash(member_cfg))
-                val = _curriculum(
-                    model, portfolio, objective, validation, member_cfg, folder, reporter
-                )
-                log_metrics(client, run_id, {f"val_{k}": v for k, v in val.items()})
-                spec = meta_spec | {"joint": {"member": member, "seed": member_cfg["seed"]}}
-                with tempfile.TemporaryDirectory(prefix="joint-") as tmp:
-                    model_dir = shared.save_model(model, spec, Path(tmp) / "model")
-                    version = registry.register_version(
-                        client, shared.JOINT_MODEL, run_id, model_dir, tags
-                    )
-            session.info(
-                f"registered {shared.JOINT_MODEL} v{version.version} (seed {member_cfg['seed']}): "
-                f"validation ES10 {val['val_es10']:.4g}"
+            model = JointMember(inputs, member_cfg, meta_state, meta_spec)
+            done = train_and_register(
+                session, client, STAGE, model, identity, member_cfg, {"seed": str(member)}
             )
-            members.append({"version": int(version.version), "seed": member_cfg["seed"], **val})
+            members.append(
+                {
+                    "version": int(done.version.version),
+                    "seed": member_cfg["seed"],
+                    **model.validation,
+                }
+            )
         session.report(
             metadata={
                 "registered_model": shared.JOINT_MODEL,
                 "versions": [m["version"] for m in members],
                 "members": {"raw_value": members, "type": "json"},
                 "upstream_meta_controller_version": meta.version,
-                "upstream_specialists": portfolio.versions,
+                "upstream_specialists": inputs.portfolio.versions,
                 "curriculum": [phase.name for phase in CURRICULUM],
             },
             data_version="-".join(str(m["version"]) for m in members),

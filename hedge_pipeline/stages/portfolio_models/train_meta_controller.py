@@ -9,24 +9,22 @@ of the portfolio, validated on fixed simulated validation windows; registers
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
+from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
-from hedge_pipeline.harness.tracking import (
-    TrackingReporter,
-    checkpoint_path,
-    identity_tags,
-    log_metrics,
-    tracking_run,
-)
-from hedge_pipeline.harness.trainer import TrainConfig, fit
-from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.harness.tracking import TrackingReporter
+from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
 from hedge_pipeline.stages.portfolio_models import stage as shared
-from hedge_pipeline.stages.portfolio_models.controller import meta_rollout, proposals
+from hedge_pipeline.stages.portfolio_models.controller import (
+    MetaController,
+    meta_rollout,
+    proposals,
+)
 from hedge_pipeline.stages.portfolio_models.evaluation import (
     baseline_positions,
     score,
@@ -37,21 +35,24 @@ from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
 STAGE = "meta_controller"
 
 
-def run(session: TrainingSession) -> None:
-    with ExitStack() as stack, shared.open_stage(session) as stage:
-        cfg, identity, client = stage.cfg, stage.identity, stage.client
-        portfolio, validation, objective = stage.portfolio, stage.validation, stage.objective
-        identity["upstream"] = portfolio.upstream
-        tags = identity_tags(identity, shared.config_hash(cfg))
-        run_id = stack.enter_context(tracking_run(client, shared.META_MODEL, tags, cfg))
-        reporter = TrackingReporter(session, client, run_id)
+@dataclass
+class MetaControllerModel:
+    """The meta-controller's part of the lifecycle (``harness.lifecycle.StageModel``)."""
+
+    inputs: shared.StageInputs
+    registered_name: str = shared.META_MODEL
+    result: FitResult | None = None
+    test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
+        cfg, portfolio = self.inputs.cfg, self.inputs.portfolio
         torch.manual_seed(cfg["seed"])
         meta = shared.new_meta(portfolio, cfg)
         task = PortfolioTask(
             portfolio.problem,
             shared.sampler(portfolio),
-            objective,
-            validation,
+            self.inputs.objective,
+            self.inputs.validation,
             cfg["steps_per_epoch"],
             cfg["paths_per_step"],
             cfg["seed"],
@@ -65,38 +66,61 @@ def run(session: TrainingSession) -> None:
             device="cpu",  # the simulator builds its tensors on the CPU
             validate_initial=True,
         )
-        folder = checkpoint_path(STAGE, identity, shared.config_hash(cfg))
-        result = fit(meta, task, train, folder, reporter)
-        test = portfolio.market.replay("test")
-        pp = portfolio.problem
+        self.result = fit(meta, task, train, checkpoints, reporter)
+        return meta
+
+    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+        """The replayed test split: the controller against the baselines and the specialists."""
+        portfolio, objective = self.inputs.portfolio, self.inputs.objective
+        test, pp = portfolio.market.replay("test"), portfolio.problem
         with torch.no_grad():
             prop = proposals(pp, test, portfolio.specialists)
             held = (
                 baseline_positions(pp, test)
                 | specialist_rows(prop)
-                | {"meta_controller": meta_rollout(pp, test, prop, meta).hedge}
+                | {"meta_controller": meta_rollout(pp, test, prop, model).hedge}
             )
         metrics, _ = score(pp, test, held, objective.risk, objective.var_limit)
-        log_metrics(
-            client,
-            run_id,
+        self.test_metrics = metrics
+        return Evaluation(
             {f"test_replay_{h}_{k}": v for h, row in metrics.items() for k, v in row.items()},
+            f"test ES10 (replay) {metrics['meta_controller']['es10']:.4g} vs specialists "
+            f"{metrics['specialists']['es10']:.4g}, BS delta {metrics['bs_delta']['es10']:.4g}",
         )
-        spec = shared.meta_spec(portfolio, meta, cfg) | {"var_limit": objective.var_limit}
-        with tempfile.TemporaryDirectory(prefix="meta-") as tmp:
-            model_dir = shared.save_model(meta, spec, Path(tmp) / "model")
-            version = registry.register_version(client, shared.META_MODEL, run_id, model_dir, tags)
-        row = metrics["meta_controller"]
-        session.info(
-            f"registered {shared.META_MODEL} v{version.version}: test ES10 (replay) "
-            f"{row['es10']:.4g} vs specialists {metrics['specialists']['es10']:.4g}, "
-            f"BS delta {metrics['bs_delta']['es10']:.4g}"
-        )
+
+    def save(self, model: nn.Module, out: Path) -> Path:
+        portfolio, cfg = self.inputs.portfolio, self.inputs.cfg
+        spec = shared.meta_spec(portfolio, model, cfg) | {
+            "var_limit": self.inputs.objective.var_limit
+        }
+        return shared.save_model(model, spec, out)
+
+    def load(self, directory: Path) -> nn.Module:
+        state, spec = shared.load_state(directory)
+        meta = MetaController(**spec["meta"])
+        meta.load_state_dict(state)
+        return meta
+
+    def probe(self, model: nn.Module) -> torch.Tensor:
+        """The netted positions on the fixed validation windows."""
+        pp, validation = self.inputs.portfolio.problem, self.inputs.validation
+        prop = proposals(pp, validation, self.inputs.portfolio.specialists)
+        return meta_rollout(pp, validation, prop, model).hedge.underlying
+
+
+def run(session: TrainingSession) -> None:
+    with shared.open_stage(session) as inputs:
+        portfolio, objective = inputs.portfolio, inputs.objective
+        inputs.identity["upstream"] = portfolio.upstream
+        model = MetaControllerModel(inputs)
+        done = train_and_register(session, inputs.client, STAGE, model, inputs.identity, inputs.cfg)
+        result, metrics, version = model.result, model.test_metrics, done.version
+        assert result is not None
         session.report(
             metadata={
                 "registered_model": shared.META_MODEL,
                 "version": int(version.version),
-                "mlflow_run_id": run_id,
+                "mlflow_run_id": done.run_id,
                 "weights_sha256": version.tags["weights_sha256"],
                 "codes": list(portfolio.market.codes),
                 "upstream_specialists": portfolio.versions,

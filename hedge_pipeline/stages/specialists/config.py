@@ -13,21 +13,12 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hedge_pipeline.harness.config import StageConfig, given
+from hedge_pipeline.harness.config import StageConfig, check_criterion, given
 from hedge_pipeline.runtime.profiles import Profile
 
 Algorithm = Literal["deep_hedging", "ppo"]
 Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two equal)
 Objective = Literal["per_state", "pooled"]
-
-
-def check_criterion(value: str) -> str:
-    """``entropic:A``, ``es:P`` or ``meanvar:L`` as :func:`quant.risk.parse_criterion` reads it."""
-    # Imported here: quant.risk pulls in torch, which the code location should not load.
-    from hedge_pipeline.quant.risk import parse_criterion
-
-    parse_criterion(value)
-    return value
 
 
 class SpecialistChoices(BaseModel):

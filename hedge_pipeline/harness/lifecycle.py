@@ -1,0 +1,141 @@
+"""One stage lifecycle, written once: the steps every registered model goes through.
+
+open the tracking run → train (checkpoints keyed by the config hash) → evaluate → log the
+evaluation's metrics and report files → save the weights and the spec → register (checksum,
+alias ``candidate``, the evaluation's tags such as a promotion decision) → reload the registered
+version and check that it gives identical outputs → one line in the run's log.
+
+A stage supplies only what differs, as a :class:`StageModel`: how to train, evaluate, save,
+load and probe its model. That part never touches MLflow or a subprocess, so it is unit-tested
+on its own; :func:`train_and_register` is the only place the steps are sequenced, so that every
+stage tags, checkpoints and checks its versions alike. Reporting to Dagster stays with the stage
+(the joint stage reports several versions at once, the ensemble adds its promotion).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from torch import nn
+
+from hedge_pipeline.harness.config import config_hash
+from hedge_pipeline.harness.session import TrainingSession
+from hedge_pipeline.harness.tracking import (
+    TrackingReporter,
+    checkpoint_path,
+    identity_tags,
+    log_metrics,
+    tracking_run,
+)
+from hedge_pipeline.registry import versions as registry
+
+
+class ReloadMismatchError(RuntimeError):
+    """The registered version does not reproduce the outputs of the model that was trained."""
+
+
+@dataclass
+class Evaluation:
+    """What a stage's evaluation hands the lifecycle.
+
+    ``metrics`` go to the MLflow run; ``tags`` onto the registered version (set again when a
+    retried run gets its earlier version back, so they always say what this evaluation found);
+    ``summary`` is the log line after registration. Files the evaluation wrote under
+    ``scratch/report`` are logged under ``report/`` of the run.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class StageModel(Protocol):
+    """The part of a stage that differs from every other (module docstring)."""
+
+    #: the registered model's name (also its MLflow experiment)
+    registered_name: str
+
+    def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
+        """Train (or resume from ``checkpoints``) and return the model in eval mode."""
+        ...
+
+    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+        """Score the trained model on held-out data; report files may go to
+        ``scratch / "report"``."""
+        ...
+
+    def save(self, model: nn.Module, out: Path) -> Path:
+        """Write the registered folder (weights and the spec that rebuilds the model)."""
+        ...
+
+    def load(self, directory: Path) -> nn.Module:
+        """Rebuild the model from a registered folder, in eval mode."""
+        ...
+
+    def probe(self, model: nn.Module) -> torch.Tensor:
+        """Outputs on fixed inputs: the reloaded model must give these exactly."""
+        ...
+
+
+@dataclass
+class Registered:
+    """A registered version and what produced it."""
+
+    version: ModelVersion
+    run_id: str
+    model: nn.Module
+    evaluation: Evaluation
+    tags: dict[str, str]
+    checkpoints: Path
+
+
+def reload_check(model: StageModel, trained: nn.Module, directory: Path) -> None:
+    """Raise :class:`ReloadMismatchError` unless ``directory`` rebuilds ``trained`` exactly."""
+    with torch.no_grad():
+        expected, actual = model.probe(trained), model.probe(model.load(directory))
+    if not torch.equal(expected, actual):
+        raise ReloadMismatchError(
+            f"{model.registered_name}: the registered folder does not reload to identical "
+            f"outputs (largest difference {float((expected - actual).abs().max()):.3g})"
+        )
+
+
+def train_and_register(
+    session: TrainingSession,
+    client: MlflowClient,
+    stage: str,
+    model: StageModel,
+    identity: Mapping[str, Any],
+    cfg: Mapping[str, Any],
+    extra_tags: Mapping[str, str] | None = None,
+) -> Registered:
+    """Every step of the module docstring for one model version of ``stage``."""
+    digest = config_hash(cfg)
+    tags = identity_tags(dict(identity), digest) | dict(extra_tags or {})
+    checkpoints = checkpoint_path(stage, dict(identity), digest)
+    name = model.registered_name
+    with (
+        tracking_run(client, name, tags, dict(cfg)) as run_id,
+        tempfile.TemporaryDirectory(prefix=f"{stage}-") as tmp,
+    ):
+        scratch = Path(tmp)
+        reporter = TrackingReporter(session, client, run_id)
+        trained = model.fit(reporter, checkpoints)
+        evaluation = model.evaluate(trained, scratch)
+        log_metrics(client, run_id, evaluation.metrics)
+        if (scratch / "report").is_dir():
+            client.log_artifacts(run_id, str(scratch / "report"), artifact_path="report")
+        folder = model.save(trained, scratch / "model")
+        version = registry.register_version(client, name, run_id, folder, tags | evaluation.tags)
+        for key, value in evaluation.tags.items():
+            client.set_model_version_tag(name, version.version, key, value)
+        reload_check(model, trained, registry.load_version(client, name, version.version).directory)
+    session.info(f"registered {name} v{version.version}: {evaluation.summary}")
+    return Registered(version, run_id, trained, evaluation, tags, checkpoints)

@@ -1,0 +1,99 @@
+"""The portfolio-model stages' contract: the user's choices, and the merged config of the
+meta-controller, joint and ensemble children (one contract: the three stages hedge the same
+portfolio under the same objective, so a run's choices must mean the same in each).
+
+``PortfolioModelChoices`` is what a user sets (the assets' run config exposes these fields);
+``PortfolioModelStageConfig`` adds the profile's budget (``runtime.profiles.PortfolioBudget``).
+Every child validates what it receives before reading any data (``harness.config``).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hedge_pipeline.harness.config import StageConfig, check_criterion
+from hedge_pipeline.runtime.profiles import Profile
+
+
+class PortfolioModelChoices(BaseModel):
+    """The portfolio's objective, limits and training as a user chooses them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
+    cost: float = Field(
+        default=5e-4, ge=0.0, description="proportional cost per unit traded x spot"
+    )
+    slippage: float = Field(default=0.0, ge=0.0)
+    fixed_fee: float = Field(default=0.0, ge=0.0)
+    max_position: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="largest |position| in the underlying; default 2 x options held",
+    )
+    var_limit: float | None = Field(
+        default=None, description="loss limit; default BS delta's VaR on validation windows"
+    )
+    var_level: float = Field(
+        default=0.95, ge=0.5, lt=1.0, description="compliance rate asked of the VaR limit"
+    )
+    risk_penalty: float = Field(default=1.0, ge=0.0, description="weight of VaR-limit breaches")
+    cost_weight: float = Field(default=1.0, ge=0.0, description="weight of costs in the objective")
+    diversification_bonus: float = 0.0
+    learning_rate: float = Field(default=3e-3, gt=0.0)
+    specialist_learning_rate: float = Field(default=3e-4, ge=0.0, description="joint model only")
+    alternate: bool = Field(default=False, description="joint: alternate meta/specialist steps")
+    turbulence_quantile: float = Field(
+        default=0.99, gt=0.0, le=1.0, description="ensemble guard threshold"
+    )
+    promotion_margin: float = Field(
+        default=0.01, ge=0.0, description="relative ES10 margin to promote"
+    )
+    underlying: str | None = Field(default=None, description="default: most selected codes")
+    seed: int = 0
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        return check_criterion(value)
+
+
+class PortfolioModelStageConfig(PortfolioModelChoices, StageConfig):
+    """What the ``meta_controller``, ``joint`` and ``ensemble`` children train on."""
+
+    meta_epochs: int = Field(ge=1)
+    joint_epochs_per_phase: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=1)
+    paths_per_step: int = Field(ge=1)
+    val_paths: int = Field(ge=1)
+    eval_paths: int = Field(ge=1)
+    width: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    members: int = Field(ge=1, description="joint models (one per seed) in the ensemble")
+    num_threads: int | None = Field(default=None, ge=1)
+
+    @classmethod
+    def within(cls, choices: PortfolioModelChoices, profile: Profile) -> Self:
+        """The choices as given; every size (epochs, paths, network, members) is the
+        profile's: the portfolio stages expose no size to the user."""
+        budget = profile.portfolio
+        chosen = choices.model_dump(include=set(PortfolioModelChoices.model_fields))
+        return cls.parse(
+            chosen
+            | {
+                "meta_epochs": budget.meta_epochs,
+                "joint_epochs_per_phase": budget.joint_epochs_per_phase,
+                "steps_per_epoch": budget.steps_per_epoch,
+                "paths_per_step": budget.paths_per_step,
+                "val_paths": budget.val_paths,
+                "eval_paths": budget.eval_paths,
+                "width": budget.width,
+                "n_layers": budget.n_layers,
+                "patience": budget.patience,
+                "members": budget.members,
+                "num_threads": budget.num_threads,
+            }
+        )
