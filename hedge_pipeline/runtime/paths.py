@@ -3,23 +3,37 @@
 Everything is derived from one data directory, ``HEDGE_DATA_DIR`` (default: the repo's
 ``data/``), so that pointing it elsewhere moves the warehouse, the registry, Dagster's
 instance storage and the checkpoints together and two data directories never share state.
+The variable is read by ``runtime.settings``.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from hedge_pipeline.runtime.settings import REPO_ROOT, Settings
+
+__all__ = [
+    "REPO_ROOT",
+    "checkpoints_dir",
+    "dagster_dir",
+    "data_dir",
+    "datasets_dir",
+    "instance_env",
+    "mlflow_dir",
+    "raw_dir",
+    "reports_dir",
+    "warehouse_path",
+]
 
 
 def data_dir() -> Path:
     """The data directory, read from the environment on every call (tests change it)."""
-    return Path(os.environ.get("HEDGE_DATA_DIR", REPO_ROOT / "data")).resolve()
+    return Settings.from_env().data_dir
 
 
-def warehouse_path() -> Path:
-    return data_dir() / "warehouse.duckdb"
+def warehouse_path(base: Path | None = None) -> Path:
+    """The DuckDB file of ``base`` (default: the data directory)."""
+    return (base or data_dir()) / "warehouse.duckdb"
 
 
 def raw_dir() -> Path:

@@ -6,15 +6,18 @@
 
 A portfolio template's ``training_params`` say what the researcher wants (sequence length,
 horizon, batch size, learning rate, epochs, HPO trials); the profile is the budget that caps
-them and sizes the networks. ``HEDGE_PROFILE`` picks the profile (default ``default``).
+them and sizes the networks. ``HEDGE_PROFILE`` picks the profile (default ``default``; read by
+``runtime.settings``).
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import get_args
 
-PROFILE_NAMES = ("smoke", "default", "full")
+from hedge_pipeline.runtime.settings import ProfileName, Settings
+
+PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ PROFILES: dict[str, Profile] = {
 
 def get_profile(name: str | None = None) -> Profile:
     """The named profile, or ``HEDGE_PROFILE``'s, with a clear error for an unknown name."""
-    name = name or os.environ.get("HEDGE_PROFILE", "default")
+    name = name or Settings.from_env().profile
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]

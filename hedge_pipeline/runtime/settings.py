@@ -1,0 +1,151 @@
+"""The ``HEDGE_*`` environment, read in one place (docs/design.md §2, §4 and §6).
+
+``Settings.from_env()`` reads every variable when it is called, never at import: tests and
+``hedge`` set variables between calls, so callers build a fresh ``Settings`` where they need a
+value (``Settings.from_env().data_dir``) instead of keeping one. A bad value fails with one
+``SettingsError`` that names the variable, the value and what is accepted::
+
+    HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca
+
+Variable                  Field              Default
+========================  =================  ============================
+``HEDGE_DATA_DIR``        ``data_dir``       the repo's ``data/`` (§2)
+``HEDGE_PROFILE``         ``profile``        ``default`` (§6)
+``HEDGE_SOURCE``          ``source``         ``synthetic`` (§4)
+``HEDGE_SYNTHETIC_SEED``  ``synthetic_seed`` ``7``
+``HEDGE_ALPACA_SYMBOLS``  ``alpaca_symbols`` none (comma-separated)
+``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``
+``HEDGE_DEVICES``         ``devices``        ``1`` (>1 launches torchrun)
+``HEDGE_NIGHTLY_CRON``    ``nightly_cron``   ``0 2 * * *``
+``HEDGE_NIGHTLY_TIMEZONE`` ``nightly_timezone`` ``UTC``
+``HEDGE_PORTFOLIO_DIR``   ``portfolio_dir``  none (packaged templates only)
+``HEDGE_UI_URL``          ``ui_url``         ``http://127.0.0.1:3000``
+
+The nightly cron and time zone are checked where the schedule is built (that takes Dagster),
+with errors that name their variables. Variables that belong to other tools are theirs to
+read: ``MLFLOW_TRACKING_URI`` (MLflow reads it itself, in every process),
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), ``ALPACA_*`` keys (``dagster.EnvVar``, so
+that Dagster never shows their values). This module imports no stage: the bad-row policies are
+spelled here and a test holds them equal to ``stages.market_data.validation.POLICIES``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "DEFAULT_NIGHTLY_CRON",
+    "DEFAULT_NIGHTLY_TIMEZONE",
+    "DEFAULT_UI_URL",
+    "REPO_ROOT",
+    "VARIABLES",
+    "BadRowPolicy",
+    "ProfileName",
+    "Settings",
+    "SettingsError",
+    "SourceKind",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+SourceKind = Literal["synthetic", "files", "alpaca"]
+ProfileName = Literal["smoke", "default", "full"]
+BadRowPolicy = Literal["reject", "quarantine"]
+
+DEFAULT_NIGHTLY_CRON = "0 2 * * *"
+DEFAULT_NIGHTLY_TIMEZONE = "UTC"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+
+# Field → environment variable, in the order of the module docstring.
+VARIABLES: dict[str, str] = {
+    "data_dir": "HEDGE_DATA_DIR",
+    "profile": "HEDGE_PROFILE",
+    "source": "HEDGE_SOURCE",
+    "synthetic_seed": "HEDGE_SYNTHETIC_SEED",
+    "alpaca_symbols": "HEDGE_ALPACA_SYMBOLS",
+    "bad_rows": "HEDGE_BAD_ROWS",
+    "devices": "HEDGE_DEVICES",
+    "nightly_cron": "HEDGE_NIGHTLY_CRON",
+    "nightly_timezone": "HEDGE_NIGHTLY_TIMEZONE",
+    "portfolio_dir": "HEDGE_PORTFOLIO_DIR",
+    "ui_url": "HEDGE_UI_URL",
+}
+
+# What a variable accepts, for the error message (Literal fields list their choices instead).
+_EXPECTED = {
+    "synthetic_seed": "an integer",
+    "devices": "an integer >= 1",
+}
+
+
+class SettingsError(ValueError):
+    """A ``HEDGE_*`` variable with a value the pipeline cannot use; the message names it."""
+
+
+class Settings(BaseModel):
+    """One typed field per ``HEDGE_*`` variable (the table in the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data_dir: Path = Field(default=REPO_ROOT / "data", description="state of §2, resolved")
+    profile: ProfileName = "default"
+    source: SourceKind = "synthetic"
+    synthetic_seed: int = 7
+    alpaca_symbols: tuple[str, ...] = ()
+    bad_rows: BadRowPolicy = "reject"
+    devices: int = Field(default=1, ge=1)
+    nightly_cron: str = DEFAULT_NIGHTLY_CRON
+    nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
+    portfolio_dir: Path | None = None
+    ui_url: str = DEFAULT_UI_URL
+
+    @field_validator("data_dir")
+    @classmethod
+    def _resolve(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("synthetic_seed", "devices", mode="before")
+    @classmethod
+    def _integer(cls, value: Any) -> Any:
+        # int()'s grammar, as before: '7.0' is refused (pydantic alone would take it).
+        return int(value) if isinstance(value, str) else value
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings of ``environ`` (default: ``os.environ``, read now).
+
+        Unset variables take their defaults; an empty ``HEDGE_ALPACA_SYMBOLS`` is no symbols and
+        an empty ``HEDGE_PORTFOLIO_DIR`` is none; every other value is taken as given.
+        """
+        env = os.environ if environ is None else environ
+        raw: dict[str, Any] = {f: env[v] for f, v in VARIABLES.items() if v in env}
+        if "alpaca_symbols" in raw:
+            raw["alpaca_symbols"] = tuple(
+                s.strip() for s in raw["alpaca_symbols"].split(",") if s.strip()
+            )
+        if "portfolio_dir" in raw:
+            folder = raw["portfolio_dir"]
+            raw["portfolio_dir"] = Path(folder).expanduser() if folder else None
+        try:
+            return cls(**raw)
+        except ValidationError as error:
+            fields = dict.fromkeys(str(e["loc"][0]) for e in error.errors())
+            problems = [f"{VARIABLES[f]}={env[VARIABLES[f]]!r}: {_expected(f)}" for f in fields]
+            raise SettingsError("; ".join(problems)) from None
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of ``field`` (``variable('source') == 'HEDGE_SOURCE'``)."""
+        return VARIABLES[field]
+
+
+def _expected(field: str) -> str:
+    annotation = Settings.model_fields[field].annotation
+    if get_origin(annotation) is Literal:
+        return f"expected one of {', '.join(get_args(annotation))}"
+    return f"expected {_EXPECTED.get(field, 'a valid value')}"
