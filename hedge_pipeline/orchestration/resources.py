@@ -1,16 +1,17 @@
 """Resources shared by every area: the source of raw chains, the warehouse, quality policy.
 
-Values come from the environment at load time (docs/design.md §4 and §2): ``HEDGE_SOURCE`` picks the
-source, ``HEDGE_DATA_DIR`` the warehouse, ``HEDGE_BAD_ROWS`` the bad-row policy. Alpaca keys are
-``EnvVar``s, so Dagster resolves them only inside the run and never shows their values.
+Values come from the environment at load time (docs/design.md §4 and §2), through one
+``runtime.settings.Settings``: ``HEDGE_SOURCE`` picks the source, ``HEDGE_DATA_DIR`` the
+warehouse, ``HEDGE_BAD_ROWS`` the bad-row policy. Alpaca keys are ``EnvVar``s, so Dagster resolves
+them only inside the run and never shows their values.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import get_args
 
 import dagster as dg
 import duckdb
@@ -19,11 +20,11 @@ from pydantic import Field
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.profiles import Profile, get_profile
+from hedge_pipeline.runtime.settings import Settings, SourceKind
 from hedge_pipeline.stages.market_data.sources.base import ChainSource
-from hedge_pipeline.stages.market_data.validation import POLICIES
 from hedge_pipeline.tables import warehouse
 
-SOURCE_KINDS = ("synthetic", "files", "alpaca")
+SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 
 
 class ChainSourceResource(dg.ConfigurableResource):
@@ -61,18 +62,15 @@ class ChainSourceResource(dg.ConfigurableResource):
         raise ValueError(f"unknown source {self.kind!r}; expected one of {SOURCE_KINDS}")
 
     @classmethod
-    def from_env(cls) -> ChainSourceResource:
-        kind = os.environ.get("HEDGE_SOURCE", "synthetic")
-        if kind not in SOURCE_KINDS:
-            raise ValueError(f"HEDGE_SOURCE={kind!r}; expected one of {SOURCE_KINDS}")
-        if kind != "alpaca":
-            return cls(kind=kind, seed=int(os.environ.get("HEDGE_SYNTHETIC_SEED", "7")))
-        symbols = [s.strip() for s in os.environ.get("HEDGE_ALPACA_SYMBOLS", "").split(",")]
+    def from_env(cls, settings: Settings | None = None) -> ChainSourceResource:
+        settings = settings or Settings.from_env()
+        if settings.source != "alpaca":
+            return cls(kind=settings.source, seed=settings.synthetic_seed)
         return cls(
-            kind=kind,
+            kind=settings.source,
             alpaca_api_key=dg.EnvVar("ALPACA_API_KEY"),
             alpaca_secret_key=dg.EnvVar("ALPACA_SECRET_KEY"),
-            alpaca_symbols=[s for s in symbols if s],
+            alpaca_symbols=list(settings.alpaca_symbols),
         )
 
 
@@ -87,8 +85,9 @@ class WarehouseResource(dg.ConfigurableResource):
             yield con
 
     @classmethod
-    def from_env(cls) -> WarehouseResource:
-        return cls(path=str(paths.warehouse_path()))
+    def from_env(cls, settings: Settings | None = None) -> WarehouseResource:
+        settings = settings or Settings.from_env()
+        return cls(path=str(paths.warehouse_path(settings.data_dir)))
 
 
 class DataQualityResource(dg.ConfigurableResource):
@@ -99,11 +98,8 @@ class DataQualityResource(dg.ConfigurableResource):
     max_arbitrage_violation_rate: float = Field(default=0.01, ge=0.0, le=1.0)
 
     @classmethod
-    def from_env(cls) -> DataQualityResource:
-        policy = os.environ.get("HEDGE_BAD_ROWS", "reject")
-        if policy not in POLICIES:
-            raise ValueError(f"HEDGE_BAD_ROWS={policy!r}; expected one of {POLICIES}")
-        return cls(bad_rows=policy)
+    def from_env(cls, settings: Settings | None = None) -> DataQualityResource:
+        return cls(bad_rows=(settings or Settings.from_env()).bad_rows)
 
 
 class ProfileResource(dg.ConfigurableResource):
@@ -115,15 +111,17 @@ class ProfileResource(dg.ConfigurableResource):
         return get_profile(self.name)
 
     @classmethod
-    def from_env(cls) -> ProfileResource:
-        return cls(name=get_profile().name)
+    def from_env(cls, settings: Settings | None = None) -> ProfileResource:
+        return cls(name=get_profile((settings or Settings.from_env()).profile).name)
 
 
-def resources_from_env() -> dict[str, dg.ConfigurableResource]:
+def resources_from_env(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The shared resources, from one reading of the environment (a bad variable fails here)."""
+    settings = settings or Settings.from_env()
     return {
-        "profile": ProfileResource.from_env(),
-        "launcher": TrainingLauncher(devices=int(os.environ.get("HEDGE_DEVICES", "1"))),
-        "source": ChainSourceResource.from_env(),
-        "warehouse_db": WarehouseResource.from_env(),
-        "quality_policy": DataQualityResource.from_env(),
+        "profile": ProfileResource.from_env(settings),
+        "launcher": TrainingLauncher(devices=settings.devices),
+        "source": ChainSourceResource.from_env(settings),
+        "warehouse_db": WarehouseResource.from_env(settings),
+        "quality_policy": DataQualityResource.from_env(settings),
     }
