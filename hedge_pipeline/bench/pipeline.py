@@ -43,6 +43,7 @@ from typing import Any
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
 from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.settings import Settings
 
 # The stages of `hedge run --select all`, in its order: every selection but "all" itself.
 STAGES: tuple[str, ...] = tuple(s for s in SELECTIONS if s != "all")
@@ -313,7 +314,7 @@ def run(
         "machine": machine_info(*PACKAGES),
         "code_version": code_version(),
         "profile": profile,
-        "source": source or os.environ.get("HEDGE_SOURCE", "synthetic"),
+        "source": source or Settings.from_env().source,
         "repeats": repeats,
         "until": until,
         "memory": (

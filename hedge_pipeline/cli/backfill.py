@@ -9,10 +9,10 @@ be cancelled or re-executed there, and never fights the daemon's runs for the Du
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from hedge_pipeline.cli.ui_client import DEFAULT_URL, BackfillState, UIClient, UIError
+from hedge_pipeline.cli.ui_client import BackfillState, UIClient, UIError
+from hedge_pipeline.runtime.settings import DEFAULT_UI_URL, Settings
 
 # The per-code lineage up to the specialist; --assets narrows it (e.g. market data only).
 DEFAULT_ASSETS = ("raw_option_chains", "greeks_features", "specialist_agents")
@@ -34,9 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="assets partitioned by weekly code, comma-separated (default: %(default)s)",
     )
     backfill.add_argument(
-        "--url",
-        default=os.environ.get("HEDGE_UI_URL", DEFAULT_URL),
-        help="the webserver (default: $HEDGE_UI_URL or %(default)s)",
+        "--url",  # None: HEDGE_UI_URL, read when the command runs (runtime.settings)
+        help=f"the webserver (default: $HEDGE_UI_URL or {DEFAULT_UI_URL})",
     )
     backfill.add_argument(
         "--wait", action="store_true", help="wait for the backfill to finish; exit 1 if it failed"
@@ -64,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if not codes or not assets:
         print("hedge backfill: give at least one code and one asset", file=sys.stderr)
         return 2
-    client = UIClient(args.url)
+    client = UIClient(args.url if args.url is not None else Settings.from_env().ui_url)
     try:
         partitioned = client.weekly_code_assets()
         unknown_assets = [a for a in assets if a not in partitioned]

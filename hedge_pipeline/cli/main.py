@@ -23,6 +23,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
+from hedge_pipeline.runtime.settings import SettingsError
 
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -467,7 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SettingsError as exc:  # a bad HEDGE_* variable: its name and value, no traceback
+        print(f"hedge: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

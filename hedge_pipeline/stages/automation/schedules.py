@@ -6,24 +6,22 @@ tick's scheduled time: a tick that is evaluated again (daemon restart, retried t
 the same runs and Dagster launches them once; the next night's tick asks for new ones.
 
 Cron and timezone come from ``HEDGE_NIGHTLY_CRON`` (default ``0 2 * * *``) and
-``HEDGE_NIGHTLY_TIMEZONE`` (default ``UTC``), read when the code location loads. The schedule
+``HEDGE_NIGHTLY_TIMEZONE`` (default ``UTC``), read through ``runtime.settings`` when the code
+location loads; a bad value fails the load here, naming its variable. The schedule
 is STOPPED by default: a retrain of every code costs hours of CPU in the default profile, which
 a laptop running ``hedge ui`` should not spend unasked. Start it in the UI (Automation) once.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
 
 from hedge_pipeline.orchestration.partitions import active_weekly_codes
+from hedge_pipeline.runtime.settings import DEFAULT_NIGHTLY_CRON, DEFAULT_NIGHTLY_TIMEZONE, Settings
 from hedge_pipeline.stages.automation.jobs import code_retrain_job
-
-DEFAULT_CRON = "0 2 * * *"
-DEFAULT_TIMEZONE = "UTC"
 
 
 def _nightly_requests(
@@ -41,7 +39,7 @@ def _nightly_requests(
 
 
 def build_nightly_retrain(
-    cron: str = DEFAULT_CRON, timezone: str = DEFAULT_TIMEZONE
+    cron: str = DEFAULT_NIGHTLY_CRON, timezone: str = DEFAULT_NIGHTLY_TIMEZONE
 ) -> dg.ScheduleDefinition:
     """The schedule on ``cron`` in ``timezone``; a bad value fails the load with its variable."""
     try:
@@ -74,8 +72,6 @@ def _schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
     )
 
 
-def nightly_retrain_from_env() -> dg.ScheduleDefinition:
-    return build_nightly_retrain(
-        os.environ.get("HEDGE_NIGHTLY_CRON", DEFAULT_CRON),
-        os.environ.get("HEDGE_NIGHTLY_TIMEZONE", DEFAULT_TIMEZONE),
-    )
+def nightly_retrain_from_env(settings: Settings | None = None) -> dg.ScheduleDefinition:
+    settings = settings or Settings.from_env()
+    return build_nightly_retrain(settings.nightly_cron, settings.nightly_timezone)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -29,10 +28,11 @@ from pydantic import (
     model_validator,
 )
 
+from hedge_pipeline.runtime.settings import Settings
 from hedge_pipeline.tables.schema import WEEKLY_CODE_RE
 
 PACKAGED_DIR = Path(__file__).with_name("templates")
-ENV_DIR = "HEDGE_PORTFOLIO_DIR"
+ENV_DIR = Settings.variable("portfolio_dir")  # HEDGE_PORTFOLIO_DIR, read by runtime.settings
 DEFAULT_TEMPLATE = "atm_book"
 RATIO_TOLERANCE = 1e-9
 
@@ -214,11 +214,10 @@ def template_files() -> dict[str, TemplateFile]:
     found = {
         p.stem: TemplateFile(p.stem, p, "packaged") for p in sorted(PACKAGED_DIR.glob("*.json"))
     }
-    extra = os.environ.get(ENV_DIR)
-    if extra:
-        folder = Path(extra).expanduser()
+    folder = Settings.from_env().portfolio_dir
+    if folder is not None:
         if not folder.is_dir():
-            raise TemplateError(f"{ENV_DIR}={extra}: not a directory")
+            raise TemplateError(f"{ENV_DIR}={folder}: not a directory")
         found |= {p.stem: TemplateFile(p.stem, p, ENV_DIR) for p in sorted(folder.glob("*.json"))}
     return dict(sorted(found.items()))
 
