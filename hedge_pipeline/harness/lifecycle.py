@@ -42,18 +42,20 @@ class ReloadMismatchError(RuntimeError):
 
 
 @dataclass
-class Evaluation:
+class StageResult:
     """What a stage's evaluation hands the lifecycle.
 
     ``metrics`` go to the MLflow run; ``tags`` onto the registered version (set again when a
     retried run gets its earlier version back, so they always say what this evaluation found);
-    ``summary`` is the log line after registration. Files the evaluation wrote under
-    ``scratch/report`` are logged under ``report/`` of the run.
+    ``summary`` is the log line after registration; ``artifacts`` (figures) are logged at the
+    root of the run. Files the evaluation wrote under ``scratch/report`` are logged under
+    ``report/`` of the run.
     """
 
     metrics: dict[str, float] = field(default_factory=dict)
     summary: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    artifacts: list[Path] = field(default_factory=list)
 
 
 class StageModel(Protocol):
@@ -66,7 +68,7 @@ class StageModel(Protocol):
         """Train (or resume from ``checkpoints``) and return the model in eval mode."""
         ...
 
-    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+    def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
         """Score the trained model on held-out data; report files may go to
         ``scratch / "report"``."""
         ...
@@ -91,9 +93,25 @@ class Registered:
     version: ModelVersion
     run_id: str
     model: nn.Module
-    evaluation: Evaluation
+    evaluation: StageResult
     tags: dict[str, str]
     checkpoints: Path
+
+    def metadata(self) -> dict[str, Any]:
+        """The entries every stage's materialization starts with: which version, from which
+        MLflow run, with which weights."""
+        return {
+            "registered_model": self.version.name,
+            "version": int(self.version.version),
+            "mlflow_run_id": self.run_id,
+            "weights_sha256": self.version.tags["weights_sha256"],
+        }
+
+    @property
+    def data_version(self) -> str:
+        """The materialization's data version: the weights' checksum, so identical weights
+        read as the same data downstream."""
+        return self.version.tags["weights_sha256"][:16]
 
 
 def reload_check(model: StageModel, trained: nn.Module, directory: Path) -> None:
@@ -109,18 +127,27 @@ def reload_check(model: StageModel, trained: nn.Module, directory: Path) -> None
 
 def train_and_register(
     session: TrainingSession,
-    client: MlflowClient,
+    client: MlflowClient | None,
     stage: str,
     model: StageModel,
     identity: Mapping[str, Any],
     cfg: Mapping[str, Any],
     extra_tags: Mapping[str, str] | None = None,
-) -> Registered:
-    """Every step of the module docstring for one model version of ``stage``."""
+) -> Registered | None:
+    """Every step of the module docstring for one model version of ``stage``.
+
+    Under ``torchrun`` only rank 0 tracks, evaluates and registers; the other ranks train
+    (their gradients are averaged inside ``fit``), need no ``client`` and get None.
+    """
     digest = config_hash(cfg)
     tags = identity_tags(dict(identity), digest) | dict(extra_tags or {})
     checkpoints = checkpoint_path(stage, dict(identity), digest)
     name = model.registered_name
+    if not session.is_main:
+        model.fit(TrackingReporter(session, None, None), checkpoints)
+        return None
+    if client is None:
+        raise ValueError("rank 0 registers: it needs an MLflow client")
     with (
         tracking_run(client, name, tags, dict(cfg)) as run_id,
         tempfile.TemporaryDirectory(prefix=f"{stage}-") as tmp,
@@ -130,6 +157,8 @@ def train_and_register(
         trained = model.fit(reporter, checkpoints)
         evaluation = model.evaluate(trained, scratch)
         log_metrics(client, run_id, evaluation.metrics)
+        for path in evaluation.artifacts:
+            client.log_artifact(run_id, str(path))
         if (scratch / "report").is_dir():
             client.log_artifacts(run_id, str(scratch / "report"), artifact_path="report")
         folder = model.save(trained, scratch / "model")

@@ -29,7 +29,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
+from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter, png_markdown
 from hedge_pipeline.hedging.code_market import CONTEXT
@@ -101,7 +101,7 @@ class EnsembleModel:
         )
         return HedgeEnsemble(self.members, weights, threshold, TURBULENCE_COLUMN)
 
-    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+    def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
         """Every baseline and stage on the held-out test windows, replayed and simulated; the
         promotion gate; the report files (module docstring)."""
         inputs = self.inputs
@@ -170,7 +170,7 @@ class EnsembleModel:
             self.guard_share,
         )
         replay = self.tables["test_replay"]
-        return Evaluation(
+        return StageResult(
             {
                 f"{split}_{h}_{k}": v
                 for split, table in self.tables.items()
@@ -220,6 +220,8 @@ def run(session: TrainingSession) -> None:
         }
         stage = EnsembleModel(inputs, members, member_versions, spec, meta)
         done = train_and_register(session, client, STAGE, stage, inputs.identity, inputs.cfg)
+        if done is None:  # another torchrun rank: rank 0 registers and reports
+            return
         version, (decision, reason) = done.version, stage.decision
         if decision == "promoted":
             client.set_registered_model_alias(
@@ -231,10 +233,7 @@ def run(session: TrainingSession) -> None:
         ensemble = done.model
         session.report(
             metadata={
-                "registered_model": shared.ENSEMBLE_MODEL,
-                "version": int(version.version),
-                "mlflow_run_id": done.run_id,
-                "weights_sha256": version.tags["weights_sha256"],
+                **done.metadata(),
                 "promotion": decision,
                 "promotion_reason": reason,
                 "joint_versions": member_versions,
@@ -253,7 +252,7 @@ def run(session: TrainingSession) -> None:
                 },
                 **stage.report,
             },
-            data_version=version.tags["weights_sha256"][:16],
+            data_version=done.data_version,
         )
 
 

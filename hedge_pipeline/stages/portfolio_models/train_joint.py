@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
+from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import TrainConfig, fit
@@ -60,10 +60,10 @@ class JointMember:
         )
         return model
 
-    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+    def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
         """The validation metrics of the final weights (the ensemble weights members by them)."""
         val = self.validation
-        return Evaluation(
+        return StageResult(
             {f"val_{k}": v for k, v in val.items()},
             f"seed {self.cfg['seed']}, validation ES10 {val['val_es10']:.4g}",
         )
@@ -101,6 +101,8 @@ def run(session: TrainingSession) -> None:
             done = train_and_register(
                 session, client, STAGE, model, identity, member_cfg, {"seed": str(member)}
             )
+            if done is None:  # another torchrun rank: rank 0 registers and reports
+                continue
             members.append(
                 {
                     "version": int(done.version.version),

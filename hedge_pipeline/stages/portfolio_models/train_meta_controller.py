@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hedge_pipeline.harness.lifecycle import Evaluation, train_and_register
+from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
@@ -69,7 +69,7 @@ class MetaControllerModel:
         self.result = fit(meta, task, train, checkpoints, reporter)
         return meta
 
-    def evaluate(self, model: nn.Module, scratch: Path) -> Evaluation:
+    def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
         """The replayed test split: the controller against the baselines and the specialists."""
         portfolio, objective = self.inputs.portfolio, self.inputs.objective
         test, pp = portfolio.market.replay("test"), portfolio.problem
@@ -82,7 +82,7 @@ class MetaControllerModel:
             )
         metrics, _ = score(pp, test, held, objective.risk, objective.var_limit)
         self.test_metrics = metrics
-        return Evaluation(
+        return StageResult(
             {f"test_replay_{h}_{k}": v for h, row in metrics.items() for k, v in row.items()},
             f"test ES10 (replay) {metrics['meta_controller']['es10']:.4g} vs specialists "
             f"{metrics['specialists']['es10']:.4g}, BS delta {metrics['bs_delta']['es10']:.4g}",
@@ -114,14 +114,13 @@ def run(session: TrainingSession) -> None:
         inputs.identity["upstream"] = portfolio.upstream
         model = MetaControllerModel(inputs)
         done = train_and_register(session, inputs.client, STAGE, model, inputs.identity, inputs.cfg)
-        result, metrics, version = model.result, model.test_metrics, done.version
+        if done is None:  # another torchrun rank: rank 0 registers and reports
+            return
+        result, metrics = model.result, model.test_metrics
         assert result is not None
         session.report(
             metadata={
-                "registered_model": shared.META_MODEL,
-                "version": int(version.version),
-                "mlflow_run_id": done.run_id,
-                "weights_sha256": version.tags["weights_sha256"],
+                **done.metadata(),
                 "codes": list(portfolio.market.codes),
                 "upstream_specialists": portfolio.versions,
                 "best_epoch": result.best_epoch,
@@ -133,5 +132,5 @@ def run(session: TrainingSession) -> None:
                     "type": "md",
                 },
             },
-            data_version=version.tags["weights_sha256"][:16],
+            data_version=done.data_version,
         )

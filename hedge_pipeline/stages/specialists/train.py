@@ -31,9 +31,7 @@ report a risk table, a P&L histogram and a policy-behaviour plot as Dagster meta
 from __future__ import annotations
 
 import json
-import tempfile
-from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,18 +39,14 @@ import polars as pl
 import torch
 from torch import nn
 
-from hedge_pipeline.harness.config import config_hash
 from hedge_pipeline.harness.curves import save_training_curves
 from hedge_pipeline.harness.distributed import distributed
+from hedge_pipeline.harness.lifecycle import Registered, StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.threads import torch_threads
 from hedge_pipeline.harness.tracking import (
     TrackingReporter,
-    checkpoint_path,
-    identity_tags,
-    log_metrics,
     png_markdown,
-    tracking_run,
 )
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.hedging.code_history import code_history
@@ -166,7 +160,7 @@ def run(session: TrainingSession) -> None:
     identity = dict(extras["identity"])
     code = identity["weekly_code"]
     name = model_name(code)
-    with distributed() as dist, ExitStack() as stack:
+    with distributed() as dist:
         client = registry.client()
         cnn_ref = extras["cnn_lstm_version"]
         cnn = registry.load_version(client, CNN_LSTM_MODEL, cnn_ref)
@@ -193,24 +187,91 @@ def run(session: TrainingSession) -> None:
             + f"; CNN-LSTM v{cnn.version}"
         )
         identity["upstream"] = {**identity.get("upstream", {}), CNN_LSTM_MODEL: cnn.version}
-        tags = identity_tags(identity, config_hash(cfg))
-        run_id = None
-        if session.is_main:
-            run_id = stack.enter_context(tracking_run(client, name, tags, cfg))
-        reporter = TrackingReporter(session, client if session.is_main else None, run_id)
-        with torch_threads(cfg["num_threads"]):
-            policy, trained = _train(market, cfg, reporter, identity, dist.world_size)
-        if session.is_main:
-            _evaluate_and_register(
-                session, client, run_id, tags, market, forecasts, cfg, policy, trained
+        model = SpecialistModel(market, forecasts, cfg, dist.world_size, name)
+        done = train_and_register(session, client, STAGE, model, identity, cfg)
+        if done is None:  # another torchrun rank: rank 0 registers and reports
+            return
+        _report(session, done, model)
+
+
+@dataclass
+class SpecialistModel:
+    """The specialist's part of the lifecycle (``harness.lifecycle.StageModel``)."""
+
+    market: CodeMarket
+    forecasts: pl.DataFrame
+    cfg: dict[str, Any]
+    world_size: int
+    registered_name: str
+    trained: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Evaluation] = field(default_factory=dict)
+    evidence: dict[str, dict[str, float]] = field(default_factory=dict)
+    markdown: dict[str, str] = field(default_factory=dict)
+
+    def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
+        with torch_threads(self.cfg["num_threads"]):
+            policy, self.trained = _train(
+                self.market, self.cfg, reporter, checkpoints, self.world_size
             )
+        return policy
+
+    def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
+        """Every test set's risk table, the evidence on the lead over BS delta, the figures."""
+        name, market = self.registered_name, self.market
+        self.tables, self.evidence = _risk_tables(market, self.cfg, model)
+        metrics = {
+            f"{split}_{hedger}_{k}": v
+            for split, evaluation in self.tables.items()
+            for hedger, row in evaluation.metrics.items()
+            for k, v in row.items()
+        } | {f"{key}_{k}": v for key, values in self.evidence.items() for k, v in values.items()}
+        figures = {
+            "pnl_histogram": plot_pnl_histogram(
+                self.tables["test_replay"], f"{name}: test P&L (replay)"
+            ),
+            "policy_behaviour": plot_policy_behaviour(
+                self.tables["test_replay"], POLICY, f"{name}: policy on test windows (replay)"
+            ),
+        }
+        artifacts = []
+        for key, figure in figures.items():
+            figure.savefig(scratch / f"{key}.png", dpi=90)
+            artifacts.append(scratch / f"{key}.png")
+            self.markdown[key] = png_markdown(scratch / f"{key}.png", key.replace("_", " "))
+        if self.trained["history"]:
+            curves = save_training_curves(self.trained["history"], scratch / "curves.png", name)
+            artifacts.append(curves)
+            self.markdown["training_curves"] = png_markdown(curves, "training curves")
+        gain, twins = (
+            self.evidence["test_simulated_vs_bs_delta"],
+            self.evidence["test_replay_twins"],
+        )
+        replay = self.tables["test_replay"].metrics
+        summary = (
+            f"test ES10 (replay) {replay[POLICY]['es10']:.4g} vs BS delta "
+            f"{replay['bs_delta']['es10']:.4g}, no hedge {replay['no_hedge']['es10']:.4g}; "
+            f"simulated ES10 gain over BS delta {gain['gain']:+.4g} (95% interval "
+            f"{gain['low']:+.4g} to {gain['high']:+.4g}); beats BS delta on "
+            f"{twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
+        )
+        return StageResult(metrics, summary, artifacts=artifacts)
+
+    def save(self, model: nn.Module, out: Path) -> Path:
+        return save_policy(model, self.cfg, self.market, self.forecasts, out)
+
+    def load(self, directory: Path) -> nn.Module:
+        return load_policy(directory)[0]
+
+    def probe(self, model: nn.Module) -> torch.Tensor:
+        """The hedges on the replayed test windows."""
+        return rollout(self.market.problem, self.market.replay("test"), model)[1]
 
 
 def _train(
     market: CodeMarket,
     cfg: dict[str, Any],
     reporter: TrackingReporter,
-    identity: dict[str, Any],
+    checkpoints: Path,
     world_size: int,
 ) -> tuple[nn.Module, dict[str, Any]]:
     problem, risk, seed = market.problem, parse_criterion(cfg["criterion"]), cfg["seed"]
@@ -273,7 +334,6 @@ def _train(
         device="cpu",  # the simulator builds its tensors on the CPU
         validate_initial=True,  # the untrained policy is the BS hedge: keep it unless beaten
     )
-    checkpoints = checkpoint_path(STAGE, identity, config_hash(cfg))
     result = fit(policy, task, train, checkpoints, reporter)
     return result.model.eval(), {
         "history": result.history,
@@ -404,83 +464,29 @@ def _markdown_table(evaluation: Evaluation) -> str:
     return markdown_table(["hedger", *columns], rows, right_from=1)
 
 
-def _evaluate_and_register(
-    session, client, run_id, tags, market, forecasts, cfg, policy, trained
-) -> None:
-    name = model_name(market.history.weekly_code)
-    tables, evidence = _risk_tables(market, cfg, policy)
-    for split, evaluation in tables.items():
-        flat = {
-            f"{split}_{hedger}_{k}": v
-            for hedger, row in evaluation.metrics.items()
-            for k, v in row.items()
-        }
-        log_metrics(client, run_id, flat)
-    log_metrics(
-        client,
-        run_id,
-        {f"{name}_{k}": v for name, values in evidence.items() for k, v in values.items()},
-    )
-    gain, twins = evidence["test_simulated_vs_bs_delta"], evidence["test_replay_twins"]
+def _report(session: TrainingSession, done: Registered, model: SpecialistModel) -> None:
+    """The materialization: the registered version, its evidence and its tables."""
+    name, cfg, market = model.registered_name, model.cfg, model.market
+    trained, tables = model.trained, model.tables
+    gain, twins = model.evidence["test_simulated_vs_bs_delta"], model.evidence["test_replay_twins"]
     replay = tables["test_replay"].metrics
-    beats = replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
-    with tempfile.TemporaryDirectory(prefix="specialist-") as tmp:
-        folder = Path(tmp)
-        figures = {
-            "pnl_histogram": plot_pnl_histogram(
-                tables["test_replay"], f"{name}: test P&L (replay)"
-            ),
-            "policy_behaviour": plot_policy_behaviour(
-                tables["test_replay"], POLICY, f"{name}: policy on test windows (replay)"
-            ),
-        }
-        markdown = {}
-        for key, figure in figures.items():
-            figure.savefig(folder / f"{key}.png", dpi=90)
-            client.log_artifact(run_id, str(folder / f"{key}.png"))
-            markdown[key] = png_markdown(folder / f"{key}.png", key.replace("_", " "))
-        if trained["history"]:
-            curves = save_training_curves(trained["history"], folder / "curves.png", name)
-            client.log_artifact(run_id, str(curves))
-            markdown["training_curves"] = png_markdown(curves, "training curves")
-        model_dir = save_policy(policy, cfg, market, forecasts, folder / "model")
-        version = registry.register_version(client, name, run_id, model_dir, tags)
-    reloaded, _ = load_policy(registry.load_version(client, name, version.version).directory)
-    episodes = market.replay("test")
-    with torch.no_grad():
-        identical = bool(
-            torch.equal(
-                rollout(market.problem, episodes, policy)[1],
-                rollout(market.problem, episodes, reloaded)[1],
-            )
-        )
-    if not identical:
-        raise RuntimeError(f"{name} v{version.version} does not reload to identical hedges")
     if trained.get("best_epoch") == 0:
         session.warning(
             f"{name}: no epoch beat the untrained policy (the Black-Scholes hedge) on the "
             "validation episodes; the registered policy is that hedge"
         )
-    session.info(
-        f"registered {name} v{version.version} (alias candidate): test ES10 (replay) "
-        f"{replay[POLICY]['es10']:.4g} vs BS delta {replay['bs_delta']['es10']:.4g}, "
-        f"no hedge {replay['no_hedge']['es10']:.4g}; simulated ES10 gain over BS delta "
-        f"{gain['gain']:+.4g} (95% interval {gain['low']:+.4g} to {gain['high']:+.4g}); beats "
-        f"BS delta on {twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
-    )
     session.report(
         metadata={
-            "registered_model": name,
-            "version": int(version.version),
-            "mlflow_run_id": run_id,
-            "weights_sha256": version.tags["weights_sha256"],
-            "upstream_cnn_lstm_version": int(tags[f"upstream.{CNN_LSTM_MODEL}"]),
+            **done.metadata(),
+            "upstream_cnn_lstm_version": int(done.tags[f"upstream.{CNN_LSTM_MODEL}"]),
             "algorithm": cfg["algorithm"],
             "criterion": cfg["criterion"],
             "epochs_run": trained["epochs"],
             "best_epoch": trained.get("best_epoch", trained["epochs"]),
             "train_seconds": trained["seconds"],
-            "beats_bs_delta_es10_test_replay": bool(beats),
+            "beats_bs_delta_es10_test_replay": bool(
+                replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
+            ),
             "test_simulated_es10_gain_over_bs_delta": {
                 "gain": gain["gain"],
                 "interval_95": [gain["low"], gain["high"]],
@@ -507,8 +513,8 @@ def _evaluate_and_register(
             },
             "test_replay": replay,
             "test_simulated": tables["test_simulated"].metrics,
-            "reloads_identically": identical,
-            **{key: {"raw_value": md, "type": "md"} for key, md in markdown.items()},
+            "reloads_identically": True,  # train_and_register raised otherwise
+            **{key: {"raw_value": md, "type": "md"} for key, md in model.markdown.items()},
         },
-        data_version=version.tags["weights_sha256"][:16],
+        data_version=done.data_version,
     )
