@@ -20,8 +20,8 @@ import pytest
 from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME
-from hedge_pipeline.stages.specialists.train import model_name
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME
+from hedge_pipeline.stages.specialists.artifact import model_name
 from hedge_pipeline_tests.registry_builder import register
 from hedge_pipeline_tests.reliability.conftest import (
     TINY,

@@ -33,7 +33,7 @@ from dagster._core.definitions.reconstruct import (
 from hedge_pipeline.harness.checkpoint import load_checkpoint
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME
 from hedge_pipeline.tables import warehouse as wh
 from hedge_pipeline_tests.conftest import small_book, write_drop
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui

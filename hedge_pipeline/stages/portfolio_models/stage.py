@@ -46,7 +46,7 @@ from hedge_pipeline.stages.portfolio_models.evaluation import baseline_positions
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes, PortfolioMarket
 from hedge_pipeline.stages.portfolio_models.objective import PortfolioObjective, value_at_risk
-from hedge_pipeline.stages.specialists.train import (
+from hedge_pipeline.stages.specialists.artifact import (
     FORECASTS_FILE,
     code_market,
     load_policy,

@@ -30,8 +30,7 @@ report a risk table, a P&L histogram and a policy-behaviour plot as Dagster meta
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,6 @@ from hedge_pipeline.harness.tracking import (
     png_markdown,
 )
 from hedge_pipeline.harness.trainer import TrainConfig, fit
-from hedge_pipeline.hedging.code_history import code_history
 from hedge_pipeline.hedging.code_market import CodeMarket
 from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.hedging.evaluation import (
@@ -61,38 +59,35 @@ from hedge_pipeline.hedging.evaluation import (
 )
 from hedge_pipeline.hedging.ppo import train_ppo
 from hedge_pipeline.hedging.simulator import (
-    Book,
     Episodes,
-    HedgingProblem,
-    Instrument,
     market_features,
     rollout,
 )
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME as CNN_LSTM_MODEL
+from hedge_pipeline.stages.cnn_lstm.artifact import load_model
 from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData, market_state_frame
 from hedge_pipeline.stages.cnn_lstm.model import predictions
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME as CNN_LSTM_MODEL
-from hedge_pipeline.stages.cnn_lstm.train import load_model
+from hedge_pipeline.stages.specialists.artifact import (
+    code_market,
+    load_policy,
+    model_name,
+    save_policy,
+)
 from hedge_pipeline.stages.specialists.config import SpecialistStageConfig
 from hedge_pipeline.stages.specialists.objective import PerStateObjective
 from hedge_pipeline.stages.specialists.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.stages.specialists.task import HedgingTask
 
 STAGE = "specialist"
-MODEL_PREFIX = "hedge-specialist-"
 POLICY = "policy"  # the trained hedger's row in every risk table
-FORECASTS_FILE = "forecasts.parquet"
 # Seeds of the evaluation draws, far from any training seed.
 _VAL_SEED, _TEST_SEED, _TWIN_SEED = 7_000_003, 9_000_011, 11_000_027
 # Simulated twins of the replayed test split (CodeMarket.simulated_replays): how often the
 # policy beats BS delta on a test of the replay's size, which one replayed path cannot say.
 REPLAY_TWINS = 200
-
-
-def model_name(weekly_code: str) -> str:
-    return f"{MODEL_PREFIX}{weekly_code}"
 
 
 def rv_forecasts(
@@ -118,23 +113,6 @@ def rv_forecasts(
         .filter(pl.col("name") == "target_rv")
         .select("ts", "prediction", "std")
         .sort("ts")
-    )
-
-
-def code_market(
-    features: pl.DataFrame, selection: pl.DataFrame, forecasts: pl.DataFrame, cfg: dict[str, Any]
-) -> CodeMarket:
-    """One code's market (:class:`CodeMarket`) with the frozen CNN-LSTM's ``forecasts`` in its
-    observations; ``cfg`` holds ``rebalance_bars, n_steps, cost, slippage, fixed_fee,
-    hedge_option`` (a specialist's stage config, or :func:`market_config` of its spec)."""
-    return CodeMarket(
-        code_history(features, selection, forecasts),
-        cfg["rebalance_bars"],
-        cfg["n_steps"],
-        cost=cfg["cost"],
-        slippage=cfg["slippage"],
-        fixed_fee=cfg["fixed_fee"],
-        hedge_option=cfg["hedge_option"],
     )
 
 
@@ -343,87 +321,6 @@ def _train(
         "stopped": result.stopped,
         "seconds": float(sum(row["seconds"] for row in result.history)),
         "checkpoint_dir": str(checkpoints),
-    }
-
-
-def save_policy(
-    policy: nn.Module,
-    cfg: dict[str, Any],
-    market: CodeMarket,
-    forecasts: pl.DataFrame,
-    out: Path,
-) -> Path:
-    """The registered folder: weights plus what rebuilds the policy and its observations,
-    the CNN-LSTM forecasts it saw included (``FORECASTS_FILE``), so that the portfolio stages
-    replay the specialist's own inputs without running the CNN-LSTM again."""
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(policy.state_dict(), out / registry.WEIGHTS_FILE)
-    forecasts.write_parquet(out / FORECASTS_FILE)
-    problem = market.problem
-    spec = {
-        "algorithm": cfg["algorithm"],
-        "head": cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
-        "gamma_gated": bool(getattr(policy, "gamma_gated", False)),
-        "width": cfg["width"],
-        "n_layers": cfg["n_layers"],
-        "weekly_code": market.history.weekly_code,
-        "symbols": list(market.history.symbols),
-        "book": {
-            "strikes": list(problem.book.strikes),
-            "is_call": list(problem.book.is_call),
-            "weights": list(problem.book.weights),
-        },
-        "sigma_ref": problem.sigma,
-        "n_steps": problem.n_steps,
-        "rebalance_bars": market.k,
-        "costs": {
-            "cost": problem.cost,
-            "slippage": problem.slippage,
-            "fixed_fee": problem.fixed_fee,
-        },
-        "mc_samples": cfg["mc_samples"],
-        "seed": cfg["seed"],
-        "context": list(problem.context),
-        "instrument": asdict(problem.instrument) if problem.instrument else None,
-        "calibration": market.calibration.as_dict(),
-    }
-    (out / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    return out
-
-
-def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a registered specialist's policy (eval mode) and its spec."""
-    spec = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    book = spec["book"]
-    problem = HedgingProblem(
-        book=Book(tuple(book["strikes"]), tuple(book["is_call"]), tuple(book["weights"])),
-        sigma=spec["sigma_ref"],
-        n_steps=spec["n_steps"],
-        context=tuple(spec["context"]),
-        instrument=Instrument(**spec["instrument"]) if spec.get("instrument") else None,
-        **spec["costs"],
-    )
-    policy = make_policy(
-        spec["head"],
-        problem,
-        spec["width"],
-        spec["n_layers"],
-        gamma_gated=spec.get("gamma_gated", False),
-    )
-    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    policy.load_state_dict(state)
-    return policy.eval(), spec
-
-
-def market_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`code_market` settings a registered specialist was trained with (its spec)."""
-    return {
-        "rebalance_bars": spec["rebalance_bars"],
-        "n_steps": spec["n_steps"],
-        **spec["costs"],
-        "hedge_option": spec.get("instrument") is not None,
-        "mc_samples": spec.get("mc_samples", 30),
-        "seed": spec.get("seed", 0),
     }
 
 

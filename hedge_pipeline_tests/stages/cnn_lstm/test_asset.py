@@ -9,8 +9,8 @@ from hedge_pipeline.orchestration.identity import code_version
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.resources import ProfileResource
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME
 from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
 

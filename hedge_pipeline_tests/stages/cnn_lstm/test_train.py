@@ -16,7 +16,7 @@ import torch
 from hedge_pipeline.harness.checkpoint import load_checkpoint
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME, load_model
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME, load_model
 from hedge_pipeline_tests.stages.conftest import write_extras
 
 

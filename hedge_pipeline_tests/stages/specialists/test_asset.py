@@ -8,8 +8,8 @@ import pytest
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.resources import ProfileResource
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME as CNN_LSTM
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
-from hedge_pipeline.stages.cnn_lstm.train import MODEL_NAME as CNN_LSTM
 from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline.stages.specialists.asset import specialist_agents
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources

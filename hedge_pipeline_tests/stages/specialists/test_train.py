@@ -12,7 +12,7 @@ import pytest
 
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.specialists.train import model_name
+from hedge_pipeline.stages.specialists.artifact import model_name
 from hedge_pipeline_tests.stages.conftest import write_specialist_extras
 
 BAD_CONFIGS = [
