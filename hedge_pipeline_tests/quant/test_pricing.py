@@ -10,6 +10,7 @@ order 100.
 
 from __future__ import annotations
 
+import doctest
 import multiprocessing
 import warnings
 
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hedge_pipeline.quant import implied_vol as implied_vol_module
+from hedge_pipeline.quant import pricing
 from hedge_pipeline.quant.pricing import bs_greeks, bs_price, implied_vol
 
 PROPERTY = settings(
@@ -34,6 +36,14 @@ def _no_numpy_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
+
+
+def test_module_doctests_do_not_warn() -> None:
+    """The examples also run in pytest's doctest collection; here they run once more under
+    this module's rule that nothing may warn (an example hitting a NumPy edge case warns)."""
+    for module in (pricing, implied_vol_module):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------
