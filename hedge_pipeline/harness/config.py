@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 T = TypeVar("T")
 
@@ -77,6 +77,46 @@ def given(value: T | None, default: T) -> T:
     (8, 0, 3)
     """
     return default if value is None else value
+
+
+class Identity(BaseModel):
+    """Who asked for a model version (``orchestration.identity``): the tags of
+    docs/design.md §8 and the key of its checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dagster_run_id: str
+    root_run_id: str | None = None  # retries share the run id, re-executions the root
+    dagster_asset: str
+    data_version: str
+    code_version: str
+    weekly_code: str | None = None
+    upstream: dict[str, int] = Field(default_factory=dict)
+
+
+class ChildInputs(BaseModel):
+    """Base of every stage's extras (what its asset hands the child through Pipes): the
+    merged config, the identity and the launcher's failure file; each stage adds its data
+    (dataset paths) and the registered versions it builds on, and narrows ``config``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: StageConfig
+    identity: Identity
+    failure_file: str | None = None
+
+    @classmethod
+    def parse(cls, extras: Mapping[str, Any]) -> Self:
+        """``extras`` validated, or a :class:`ConfigError` naming every offending field
+        (``config.cost``, ``identity.data_version``, an unknown key, ...)."""
+        try:
+            return cls.model_validate(dict(extras))
+        except ValidationError as error:
+            raise ConfigError(f"invalid {cls.__name__}: {describe(error)}") from None
+
+    def identity_dict(self) -> dict[str, Any]:
+        """The identity as the tracking helpers read it (a fresh, mutable mapping)."""
+        return self.identity.model_dump()
 
 
 def describe(error: ValidationError) -> str:

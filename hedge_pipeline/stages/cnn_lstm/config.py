@@ -12,11 +12,12 @@ overrides some of its values.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hedge_pipeline.harness.config import StageConfig, given
+from hedge_pipeline.harness.config import ChildInputs, StageConfig, given
 from hedge_pipeline.runtime.profiles import Profile
 from hedge_pipeline.stages.selection.templates import TrainingParams
 
@@ -102,6 +103,13 @@ class CnnLstmStageConfig(StageConfig):
                 },
             }
         )
+
+
+class CnnLstmInputs(ChildInputs):
+    """The ``cnn_lstm`` child's extras: the exported ``market_state_frame`` and the config."""
+
+    dataset: Path
+    config: CnnLstmStageConfig
 
 
 def train_config(cfg: dict[str, Any], **overrides: Any) -> TrainConfig:

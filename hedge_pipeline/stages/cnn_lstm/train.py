@@ -27,7 +27,7 @@ from hedge_pipeline.harness.tracking import TrackingReporter, png_markdown
 from hedge_pipeline.harness.trainer import FitResult, fit
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME, load_model, save_model
-from hedge_pipeline.stages.cnn_lstm.config import CnnLstmStageConfig, model_config, train_config
+from hedge_pipeline.stages.cnn_lstm.config import CnnLstmInputs, model_config, train_config
 from hedge_pipeline.stages.cnn_lstm.hpo import search
 from hedge_pipeline.stages.cnn_lstm.market_state import (
     SequenceData,
@@ -99,9 +99,9 @@ class CnnLstmModel:
 
 
 def run(session: TrainingSession) -> None:
-    extras = session.extras
-    cfg = CnnLstmStageConfig.parse(extras["config"]).as_dict()
-    frame = pl.read_parquet(extras["dataset"])
+    inputs = CnnLstmInputs.parse(session.extras)
+    cfg = inputs.config.as_dict()
+    frame = pl.read_parquet(inputs.dataset)
     data = SequenceData.build(frame, cfg["sequence_length"], max_windows=cfg["max_windows"])
     session.info(
         f"cnn_lstm: {', '.join(f'{s} {len(data.split(s))}' for s in ('train', 'val', 'test'))} "
@@ -110,7 +110,7 @@ def run(session: TrainingSession) -> None:
     with distributed() as dist:
         client = registry.client() if session.is_main else None
         stage = CnnLstmModel(data, cfg, dist.world_size)
-        done = train_and_register(session, client, STAGE, stage, extras["identity"], cfg)
+        done = train_and_register(session, client, STAGE, stage, inputs.identity_dict(), cfg)
         if done is None:  # another torchrun rank: rank 0 registers and reports
             return
     result, test = stage.result, stage.test

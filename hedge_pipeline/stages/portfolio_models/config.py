@@ -9,11 +9,12 @@ Every child validates what it receives before reading any data (``harness.config
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hedge_pipeline.harness.config import StageConfig, check_criterion
+from hedge_pipeline.harness.config import ChildInputs, StageConfig, check_criterion
 from hedge_pipeline.runtime.profiles import Profile
 
 
@@ -97,3 +98,25 @@ class PortfolioModelStageConfig(PortfolioModelChoices, StageConfig):
                 "num_threads": budget.num_threads,
             }
         )
+
+
+class MetaControllerInputs(ChildInputs):
+    """The ``meta_controller`` child's extras: the book rows of every selected code, the
+    selection, the specialist version of each code, and the config."""
+
+    features: Path
+    selection: Path
+    specialists: dict[str, int]  # weekly code -> hedge-specialist version
+    config: PortfolioModelStageConfig
+
+
+class JointInputs(MetaControllerInputs):
+    """The ``joint`` child's: those, and the meta-controller version it starts from."""
+
+    meta_controller_version: int | str
+
+
+class EnsembleInputs(JointInputs):
+    """The ``ensemble`` child's: those, and the joint models it weights."""
+
+    joint_versions: list[int | str] = Field(min_length=1)

@@ -35,7 +35,7 @@ from hedge_pipeline.harness.threads import torch_threads
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
-from hedge_pipeline.stages.portfolio_models.config import PortfolioModelStageConfig
+from hedge_pipeline.stages.portfolio_models.config import MetaControllerInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
     MetaController,
     PortfolioProblem,
@@ -78,11 +78,13 @@ class Portfolio:
         return {model_name(code): v for code, v in self.versions.items()}
 
 
-def load_portfolio(client: MlflowClient, extras: dict[str, Any], cfg: dict[str, Any]) -> Portfolio:
-    """The portfolio of the extras' specialists (module docstring)."""
-    features = pl.read_parquet(extras["features"])
-    selection = pl.read_parquet(extras["selection"])
-    wanted = {str(code): int(v) for code, v in extras["specialists"].items()}
+def load_portfolio(
+    client: MlflowClient, inputs: MetaControllerInputs, cfg: dict[str, Any]
+) -> Portfolio:
+    """The portfolio of the inputs' specialists (module docstring)."""
+    features = pl.read_parquet(inputs.features)
+    selection = pl.read_parquet(inputs.selection)
+    wanted = dict(inputs.specialists)
     if not wanted:
         raise ValueError("no specialist to combine: materialize specialist_agents first")
     underlyings = (
@@ -144,6 +146,7 @@ class StageInputs:
     """What every portfolio stage starts from (:func:`open_stage`); ``cfg`` is a validated
     :class:`.config.PortfolioModelStageConfig` as a mapping."""
 
+    extras: MetaControllerInputs  # the stage's own subclass (its upstream versions)
     cfg: dict[str, Any]
     identity: dict[str, Any]
     client: MlflowClient
@@ -153,21 +156,24 @@ class StageInputs:
 
 
 @contextmanager
-def open_stage(session: TrainingSession) -> Iterator[StageInputs]:
+def open_stage(
+    session: TrainingSession, inputs_type: type[MetaControllerInputs]
+) -> Iterator[StageInputs]:
     """The stage's checked config, identity, registry client, portfolio (described in the
     log), fixed validation windows and objective, with the configured torch threads for the
     block. None of it draws from torch's global generator, so a stage seeding it afterwards
     (the meta-controller's initial weights) gets the same draws as before it."""
-    extras = session.extras
-    cfg = PortfolioModelStageConfig.parse(extras["config"]).as_dict()
+    extras = inputs_type.parse(session.extras)
+    cfg = extras.config.as_dict()
     with torch_threads(cfg["num_threads"]):
         client = registry.client()
         portfolio = load_portfolio(client, extras, cfg)
         describe(session, portfolio)
         validation = validation_windows(portfolio, cfg)
         yield StageInputs(
+            extras,
             cfg,
-            dict(extras["identity"]),
+            extras.identity_dict(),
             client,
             portfolio,
             validation,

@@ -36,6 +36,7 @@ from hedge_pipeline.hedging.code_market import CONTEXT
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
 from hedge_pipeline.stages.portfolio_models import stage as shared
+from hedge_pipeline.stages.portfolio_models.config import EnsembleInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
     MetaController,
     code_features,
@@ -197,11 +198,12 @@ class EnsembleModel:
 
 
 def run(session: TrainingSession) -> None:
-    extras = session.extras
-    with shared.open_stage(session) as inputs:
+    with shared.open_stage(session, EnsembleInputs) as inputs:
+        extras = inputs.extras
+        assert isinstance(extras, EnsembleInputs)
         client, portfolio = inputs.client, inputs.portfolio
         members, member_versions, spec = [], [], {}
-        for ref in extras["joint_versions"]:
+        for ref in extras.joint_versions:
             loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
             state, spec = shared.load_state(loaded.directory)
             model = shared.joint_skeleton(portfolio, spec)
@@ -209,7 +211,7 @@ def run(session: TrainingSession) -> None:
             members.append(model.eval())
             member_versions.append(loaded.version)
         meta_loaded = registry.load_version(
-            client, shared.META_MODEL, extras["meta_controller_version"]
+            client, shared.META_MODEL, extras.meta_controller_version
         )
         meta_state, meta_spec = shared.load_state(meta_loaded.directory)
         meta = MetaController(**meta_spec["meta"])

@@ -27,6 +27,7 @@ from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.stages.portfolio_models import stage as shared
+from hedge_pipeline.stages.portfolio_models.config import JointInputs
 from hedge_pipeline.stages.portfolio_models.ensemble import member_positions
 from hedge_pipeline.stages.portfolio_models.joint import CURRICULUM, JointModel
 from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
@@ -87,10 +88,11 @@ class JointMember:
 
 
 def run(session: TrainingSession) -> None:
-    extras = session.extras
-    with shared.open_stage(session) as inputs:
+    with shared.open_stage(session, JointInputs) as inputs:
+        extras = inputs.extras
+        assert isinstance(extras, JointInputs)
         cfg, identity, client = inputs.cfg, inputs.identity, inputs.client
-        meta = registry.load_version(client, shared.META_MODEL, extras["meta_controller_version"])
+        meta = registry.load_version(client, shared.META_MODEL, extras.meta_controller_version)
         meta_state, meta_spec = shared.load_state(meta.directory)
         # The meta-controller's version names the specialists it started from.
         identity["upstream"] = {shared.META_MODEL: meta.version}

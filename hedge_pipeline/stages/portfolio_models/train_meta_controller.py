@@ -20,6 +20,7 @@ from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
 from hedge_pipeline.stages.portfolio_models import stage as shared
+from hedge_pipeline.stages.portfolio_models.config import MetaControllerInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
     MetaController,
     meta_rollout,
@@ -109,7 +110,7 @@ class MetaControllerModel:
 
 
 def run(session: TrainingSession) -> None:
-    with shared.open_stage(session) as inputs:
+    with shared.open_stage(session, MetaControllerInputs) as inputs:
         portfolio, objective = inputs.portfolio, inputs.objective
         inputs.identity["upstream"] = portfolio.upstream
         model = MetaControllerModel(inputs)

@@ -9,11 +9,12 @@ reads any data (``harness.config``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hedge_pipeline.harness.config import StageConfig, check_criterion, given
+from hedge_pipeline.harness.config import ChildInputs, StageConfig, check_criterion, given
 from hedge_pipeline.runtime.profiles import Profile
 
 Algorithm = Literal["deep_hedging", "ppo"]
@@ -104,3 +105,13 @@ class SpecialistStageConfig(SpecialistChoices, StageConfig):
                 "num_threads": budget.num_threads,
             }
         )
+
+
+class SpecialistInputs(ChildInputs):
+    """The ``specialist`` child's extras: the code's exported book and feature rows, the
+    ``hedge-cnn-lstm`` version whose forecasts enter the observations, and the config."""
+
+    features: Path
+    selection: Path
+    cnn_lstm_version: int | str  # a version number or an alias
+    config: SpecialistStageConfig

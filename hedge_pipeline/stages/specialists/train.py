@@ -76,7 +76,7 @@ from hedge_pipeline.stages.specialists.artifact import (
     model_name,
     save_policy,
 )
-from hedge_pipeline.stages.specialists.config import SpecialistStageConfig
+from hedge_pipeline.stages.specialists.config import SpecialistInputs
 from hedge_pipeline.stages.specialists.objective import PerStateObjective
 from hedge_pipeline.stages.specialists.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.stages.specialists.task import HedgingTask
@@ -133,18 +133,17 @@ def book_forecasts(
 
 
 def run(session: TrainingSession) -> None:
-    extras = session.extras
-    cfg = SpecialistStageConfig.parse(extras["config"]).as_dict()
-    identity = dict(extras["identity"])
+    inputs = SpecialistInputs.parse(session.extras)
+    cfg = inputs.config.as_dict()
+    identity = inputs.identity_dict()
     code = identity["weekly_code"]
     name = model_name(code)
     with distributed() as dist:
         client = registry.client()
-        cnn_ref = extras["cnn_lstm_version"]
-        cnn = registry.load_version(client, CNN_LSTM_MODEL, cnn_ref)
+        cnn = registry.load_version(client, CNN_LSTM_MODEL, inputs.cnn_lstm_version)
         cnn_model, spec = load_model(cnn.directory)
-        features = pl.read_parquet(extras["features"])
-        selection = pl.read_parquet(extras["selection"])
+        features = pl.read_parquet(inputs.features)
+        selection = pl.read_parquet(inputs.selection)
         forecasts = book_forecasts(
             features, selection, cnn_model, spec, cfg["mc_samples"], cfg["seed"]
         )

@@ -16,6 +16,7 @@ from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.runtime.profiles import get_profile
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import (
+    MetaControllerInputs,
     PortfolioModelChoices,
     PortfolioModelStageConfig,
 )
@@ -86,9 +87,27 @@ def inputs() -> shared.StageInputs:
     specialists = [make_policy("mlp", p, width=8, n_layers=2).eval() for p in pp.problems]
     portfolio = shared.Portfolio(market, pp, specialists, [{}, {}], {"A": 1, "B": 1}, [])
     validation = shared.validation_windows(portfolio, cfg)
-    identity = {"dagster_run_id": "test", "data_version": "d" * 16}
+    identity = {
+        "dagster_run_id": "test",
+        "dagster_asset": "meta_controller",
+        "data_version": "d" * 16,
+        "code_version": "test",
+    }
+    extras = MetaControllerInputs(
+        features=Path("unread.parquet"),
+        selection=Path("unread.parquet"),
+        specialists=portfolio.versions,
+        config=PortfolioModelStageConfig.parse(cfg),
+        identity=identity,
+    )
     return shared.StageInputs(
-        cfg, identity, None, portfolio, validation, shared.objective(portfolio, cfg, validation)
+        extras,
+        cfg,
+        extras.identity_dict(),
+        None,
+        portfolio,
+        validation,
+        shared.objective(portfolio, cfg, validation),
     )
 
 

@@ -14,6 +14,7 @@ from hedge_pipeline.stages.specialists.asset import SpecialistConfig
 from hedge_pipeline.stages.specialists.config import (
     Head,
     SpecialistChoices,
+    SpecialistInputs,
     SpecialistStageConfig,
 )
 
@@ -80,3 +81,34 @@ def test_the_launchpad_refuses_an_unknown_algorithm_before_anything_runs() -> No
     bad = {"ops": {"specialist_agents": {"config": {"algorithm": "sac"}}}}
     with pytest.raises(dg.DagsterInvalidConfigError, match="algorithm"):
         dg.validate_run_config(job, bad)
+
+
+def test_the_childs_extras_are_typed_too() -> None:
+    """Not only the config: paths, the upstream version and the identity are checked, and a key
+    the child does not know is refused (a misspelt one would otherwise be ignored)."""
+    extras = {
+        "features": "f.parquet",
+        "selection": "s.parquet",
+        "cnn_lstm_version": 3,
+        "config": SpecialistStageConfig.within(SpecialistChoices(), SMOKE).as_dict(),
+        "identity": {
+            "dagster_run_id": "r",
+            "dagster_asset": "specialist_agents",
+            "data_version": "d",
+            "code_version": "c",
+            "weekly_code": "3CN5",
+        },
+        "failure_file": None,
+    }
+    inputs = SpecialistInputs.parse(extras)
+    assert (inputs.cnn_lstm_version, inputs.identity_dict()["upstream"]) == (3, {})
+    broken = extras | {"cnn_lstm_verison": 3, "identity": extras["identity"] | {"data_version": 1}}
+    with pytest.raises(ConfigError, match="invalid SpecialistInputs") as error:
+        SpecialistInputs.parse({k: v for k, v in broken.items() if k != "selection"})
+    message = str(error.value)
+    for expected in (
+        "selection: Field required",
+        "identity.data_version: Input should be a valid string",
+        "cnn_lstm_verison: unknown field (got 3)",
+    ):
+        assert expected in message

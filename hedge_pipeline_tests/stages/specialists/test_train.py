@@ -62,7 +62,7 @@ def test_config_is_validated_before_any_data_is_read(data_dir: Path, tmp_path: P
     proc = _run(extras)
     assert proc.returncode != 0
     message = json.loads((tmp_path / "failure.json").read_text(encoding="utf-8"))["message"]
-    assert "invalid SpecialistStageConfig" in message
-    assert "cosst: unknown field (got 0.001)" in message
-    assert "width: Input should be a valid integer" in message
+    assert "invalid SpecialistInputs" in message
+    assert "config.cosst: unknown field (got 0.001)" in message
+    assert "config.width: Input should be a valid integer" in message
     assert "absent" not in message + proc.stderr
