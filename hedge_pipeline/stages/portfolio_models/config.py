@@ -12,23 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
-from hedge_pipeline.harness.config import ChildInputs, StageConfig, check_criterion
+from hedge_pipeline.harness.config import ChildInputs, StageConfig
 from hedge_pipeline.runtime.profiles import Profile
+from hedge_pipeline.stages.specialists.config import HedgingCosts
 
 
-class PortfolioModelChoices(BaseModel):
+class PortfolioModelChoices(HedgingCosts):
     """The portfolio's objective, limits and training as a user chooses them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
-    cost: float = Field(
-        default=5e-4, ge=0.0, description="proportional cost per unit traded x spot"
-    )
-    slippage: float = Field(default=0.0, ge=0.0)
-    fixed_fee: float = Field(default=0.0, ge=0.0)
     max_position: float | None = Field(
         default=None,
         gt=0.0,
@@ -54,11 +47,6 @@ class PortfolioModelChoices(BaseModel):
     )
     underlying: str | None = Field(default=None, description="default: most selected codes")
     seed: int = 0
-
-    @field_validator("criterion")
-    @classmethod
-    def _criterion(cls, value: str) -> str:
-        return check_criterion(value)
 
 
 class PortfolioModelStageConfig(PortfolioModelChoices, StageConfig):

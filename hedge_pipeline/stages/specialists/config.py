@@ -22,18 +22,29 @@ Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two
 Objective = Literal["per_state", "pooled"]
 
 
-class SpecialistChoices(BaseModel):
-    """The hedging problem and the trainer as a user chooses them; sizes come from the profile."""
+class HedgingCosts(BaseModel):
+    """The criterion a hedge is judged by and what trading costs: one meaning for the
+    specialists and for the portfolio stages built on them (docs/design.md §7)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    algorithm: Algorithm = Field(default="deep_hedging", description="deep_hedging or ppo")
     criterion: str = Field(default="es:0.1", description="entropic:A, es:P or meanvar:L")
     cost: float = Field(
         default=5e-4, ge=0.0, description="proportional cost per unit traded x spot"
     )
     slippage: float = Field(default=0.0, ge=0.0, description="x (units traded)^2 x spot")
     fixed_fee: float = Field(default=0.0, ge=0.0, description="per trade")
+
+    @field_validator("criterion")
+    @classmethod
+    def _criterion(cls, value: str) -> str:
+        return check_criterion(value)
+
+
+class SpecialistChoices(HedgingCosts):
+    """The hedging problem and the trainer as a user chooses them; sizes come from the profile."""
+
+    algorithm: Algorithm = Field(default="deep_hedging", description="deep_hedging or ppo")
     hedge_option: bool = Field(
         default=True,
         description="also trade the template's hedge option (delta-gamma) when it names one",
@@ -52,11 +63,6 @@ class SpecialistChoices(BaseModel):
     n_steps: int | None = Field(default=None, ge=1, description="decisions per episode")
     rebalance_bars: int | None = Field(default=None, ge=1, description="bars between decisions")
     seed: int = 0
-
-    @field_validator("criterion")
-    @classmethod
-    def _criterion(cls, value: str) -> str:
-        return check_criterion(value)
 
 
 class SpecialistStageConfig(SpecialistChoices, StageConfig):
