@@ -43,7 +43,7 @@ PREVIEW_COLUMNS = [
 MAX_PREVIEW_ROWS = 50
 
 
-class PortfolioConfig(dg.Config):
+class SelectionConfig(dg.Config):
     """Run config: which template builds the books (launchpad or ``run_config``)."""
 
     template: str = Field(
@@ -61,7 +61,7 @@ class PortfolioConfig(dg.Config):
     retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
 )
 def portfolio_selection(
-    context: dg.AssetExecutionContext, config: PortfolioConfig, warehouse_db: WarehouseResource
+    context: dg.AssetExecutionContext, config: SelectionConfig, warehouse_db: WarehouseResource
 ) -> dg.MaterializeResult:
     """The options each weekly code's book is short, their weights, hedge option and splits."""
     codes = context.instance.get_dynamic_partitions(weekly_code_partitions.name)
