@@ -56,10 +56,6 @@ class StageConfig(BaseModel):
         """The plain JSON-ready mapping the child's algorithms and the tracking run read."""
         return self.model_dump(mode="json")
 
-    def config_hash(self) -> str:
-        """See :func:`config_hash`."""
-        return config_hash(self.as_dict())
-
 
 def check_criterion(value: str) -> str:
     """``entropic:A``, ``es:P`` or ``meanvar:L`` as :func:`quant.risk.parse_criterion` reads it."""

@@ -93,7 +93,6 @@ class Registered:
     version: ModelVersion
     run_id: str
     model: nn.Module
-    evaluation: StageResult
     tags: dict[str, str]
     checkpoints: Path
 
@@ -167,4 +166,4 @@ def train_and_register(
             client.set_model_version_tag(name, version.version, key, value)
         reload_check(model, trained, registry.load_version(client, name, version.version).directory)
     session.info(f"registered {name} v{version.version}: {evaluation.summary}")
-    return Registered(version, run_id, trained, evaluation, tags, checkpoints)
+    return Registered(version, run_id, trained, tags, checkpoints)
