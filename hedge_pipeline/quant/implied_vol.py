@@ -28,7 +28,7 @@ on a thread pool (NumPy and SciPy ufuncs release the GIL). The kernels work in p
 they can: on Linux a fresh 512 kB temporary costs more in page faults than its arithmetic.
 
 The array plumbing at the end of this module (:func:`flat_inputs`, :func:`run_chunked`,
-:func:`forward_terms`) is shared with :mod:`hedge_pipeline.quant.pricing`.
+:func:`map_chunked`, :func:`forward_terms`) is shared with :mod:`hedge_pipeline.quant.pricing`.
 
 Example (Hull: S=42, K=40, r=10 %, T=0.5, the call worth 4.7594 has a 20 % vol):
 
@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from math import comb, pi, sqrt
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 from scipy.special import erfcx, ndtr, ndtri
 
 from hedge_pipeline.runtime.cores import usable_cores
@@ -697,6 +697,23 @@ def run_chunked(
         list(pool.map(work, range(pieces)))
 
 
+def map_chunked(
+    kernel: Callable[..., None],
+    floats: Sequence[ArrayLike],
+    flags: Sequence[ArrayLike],
+    dtypes: Sequence[DTypeLike],
+) -> list[np.ndarray]:
+    """``kernel`` over ``floats`` and ``flags`` broadcast together (:func:`flat_inputs`), in
+    chunks on all cores (:func:`run_chunked`), into one fresh array per entry of ``dtypes``,
+    each returned in the broadcast shape: every public entry point here and in pricing is this
+    around its own kernel."""
+    shape, flat = flat_inputs(floats, flags)
+    n = int(np.prod(shape))
+    outputs = [np.empty(n, dtype=dtype) for dtype in dtypes]
+    run_chunked(kernel, n, flat, outputs)
+    return [out.reshape(shape) for out in outputs]
+
+
 def forward_terms(s, k, t, r, q, fut):
     """Discounted forward D·F, discounted strike D·K and x = ln(F/K), shared with pricing so
     that a price and its implied vol see exactly the same rounding. Black-76 is BSM with q = r."""
@@ -772,12 +789,13 @@ def implied_vol(
     >>> implied_vol(1.0, 100.0, 100.0, [0.5, 0.0], 0.0, futures=True)[1].tolist()
     ['ok', 'expired']
     """
-    shape, flat = flat_inputs((price, spot, strike, tau, rate, dividend), (is_call, futures))
-    n = int(np.prod(shape))
-    iv = np.empty(n)
-    status = np.empty(n, dtype=_STATUS_NAMES.dtype)
-    run_chunked(_iv_kernel, n, flat, (iv, status))
-    return iv.reshape(shape), status.reshape(shape)
+    iv, status = map_chunked(
+        _iv_kernel,
+        (price, spot, strike, tau, rate, dividend),
+        (is_call, futures),
+        (np.float64, _STATUS_NAMES.dtype),
+    )
+    return iv, status
 
 
 def _iv_kernel(price, s, k, t, r, q, call, fut, iv, status) -> None:

@@ -32,21 +32,26 @@ Examples (Hull's test vectors):
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import ndtr
 
 from hedge_pipeline.quant.implied_vol import (
     STATUSES,
-    flat_inputs,
     forward_terms,
     implied_vol,
+    map_chunked,
     normalised_black,
-    run_chunked,
     uniform,
 )
 
-__all__ = ["GREEKS", "STATUSES", "bs_greeks", "bs_price", "implied_vol"]
+__all__ = ["GREEKS", "STATUSES", "OptionInputs", "bs_greeks", "bs_price", "implied_vol"]
 
 GREEKS = ("price", "delta", "gamma", "vega", "theta", "rho")
 
@@ -57,21 +62,66 @@ _CANCELLATION = 512.0
 
 FloatArray = NDArray[np.float64]
 
+_P = ParamSpec("_P")
+_B = TypeVar("_B")
+_R = TypeVar("_R")
 
-def bs_price(
-    spot: ArrayLike,
-    strike: ArrayLike,
-    tau: ArrayLike,
-    vol: ArrayLike,
-    rate: ArrayLike,
-    dividend: ArrayLike = 0.0,
-    is_call: ArrayLike = True,
-    futures: ArrayLike = False,
-) -> FloatArray:
+
+@dataclass(frozen=True, slots=True)
+class OptionInputs:
+    """The eight inputs of :func:`bs_price` and :func:`bs_greeks`, declared once for both.
+
+    Both functions take exactly these, positionally or by name and with these defaults (see
+    :func:`_taking`), broadcast together: six float arrays, then the ``is_call`` and
+    ``futures`` flags.
+    """
+
+    spot: ArrayLike
+    strike: ArrayLike
+    tau: ArrayLike
+    vol: ArrayLike
+    rate: ArrayLike
+    dividend: ArrayLike = 0.0
+    is_call: ArrayLike = True
+    futures: ArrayLike = False
+
+    def evaluate(self, kernel: Callable[..., None], n_outputs: int) -> list[FloatArray]:
+        """``kernel(s, k, t, v, r, q, call, fut, *outputs)`` over the broadcast inputs, in
+        chunks on all cores: ``n_outputs`` float64 arrays of the broadcast shape."""
+        floats = (self.spot, self.strike, self.tau, self.vol, self.rate, self.dividend)
+        return map_chunked(kernel, floats, (self.is_call, self.futures), [np.float64] * n_outputs)
+
+
+def _taking(bundle: Callable[_P, _B]) -> Callable[[Callable[[_B], _R]], Callable[_P, _R]]:
+    """Decorator: ``body(bundle(*args, **kwargs))`` as a function of the bundle's own arguments.
+
+    The result has the bundle's parameters (names, order, defaults, annotations: for callers,
+    type checkers and ``inspect.signature``) and ``body``'s name, docstring and return type,
+    so functions that take the same inputs declare them once, in the bundle.
+    """
+
+    def decorate(body: Callable[[_B], _R]) -> Callable[_P, _R]:
+        @functools.wraps(body)
+        def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            return body(bundle(*args, **kwargs))
+
+        signature = inspect.signature(bundle).replace(
+            return_annotation=inspect.signature(body).return_annotation
+        )
+        call.__signature__ = signature  # type: ignore[attr-defined]
+        return call
+
+    return decorate
+
+
+@_taking(OptionInputs)
+def bs_price(options: OptionInputs) -> FloatArray:
     """Price of European options (Black-76 when ``futures``, else Black–Scholes–Merton).
 
-    At ``tau <= 0`` or ``vol <= 0`` the price is the discounted intrinsic value of the forward
-    (with tau clipped at 0). A non-positive spot or strike, or any NaN input, gives NaN.
+    Takes :class:`OptionInputs`: ``bs_price(spot, strike, tau, vol, rate, dividend=0.0,
+    is_call=True, futures=False)``. At ``tau <= 0`` or ``vol <= 0`` the price is the discounted
+    intrinsic value of the forward (with tau clipped at 0). A non-positive spot or strike, or
+    any NaN input, gives NaN.
 
     >>> round(float(bs_price(100.0, 100.0, 1.0, 0.2, 0.05)), 4)
     10.4506
@@ -80,28 +130,18 @@ def bs_price(
     >>> bs_price(100.0, 80.0, 1.0, 0.05, 0.0, futures=True, is_call=False)  # 4.5 sd OTM
     array(3.71983318e-06)
     """
-    shape, flat = flat_inputs((spot, strike, tau, vol, rate, dividend), (is_call, futures))
-    n = int(np.prod(shape))
-    price = np.empty(n)
-    run_chunked(_price_kernel, n, flat, (price,))
-    return price.reshape(shape)
+    (price,) = options.evaluate(_price_kernel, 1)
+    return price
 
 
-def bs_greeks(
-    spot: ArrayLike,
-    strike: ArrayLike,
-    tau: ArrayLike,
-    vol: ArrayLike,
-    rate: ArrayLike,
-    dividend: ArrayLike = 0.0,
-    is_call: ArrayLike = True,
-    futures: ArrayLike = False,
-) -> dict[str, FloatArray]:
+@_taking(OptionInputs)
+def bs_greeks(options: OptionInputs) -> dict[str, FloatArray]:
     """Price and analytic Greeks: keys ``price, delta, gamma, vega, theta, rho``.
 
-    Delta and gamma are with respect to ``spot`` (the futures price for Black-76). At expiry
-    (``tau <= 0``) or zero vol the option is worth its discounted intrinsic value; delta is
-    then the discounted exercise indicator and gamma and vega are zero.
+    Takes :class:`OptionInputs`, as :func:`bs_price` does. Delta and gamma are with respect to
+    ``spot`` (the futures price for Black-76). At expiry (``tau <= 0``) or zero vol the option
+    is worth its discounted intrinsic value; delta is then the discounted exercise indicator
+    and gamma and vega are zero.
 
     >>> g = bs_greeks(49.0, 50.0, 20 / 52, 0.2, 0.05)
     >>> round(float(g["gamma"]), 5)
@@ -110,11 +150,8 @@ def bs_greeks(
     >>> round(float(g["rho"]), 6) == round(-0.25 * float(g["price"]), 6)
     True
     """
-    shape, flat = flat_inputs((spot, strike, tau, vol, rate, dividend), (is_call, futures))
-    n = int(np.prod(shape))
-    out = {key: np.empty(n) for key in GREEKS}
-    run_chunked(_greeks_kernel, n, flat, tuple(out.values()))
-    return {key: value.reshape(shape) for key, value in out.items()}
+    values = options.evaluate(_greeks_kernel, len(GREEKS))
+    return dict(zip(GREEKS, values, strict=True))
 
 
 def _sign(call: NDArray[np.bool_]):
