@@ -8,6 +8,7 @@ The variable is read by ``runtime.settings``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hedge_pipeline.runtime.settings import REPO_ROOT, Settings
@@ -36,29 +37,26 @@ def warehouse_path(base: Path | None = None) -> Path:
     return (base or data_dir()) / "warehouse.duckdb"
 
 
-def raw_dir() -> Path:
-    return data_dir() / "raw"
+def _in_data_dir(name: str, doc: str | None = None) -> Callable[[], Path]:
+    """The function returning the folder ``name`` of the data directory: one definition for
+    every fixed folder below, each read afresh on every call like :func:`data_dir`."""
+
+    def folder() -> Path:
+        return data_dir() / name
+
+    folder.__name__ = folder.__qualname__ = f"{name}_dir"
+    folder.__doc__ = doc or f"The data directory's ``{name}/``."
+    return folder
 
 
-def datasets_dir() -> Path:
-    return data_dir() / "datasets"
-
-
-def mlflow_dir() -> Path:
-    return data_dir() / "mlflow"
-
-
-def dagster_dir() -> Path:
-    return data_dir() / "dagster"
-
-
-def checkpoints_dir() -> Path:
-    return data_dir() / "checkpoints"
-
-
-def reports_dir() -> Path:
-    """Evaluation reports downloaded from the registry by ``hedge evaluate``."""
-    return data_dir() / "reports"
+raw_dir = _in_data_dir("raw")
+datasets_dir = _in_data_dir("datasets")
+mlflow_dir = _in_data_dir("mlflow")
+dagster_dir = _in_data_dir("dagster")
+checkpoints_dir = _in_data_dir("checkpoints")
+reports_dir = _in_data_dir(
+    "reports", "Evaluation reports downloaded from the registry by ``hedge evaluate``."
+)
 
 
 def instance_env(base: Path | None = None) -> dict[str, str]:
