@@ -128,7 +128,29 @@ class InputScale(nn.Module):
         return (x - self.shift) / self.scale
 
 
-class NoTransactionBandPolicy(nn.Module):
+class _ScaledMLP(nn.Module):
+    """What both heads are built of: their features scaled by :class:`InputScale` (``inputs``),
+    then an :class:`MLP` (``net``), zero-initialized last layer with ``zero_output``.
+
+    One definition, so the heads keep the same parameter names in their saved weights and
+    draw their initial weights in the same order.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        in_features: int,
+        out_features: int,
+        width: int,
+        n_layers: int,
+        zero_output: bool,
+    ) -> None:
+        super().__init__()
+        self.inputs = InputScale(n_features)
+        self.net = MLP(in_features, out_features, width, n_layers, zero_output=zero_output)
+
+
+class NoTransactionBandPolicy(_ScaledMLP):
     """Clamp the previous position into a learned band around the Black–Scholes delta.
 
     ``n_features`` is the problem's (four market columns plus its context). With
@@ -147,9 +169,7 @@ class NoTransactionBandPolicy(nn.Module):
         n_features: int = N_MARKET,
         start_at_delta: bool = False,
     ) -> None:
-        super().__init__()
-        self.inputs = InputScale(n_features)
-        self.net = MLP(n_features, 2, width, n_layers, zero_output=start_at_delta)
+        super().__init__(n_features, n_features, 2, width, n_layers, start_at_delta)
 
     def band(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Lower and upper band edges.
@@ -166,7 +186,7 @@ class NoTransactionBandPolicy(nn.Module):
         return torch.clamp(prev_hedge, lower, upper)
 
 
-class MLPPolicy(nn.Module):
+class MLPPolicy(_ScaledMLP):
     """Black–Scholes delta plus a learned correction of every observation (with a hedge
     option, ``n_instruments=2``: the delta-gamma positions plus a correction of each).
 
@@ -192,13 +212,10 @@ class MLPPolicy(nn.Module):
         gamma_gated: bool = False,
         max_options: float = 0.0,
     ) -> None:
-        super().__init__()
+        n_in = n_features + n_instruments
+        super().__init__(n_features, n_in, n_instruments, width, n_layers, start_at_delta)
         self.n_instruments, self.gamma_gated = n_instruments, gamma_gated
         self.max_options = max_options  # of the delta-gamma start, with a hedge option
-        self.inputs = InputScale(n_features)
-        self.net = MLP(
-            n_features + n_instruments, n_instruments, width, n_layers, zero_output=start_at_delta
-        )
 
     def forward(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
         k = self.n_instruments
