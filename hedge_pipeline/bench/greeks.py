@@ -49,25 +49,18 @@ _SQRT2 = math.sqrt(2.0)
 def option_set(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """The benchmark book: ``n`` options with their true vol, price and vega."""
     rng = np.random.default_rng(seed)
-    spot = rng.uniform(50.0, 150.0, n)
-    tau = np.exp(rng.uniform(math.log(1.0 / 365.0), math.log(2.0), n))
-    vol = rng.uniform(0.05, 1.5, n)
-    rate = rng.uniform(0.0, 0.08, n)
-    dividend = rng.uniform(0.0, 0.04, n)
-    is_call = rng.random(n) < 0.5
-    futures = rng.random(n) < 0.5
-    forward = np.where(futures, spot, spot * np.exp((rate - dividend) * tau))
-    strike = forward * np.exp(rng.uniform(-2.0, 2.0, n) * vol * np.sqrt(tau))
-    book = dict(
-        spot=spot,
-        strike=strike,
-        tau=tau,
-        vol=vol,
-        rate=rate,
-        dividend=dividend,
-        is_call=is_call,
-        futures=futures,
-    )
+    book = {  # drawn in this order: the same book for the same seed
+        "spot": rng.uniform(50.0, 150.0, n),
+        "tau": np.exp(rng.uniform(math.log(1.0 / 365.0), math.log(2.0), n)),
+        "vol": rng.uniform(0.05, 1.5, n),
+        "rate": rng.uniform(0.0, 0.08, n),
+        "dividend": rng.uniform(0.0, 0.04, n),
+        "is_call": rng.random(n) < 0.5,
+        "futures": rng.random(n) < 0.5,
+    }
+    forward, _ = _forward_and_discount(book)
+    spread = rng.uniform(-2.0, 2.0, n) * book["vol"] * np.sqrt(book["tau"])
+    book["strike"] = forward * np.exp(spread)
     greeks = bs_greeks(**book)
     book.update(price=greeks["price"], vega=greeks["vega"])
     return book
