@@ -36,6 +36,7 @@ Importing this module registers ``hedge_pipeline/Hedging-v0`` (see
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -153,24 +154,6 @@ def _spaces(problem: HedgingProblem, max_hedge: float) -> tuple[spaces.Box, spac
     return observation, action
 
 
-def _episodes(
-    problem: HedgingProblem | None,
-    n_paths: int,
-    reward_scale: float,
-    max_hedge: float | None,
-    paths: PathsLike | None,
-    dtype: torch.dtype,
-) -> _Episodes:
-    problem = problem if problem is not None else HedgingProblem()
-    if problem.instrument is not None or problem.context:
-        raise ValueError("the gymnasium envs hedge E1-style problems: no hedge option, no context")
-    if max_hedge is None:
-        max_hedge = 2.0 * (sum(abs(w) for w in problem.book.weights) or 1.0)
-    if not max_hedge > 0.0:
-        raise ValueError(f"max_hedge must be > 0, got {max_hedge}")
-    return _Episodes(problem, n_paths, reward_scale, max_hedge, paths, dtype)
-
-
 def _start(episodes: _Episodes, seed: int | None, np_random: np.random.Generator) -> np.ndarray:
     """Both envs' reset: seed the episodes, start them, return the first observations.
 
@@ -185,7 +168,40 @@ def _start(episodes: _Episodes, seed: int | None, np_random: np.random.Generator
     return _numpy(episodes.start())
 
 
-class HedgingVectorEnv(VectorEnv):
+class _EpisodesEnv:
+    """The construction both envs share: ``num_envs`` lockstep :class:`_Episodes` of one
+    problem (arguments: :class:`HedgingVectorEnv`), then each env's spaces. The single-path
+    env is this with ``num_envs=1`` fixed, so the two take the same arguments by construction.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        problem: HedgingProblem | None = None,
+        reward_scale: float = 1.0,
+        max_hedge: float | None = None,
+        paths: PathsLike | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        problem = problem if problem is not None else HedgingProblem()
+        if problem.instrument is not None or problem.context:
+            raise ValueError(
+                "the gymnasium envs hedge E1-style problems: no hedge option, no context"
+            )
+        if max_hedge is None:
+            max_hedge = 2.0 * (sum(abs(w) for w in problem.book.weights) or 1.0)
+        if not max_hedge > 0.0:
+            raise ValueError(f"max_hedge must be > 0, got {max_hedge}")
+        self._episodes = _Episodes(problem, num_envs, reward_scale, max_hedge, paths, dtype)
+        self.problem = problem
+        self._set_spaces(*_spaces(problem, max_hedge))
+
+    def _set_spaces(self, observation: spaces.Box, action: spaces.Box) -> None:
+        """Take the single-path observation and action boxes (:func:`_spaces`)."""
+        raise NotImplementedError
+
+
+class HedgingVectorEnv(_EpisodesEnv, VectorEnv):
     """``num_envs`` hedging episodes of one problem, stepped together as tensors.
 
     Autoreset follows Gymnasium's ``NEXT_STEP`` mode. All episodes have ``n_steps`` steps, so
@@ -207,22 +223,11 @@ class HedgingVectorEnv(VectorEnv):
         "render_modes": [],
     }
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        problem: HedgingProblem | None = None,
-        reward_scale: float = 1.0,
-        max_hedge: float | None = None,
-        paths: PathsLike | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self._episodes = _episodes(problem, num_envs, reward_scale, max_hedge, paths, dtype)
-        self.problem = self._episodes.problem
-        self.num_envs = num_envs
-        obs, act = _spaces(self.problem, self._episodes.max_hedge)
-        self.single_observation_space, self.single_action_space = obs, act
-        self.observation_space = batch_space(obs, num_envs)
-        self.action_space = batch_space(act, num_envs)
+    def _set_spaces(self, observation: spaces.Box, action: spaces.Box) -> None:
+        self.num_envs = self._episodes.n_paths
+        self.single_observation_space, self.single_action_space = observation, action
+        self.observation_space = batch_space(observation, self.num_envs)
+        self.action_space = batch_space(action, self.num_envs)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -242,7 +247,7 @@ class HedgingVectorEnv(VectorEnv):
         return _numpy(obs), reward.double().numpy(), terminated, np.zeros(n, dtype=bool), {}
 
 
-class HedgingEnv(gym.Env[np.ndarray, np.ndarray]):
+class HedgingEnv(_EpisodesEnv, gym.Env[np.ndarray, np.ndarray]):
     """One hedging episode at a time: the vector env's episode state with a single path.
 
     Same arguments as the vector env less ``num_envs``; ``paths`` is one path (n_steps + 1,).
@@ -252,17 +257,10 @@ class HedgingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(
-        self,
-        problem: HedgingProblem | None = None,
-        reward_scale: float = 1.0,
-        max_hedge: float | None = None,
-        paths: PathsLike | None = None,
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        self._episodes = _episodes(problem, 1, reward_scale, max_hedge, paths, dtype)
-        self.problem = self._episodes.problem
-        self.observation_space, self.action_space = _spaces(self.problem, self._episodes.max_hedge)
+    __init__ = functools.partialmethod(_EpisodesEnv.__init__, 1)  # num_envs=1
+
+    def _set_spaces(self, observation: spaces.Box, action: spaces.Box) -> None:
+        self.observation_space, self.action_space = observation, action
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
