@@ -199,7 +199,8 @@ class MLPPolicy(_ScaledMLP):
     instead of receiving an extrapolated correction.
 
     Shape:
-        obs: (n_paths, n_features + 1), prev_hedge: (n_paths,) → (n_paths,)
+        obs: (n_paths, n_features + n_instruments), prev_hedge: (n_paths,) → (n_paths,);
+        with ``n_instruments=2`` the positions, prev_hedge and the result, are (n_paths, 2)
     """
 
     def __init__(
