@@ -56,6 +56,12 @@ from hedge_pipeline.quant.market_sim import (
     standardized_moneyness,
 )
 from hedge_pipeline.quant.pricing import bs_greeks
+from hedge_pipeline.stages.market_data.sources.quoting import (
+    bid_ask_ticks,
+    half_spread,
+    open_interest,
+    trades,
+)
 from hedge_pipeline.tables.schema import (
     LINEAGE_COLUMNS,
     RAW_COLUMNS,
@@ -94,9 +100,7 @@ LIFE_DAYS = 20  # each code is quoted over the four weeks up to its expiry
 _N_DAYS = 5 * (len(WEEKLY_CODES) - 1) + LIFE_DAYS
 _US_PER_YEAR = 365 * 86_400 * 1_000_000  # ACT/365, as the pipeline computes tau
 
-# Microstructure (see ``_half_spread``, ``_published`` and ``simulate_market``).
-_IV_HALF_SPREAD = 0.0025  # at the money, a month out: a quarter of a vol point
-_PRICE_HALF_SPREAD = 0.002  # extra half-spread per unit of option price (deep ITM books)
+# Gaps (see ``_published`` and ``simulate_market``; spreads and trades are ``quoting``'s).
 _OUTAGE_PER_DAY = 0.2  # chance that a day has one whole-market outage
 _OUTAGE_BARS = (2, 6)  # its length, in bars
 
@@ -168,63 +172,10 @@ def _book(code: str, centre_price: float) -> tuple[NDArray[np.bool_], FloatArray
     return is_call, centre + STRIKE_STEP * np.concatenate([steps, call_steps])
 
 
-def _half_spread(
-    mid: FloatArray, vega: FloatArray, z: FloatArray, tau: FloatArray, rng: np.random.Generator
-) -> FloatArray:
-    """Half-spread in price: quoted in vol, converted by vega, plus a share of the price.
-
-    The IV half-spread widens away from the money (|z|) and as expiry nears (the last day's
-    gamma is hard to lay off); the price share widens deep in-the-money books. Log-normal
-    noise keeps the spreads from looking machine-made.
-    """
-    tau_days = np.maximum(tau * 365.0, 1.0 / 288.0)
-    iv_half = _IV_HALF_SPREAD * (1.0 + 0.5 * z) * (1.0 + 0.5 / np.sqrt(tau_days))
-    noise = np.exp(0.25 * rng.standard_normal(mid.shape) - 0.03)
-    return (vega * iv_half + _PRICE_HALF_SPREAD * mid) * noise
-
-
-def _bid_ask_ticks(
-    mid: FloatArray, half: FloatArray, floor: FloatArray
-) -> tuple[FloatArray, FloatArray]:
-    """Round a quote outwards to whole ticks: bid down (not below 0), ask up (≥ bid + 1 tick).
-
-    Rounding outwards keeps the model's ordering across strikes (a bid never rises above a
-    neighbour's ask), and the ask is raised where needed so that the mid stays above ``floor``
-    (the discounted intrinsic value), with a margin far above float error.
-    """
-    bid = np.maximum(np.floor((mid - half) * _OPTION_TICKS), 0.0)
-    ask = np.maximum(np.ceil((mid + half) * _OPTION_TICKS), bid + 1.0)
-    ask = np.maximum(ask, np.ceil(2.0 * (floor + 1e-9) * _OPTION_TICKS) - bid)
-    return bid, ask
-
-
 def _published(z: FloatArray, rng: np.random.Generator) -> NDArray[np.bool_]:
     """Which quotes reach the feed: 1% go missing near the money, up to 9% in the wings."""
     p_missing = 0.01 + 0.08 * np.clip((z - 1.5) / 3.0, 0.0, 1.0)
     return rng.random(z.shape) >= p_missing
-
-
-def _trades(
-    z: FloatArray, bid: FloatArray, ask: FloatArray, rng: np.random.Generator
-) -> tuple[NDArray[np.int64], FloatArray]:
-    """(volume, last in ticks) per bar: trades are likelier and larger near the money.
-
-    A trade prints within the half of the spread around the mid, never at 0; ``last`` is NaN
-    for a bar without trades (null in the frame), whose volume is 0.
-    """
-    near_money = np.exp(-z * z / 8.0)
-    u_trade, u_price = rng.random((2, *z.shape))
-    traded = u_trade < 0.03 + 0.5 * near_money
-    volume = np.where(traded, 1 + rng.poisson(8.0 * near_money), 0)
-    last = np.rint((bid + ask) / 2.0 + (u_price - 0.5) * (ask - bid) / 2.0)
-    return volume, np.where(traded, np.clip(last, np.maximum(bid, 1.0), ask), np.nan)
-
-
-def _open_interest(z_listing: FloatArray, rng: np.random.Generator) -> NDArray[np.int64]:
-    """Daily open interest per option: largest near the listing money, drifting up slowly."""
-    listed = 300.0 + 4000.0 * np.exp(-0.5 * z_listing**2)
-    growth = np.cumsum(0.02 + 0.04 * rng.standard_normal((z_listing.size, LIFE_DAYS)), axis=1)
-    return np.rint(listed[:, None] * np.exp(growth - growth[:, :1])).astype(np.int64)
 
 
 def _quote_book(code: str, market: SyntheticMarket, rng: np.random.Generator) -> pl.DataFrame:
@@ -241,11 +192,11 @@ def _quote_book(code: str, market: SyntheticMarket, rng: np.random.Generator) ->
     greeks = bs_greeks(fut, strike, tau, iv, RATE, is_call=call, futures=True)
     z = np.abs(standardized_moneyness(var, log_m, tau, HESTON))
     intrinsic = np.exp(-RATE * tau) * np.maximum(np.where(call, fut - strike, strike - fut), 0.0)
-    half = _half_spread(greeks["price"], greeks["vega"], z, tau, rng)
-    bid, ask = _bid_ask_ticks(greeks["price"], half, intrinsic)
+    half = half_spread(greeks["price"], greeks["vega"], z, tau, rng)
+    bid, ask = bid_ask_ticks(greeks["price"], half, intrinsic, _OPTION_TICKS)
     published = _published(z, rng) & ~market.outage[window]
-    volume, last = _trades(z, bid, ask, rng)
-    open_interest = _open_interest(z[:, 0], rng)
+    volume, last = trades(z, bid, ask, rng)
+    interest = open_interest(z[:, 0], rng, LIFE_DAYS)
 
     option, bar = np.nonzero(published)
     types = np.where(is_call, "C", "P")
@@ -261,7 +212,7 @@ def _quote_book(code: str, market: SyntheticMarket, rng: np.random.Generator) ->
             "ask": ask[option, bar] / _OPTION_TICKS,
             "last": pl.Series(last[option, bar] / _OPTION_TICKS, nan_to_null=True),
             "volume": volume[option, bar].astype(np.int64),
-            "open_interest": open_interest[option, bar // BARS_PER_DAY],
+            "open_interest": interest[option, bar // BARS_PER_DAY],
         }
     )
 
