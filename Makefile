@@ -7,7 +7,14 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 export DAGSTER_HOME ?= $(CURDIR)
 export HEDGE_DATA_DIR ?= $(CURDIR)/data
 
-.PHONY: install run test lint ui clean-data
+# The registry `hedge` writes (hedge_pipeline/registry/versions.py: tracking_uri): the sqlite
+# store under the data directory unless MLFLOW_TRACKING_URI names another.
+MLFLOW_STORE := $(or $(MLFLOW_TRACKING_URI),sqlite:///$(HEDGE_DATA_DIR)/mlflow/mlflow.db)
+MLFLOW_PORT  ?= 5000
+# `make evaluate MODEL=hedge-ensemble:2`: another version than hedge evaluate's default.
+MODEL ?=
+
+.PHONY: install run test lint ui evaluate mlflow clean-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +40,12 @@ lint: install
 
 ui: install
 	$(BIN)/hedge ui
+
+evaluate: install
+	$(BIN)/hedge evaluate $(MODEL)
+
+mlflow: install
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 clean-data:
 	rm -rf data/warehouse.duckdb data/datasets data/mlflow data/dagster data/checkpoints data/reports
