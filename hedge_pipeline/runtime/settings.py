@@ -5,7 +5,7 @@
 value (``Settings.from_env().data_dir``) instead of keeping one. A bad value fails with one
 ``SettingsError`` that names the variable, the value and what is accepted::
 
-    HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca
+    HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca, history
 
 Variable                  Field              Default
 ========================  =================  ============================
@@ -14,6 +14,8 @@ Variable                  Field              Default
 ``HEDGE_SOURCE``          ``source``         ``synthetic`` (§4)
 ``HEDGE_SYNTHETIC_SEED``  ``synthetic_seed`` ``7``
 ``HEDGE_ALPACA_SYMBOLS``  ``alpaca_symbols`` none (comma-separated)
+``HEDGE_HISTORY``         ``history``        none (``sp500``, ``nasdaq`` or a CSV/Parquet path)
+``HEDGE_HISTORY_SYMBOL``  ``history_symbol`` the history's name (file stem, upper-cased)
 ``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``
 ``HEDGE_DEVICES``         ``devices``        ``1`` (>1 launches torchrun)
 ``HEDGE_NIGHTLY_CRON``    ``nightly_cron``   ``0 2 * * *``
@@ -53,7 +55,7 @@ __all__ = [
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-SourceKind = Literal["synthetic", "files", "alpaca"]
+SourceKind = Literal["synthetic", "files", "alpaca", "history"]
 ProfileName = Literal["smoke", "default", "full"]
 BadRowPolicy = Literal["reject", "quarantine"]
 
@@ -68,6 +70,8 @@ VARIABLES: dict[str, str] = {
     "source": "HEDGE_SOURCE",
     "synthetic_seed": "HEDGE_SYNTHETIC_SEED",
     "alpaca_symbols": "HEDGE_ALPACA_SYMBOLS",
+    "history": "HEDGE_HISTORY",
+    "history_symbol": "HEDGE_HISTORY_SYMBOL",
     "bad_rows": "HEDGE_BAD_ROWS",
     "devices": "HEDGE_DEVICES",
     "nightly_cron": "HEDGE_NIGHTLY_CRON",
@@ -97,6 +101,8 @@ class Settings(BaseModel):
     source: SourceKind = "synthetic"
     synthetic_seed: int = 7
     alpaca_symbols: tuple[str, ...] = ()
+    history: str | None = None
+    history_symbol: str | None = None
     bad_rows: BadRowPolicy = "reject"
     devices: int = Field(default=1, ge=1)
     nightly_cron: str = DEFAULT_NIGHTLY_CRON
