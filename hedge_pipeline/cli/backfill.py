@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from hedge_pipeline.cli.ui_client import BackfillState, UIClient, UIError
-from hedge_pipeline.runtime.settings import DEFAULT_UI_URL, Settings
+from hedge_pipeline.runtime.settings import DEFAULT_UI_URL, Settings, UserError
 
 # The per-code lineage up to the specialist; --assets narrows it (e.g. market data only).
 DEFAULT_ASSETS = ("raw_option_chains", "greeks_features", "specialist_agents")
@@ -57,33 +57,29 @@ def _print_state(state: BackfillState) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 2 when the request is refused before launch, 1 when a waited backfill failed."""
+    """Exit 2 (a ``UserError``) when the request is refused before launch, 1 when a waited
+    backfill failed."""
     codes = _split(args.codes)
     assets = _split(args.assets)
     if not codes or not assets:
-        print("hedge backfill: give at least one code and one asset", file=sys.stderr)
-        return 2
+        raise UserError("give at least one code (--codes) and one asset (--assets)")
     client = UIClient(args.url if args.url is not None else Settings.from_env().ui_url)
     try:
         partitioned = client.weekly_code_assets()
         unknown_assets = [a for a in assets if a not in partitioned]
         if unknown_assets:
-            print(
-                f"hedge backfill: not an asset partitioned by weekly code: "
-                f"{', '.join(unknown_assets)}; one of: {', '.join(sorted(partitioned))}",
-                file=sys.stderr,
+            raise UserError(
+                f"not an asset partitioned by weekly code: "
+                f"{', '.join(unknown_assets)}; one of: {', '.join(sorted(partitioned))}"
             )
-            return 2
         known = set(partitioned[assets[0]])
         unknown_codes = [c for c in codes if c not in known]
         if unknown_codes:
-            print(
-                f"hedge backfill: not a weekly-code partition: {', '.join(unknown_codes)} "
+            raise UserError(
+                f"not a weekly-code partition: {', '.join(unknown_codes)} "
                 f"(known: {', '.join(sorted(known)) or 'none'}); new codes are added by "
-                "new_weekly_codes_sensor or `hedge run --select market_data --partition CODE`",
-                file=sys.stderr,
+                "new_weekly_codes_sensor or `hedge run --select market_data --partition CODE`"
             )
-            return 2
         backfill_id = client.launch_asset_backfill(
             assets, codes, title=f"hedge backfill {','.join(codes)}"
         )
@@ -93,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
         state = client.wait_for_backfill(backfill_id, args.timeout, on_change=_print_state)
     except UIError as exc:
-        print(f"hedge backfill: {exc}", file=sys.stderr)
-        return 2
+        # Unreachable or refusing webserver: the user starts it or names the right one.
+        raise UserError(str(exc)) from exc
     except TimeoutError as exc:
         print(f"hedge backfill: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,10 @@
 
 Every subcommand first points Dagster at the data directory (``paths.instance_env``) so that
 runs started here show up in the UI of ``hedge ui`` and two data directories never mix.
+
+Errors the user can fix (a bad ``HEDGE_*`` value, an unknown template, model or alias) are
+``UserError``: printed as one line, ``hedge: error: <message>``, exit status 2; ``--verbose``
+prints the traceback above that line. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hedge_pipeline.cli import backfill
@@ -23,10 +29,25 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
-from hedge_pipeline.runtime.settings import SettingsError
+from hedge_pipeline.runtime.settings import UserError
 
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@contextmanager
+def _user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Re-raise the domain errors ``kinds`` as ``UserError`` (the original chained, for
+    ``--verbose``).
+
+    Only where the command knows that such an error can only come from what the user asked for
+    (an unknown name, a bad reference): the same class raised elsewhere may be a bug, so the
+    domain modules do not derive from ``UserError`` themselves.
+    """
+    try:
+        yield
+    except kinds as exc:
+        raise UserError(str(exc)) from exc
 
 
 def _set_environment(source: str | None, profile: str | None = None) -> None:
@@ -135,6 +156,23 @@ def _per_code_jobs(asset: str, requested: int | None) -> int:
     return max(1, cores // threads)
 
 
+def _check_template(name: str | None) -> None:
+    """Load the portfolio template before any run starts.
+
+    An unknown or malformed template (or a bad ``HEDGE_PORTFOLIO_DIR``) is the user's to fix;
+    found here it costs a second and one line, where the ``portfolio_selection`` step would
+    fail with a Dagster traceback after minutes of market data.
+    """
+    from hedge_pipeline.stages.selection.templates import (
+        DEFAULT_TEMPLATE,
+        TemplateError,
+        load_template,
+    )
+
+    with _user_errors(TemplateError):
+        load_template(name or DEFAULT_TEMPLATE)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     _set_environment(args.source, args.profile)
     # Imported after the environment is set: the definitions read it when they load.
@@ -147,12 +185,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.select not in SELECTIONS:
         choices = ", ".join(SELECTIONS)
-        print(
-            f"hedge run: --select {args.select!r} is not available; one of: {choices}",
-            file=sys.stderr,
-        )
-        return 2
+        raise UserError(f"--select {args.select!r}: expected one of {choices}")
     plan = SELECTIONS[args.select]
+    if "portfolio_selection" in plan:
+        _check_template(args.template)
     instance = _instance()
     name = weekly_code_partitions.name
     if "market_data" in plan:
@@ -160,11 +196,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         codes = args.partition or sorted(available)
         unknown = [c for c in codes if c not in available]
         if unknown:
-            print(
-                f"hedge run: {UnknownWeeklyCodeError(unknown[0], sorted(available))}",
-                file=sys.stderr,
-            )
-            return 2
+            # A KeyError: its message as written is args[0] (str() would quote it).
+            raise UserError(UnknownWeeklyCodeError(unknown[0], sorted(available)).args[0])
         missing = [c for c in codes if not instance.has_dynamic_partition(name, c)]
         if missing:
             instance.add_dynamic_partitions(name, missing)
@@ -229,17 +262,13 @@ def _cmd_portfolios(args: argparse.Namespace) -> int:
     from hedge_pipeline.stages.selection.report import list_templates, template_info
     from hedge_pipeline.stages.selection.templates import TemplateError
 
-    try:
+    if args.action == "info" and not args.name:
+        raise UserError("hedge portfolios info needs a template NAME (hedge portfolios list)")
+    with _user_errors(TemplateError):
         if args.action == "list":
             print(list_templates())
         else:
-            if not args.name:
-                print("hedge portfolios info: give a template NAME", file=sys.stderr)
-                return 2
             print(template_info(args.name, paths.warehouse_path()))
-    except TemplateError as exc:
-        print(f"hedge portfolios: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -252,7 +281,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     client = registry.client()
     broken: list[str] = []
-    try:
+    with _user_errors(registry.UnknownModelVersionError, lineage.ReferenceSyntaxError):
         if args.action == "list":
             doc = model_catalog.list_models(client)
             text = model_catalog.render_list(doc, client.tracking_uri)
@@ -263,9 +292,6 @@ def _cmd_models(args: argparse.Namespace) -> int:
             doc = model_catalog.version_detail(client, lineage.resolve(client, ref))
             text = model_catalog.render_detail(doc)
             broken = doc["broken_links"]
-    except (registry.UnknownModelVersionError, lineage.ReferenceSyntaxError) as exc:
-        print(f"hedge models {args.action}: {exc}", file=sys.stderr)
-        return 2
     print(json.dumps(doc, indent=2) if args.json else text)
     for message in broken:
         print(f"hedge models show: broken lineage: {message}", file=sys.stderr)
@@ -278,20 +304,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from hedge_pipeline.registry import versions as registry
 
     client = registry.client()
-    try:
+    with _user_errors(
+        registry.UnknownModelVersionError,
+        lineage.ReferenceSyntaxError,
+        reports.MissingReportError,
+    ):
         version, note = (
             (lineage.resolve(client, args.ref), None)
             if args.ref
             else reports.default_version(client)
         )
         report = reports.fetch(client, version)
-    except (
-        registry.UnknownModelVersionError,
-        lineage.ReferenceSyntaxError,
-        reports.MissingReportError,
-    ) as exc:
-        print(f"hedge evaluate: {exc}", file=sys.stderr)
-        return 2
     if note:
         print(f"note: {note}", file=sys.stderr)
     aliases = f" [{', '.join(sorted(version.aliases))}]" if version.aliases else ""
@@ -310,9 +333,7 @@ def _parse_heston(text: str | None) -> dict[str, float] | None:
     try:
         return {k.strip(): float(v) for k, v in (item.split("=", 1) for item in text.split(","))}
     except ValueError as exc:
-        raise SystemExit(
-            f"hedge bench hedging: --heston {text!r}: expected k=v,... ({exc})"
-        ) from None
+        raise UserError(f"--heston {text!r}: expected k=v,... ({exc})") from exc
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -463,16 +484,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     backfill.add_parser(sub)
     _add_bench(sub)
+    _add_verbose(parser)
     return parser
 
 
+def _add_verbose(parser: argparse.ArgumentParser, top: bool = True) -> None:
+    """``--verbose`` on ``parser`` and every subcommand below it, so that ``hedge --verbose run``
+    and ``hedge run --verbose`` both work. Below the top it defaults to SUPPRESS: a subcommand
+    that was not given the flag leaves the top level's value alone."""
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="on an error, print the traceback as well as its one-line message",
+    )
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _add_verbose(child, top=False)
+
+
+def _one_line(error: BaseException) -> str:
+    """The message on one line: a message of several lines (one per problem) joined by '; '."""
+    return "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``hedge`` command; its exit status (2 for a ``UserError``, as argparse does for a
+    bad command line)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SettingsError as exc:  # a bad HEDGE_* variable: its name and value, no traceback
-        print(f"hedge: {exc}", file=sys.stderr)
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"hedge: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # `hedge models list | head` closed the pipe: what was wanted was read.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command a closed pipe ended
 
 
 if __name__ == "__main__":

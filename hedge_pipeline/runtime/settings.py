@@ -24,7 +24,8 @@ Variable                  Field              Default
 ``HEDGE_UI_URL``          ``ui_url``         ``http://127.0.0.1:3000``
 
 The nightly cron and time zone are checked where the schedule is built (that takes Dagster),
-with errors that name their variables. Variables that belong to other tools are theirs to
+with a ``SettingsError`` that names its variable. ``SettingsError`` is a ``UserError``: the
+``hedge`` command prints it as one line and exits 2 (``hedge_pipeline.cli.main``). Variables that belong to other tools are theirs to
 read: ``MLFLOW_TRACKING_URI`` (MLflow reads it itself, in every process),
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), ``ALPACA_*`` keys (``dagster.EnvVar``, so
 that Dagster never shows their values). This module imports no stage: the bad-row policies are
@@ -51,6 +52,7 @@ __all__ = [
     "Settings",
     "SettingsError",
     "SourceKind",
+    "UserError",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,8 +89,22 @@ _EXPECTED = {
 }
 
 
-class SettingsError(ValueError):
-    """A ``HEDGE_*`` variable with a value the pipeline cannot use; the message names it."""
+class UserError(Exception):
+    """A failure the user can fix from its message alone: a bad ``HEDGE_*`` value, an unknown
+    template, model or alias, a missing report.
+
+    The ``hedge`` command prints such an error as one line (``hedge: error: <message>``) and
+    exits 2, keeping the traceback for ``hedge --verbose``. It is a class of its own, not every
+    ``ValueError``, so that a genuine bug still shows its traceback: only code that knows the
+    cause is the user's input raises it (or converts a domain error into it).
+    """
+
+
+class SettingsError(UserError, ValueError):
+    """A ``HEDGE_*`` variable with a value the pipeline cannot use; the message names it.
+
+    A ``ValueError`` too, which is what callers caught before the settings were typed.
+    """
 
 
 class Settings(BaseModel):

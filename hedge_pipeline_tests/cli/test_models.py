@@ -155,20 +155,21 @@ def test_models_show_version_json_carries_the_whole_lineage(capsys, built):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["models", "show", "hedge-nope"], "hedge models show: no registered model 'hedge-nope'"),
+        (["models", "show", "hedge-nope"], "hedge: error: no registered model 'hedge-nope'"),
         (
             ["models", "show", f"{JOINT}:9"],
             f"{JOINT} has no version or alias '9'; versions: 1, 2, 3",
         ),
         (["models", "show", f"{JOINT}@champion"], "aliases: candidate=v3"),
         (["models", "show", f"{JOINT}:v2"], "expected NAME, NAME@alias or NAME:version"),
-        (["evaluate", "hedge-nope:1"], "hedge evaluate: no registered model 'hedge-nope'"),
+        (["evaluate", "hedge-nope:1"], "hedge: error: no registered model 'hedge-nope'"),
     ],
 )
 def test_unknown_models_and_versions_exit_2_with_the_reason_on_stderr(capsys, built, argv, message):
     code, out, err = hedge(capsys, *argv)
     assert (code, out) == (2, "")
     assert message in err
+    assert err.startswith("hedge: error: ") and err.count("\n") == 1
 
 
 def test_a_broken_lineage_is_printed_then_reported_with_exit_1(
@@ -214,7 +215,7 @@ def test_evaluate_without_a_champion_takes_the_latest_and_says_so(capsys, mlflow
 def test_evaluate_a_version_without_report_exits_2(capsys, built):
     code, out, err = hedge(capsys, "evaluate", f"{CNN_LSTM}:2")
     assert (code, out) == (2, "")
-    assert f"hedge evaluate: {CNN_LSTM} v2: its source run" in err and "report/report.md" in err
+    assert f"hedge: error: {CNN_LSTM} v2: its source run" in err and "report/report.md" in err
     assert not paths.reports_dir().joinpath(f"{CNN_LSTM}-v2").exists()
 
 
@@ -228,6 +229,7 @@ def test_the_console_command_exits_2_on_an_unknown_model(mlflow_client, data_dir
         timeout=300,
     )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert "hedge models show: no registered model 'hedge-nope'; registered models: none" in (
-        proc.stderr
+    assert proc.stderr == (
+        "hedge: error: no registered model 'hedge-nope'; registered models: none "
+        "(train one first)\n"
     )

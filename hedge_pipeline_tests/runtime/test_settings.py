@@ -20,6 +20,7 @@ from hedge_pipeline.runtime.settings import (
     BadRowPolicy,
     Settings,
     SettingsError,
+    UserError,
 )
 
 PACKAGE_DIR = REPO_ROOT / "hedge_pipeline"
@@ -110,6 +111,7 @@ def test_a_bad_value_is_refused_naming_variable_value_and_choices(variable, valu
         Settings.from_env({variable: value})
     assert str(caught.value) == f"{variable}={value!r}: {accepted}"
     assert isinstance(caught.value, ValueError)  # what callers caught before
+    assert isinstance(caught.value, UserError)  # what `hedge` prints as one line
     # One message, not pydantic's report chained underneath it.
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
@@ -208,7 +210,7 @@ def test_hedge_prints_a_bad_variable_without_a_traceback(clean_env, capsys):
     # backfill reads HEDGE_UI_URL (and so the settings) when it runs, before any request.
     assert cli.main(["backfill", "--codes", "3CN5"]) == 2
     err = capsys.readouterr().err
-    assert err == "hedge: HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca\n"
+    assert err == "hedge: error: HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca\n"
 
 
 def test_nothing_reads_the_environment_at_import():

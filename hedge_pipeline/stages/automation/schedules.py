@@ -20,7 +20,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dagster as dg
 
 from hedge_pipeline.orchestration.partitions import active_weekly_codes
-from hedge_pipeline.runtime.settings import DEFAULT_NIGHTLY_CRON, DEFAULT_NIGHTLY_TIMEZONE, Settings
+from hedge_pipeline.runtime.settings import (
+    DEFAULT_NIGHTLY_CRON,
+    DEFAULT_NIGHTLY_TIMEZONE,
+    Settings,
+    SettingsError,
+)
 from hedge_pipeline.stages.automation.jobs import code_retrain_job
 
 
@@ -45,14 +50,14 @@ def build_nightly_retrain(
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
+        raise SettingsError(
             f"HEDGE_NIGHTLY_TIMEZONE={timezone!r} is not an IANA time zone (e.g. 'UTC', "
             "'Europe/Paris')"
         ) from None
     try:
         return _schedule(cron, timezone)
     except dg.DagsterInvalidDefinitionError:
-        raise ValueError(
+        raise SettingsError(
             f"HEDGE_NIGHTLY_CRON={cron!r} is not a cron string (e.g. '0 2 * * *')"
         ) from None
 
