@@ -25,8 +25,10 @@ Variable                  Field              Default
 
 The nightly cron and time zone are checked where the schedule is built (that takes Dagster),
 with a ``SettingsError`` that names its variable. ``SettingsError`` is a ``UserError``: the
-``hedge`` command prints it as one line and exits 2 (``hedge_pipeline.cli.main``). Variables that belong to other tools are theirs to
-read: ``MLFLOW_TRACKING_URI`` (MLflow reads it itself, in every process),
+``hedge`` command prints it as one line and exits 2 (``hedge_pipeline.cli.main``).
+
+Variables that belong to other tools are theirs to read: ``MLFLOW_TRACKING_URI`` (MLflow reads
+it itself, in every process),
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), ``ALPACA_*`` keys (``dagster.EnvVar``, so
 that Dagster never shows their values). This module imports no stage: the bad-row policies are
 spelled here and a test holds them equal to ``stages.market_data.validation.POLICIES``.
