@@ -46,7 +46,7 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("HEDGE_SOURCE", "bogus", "expected one of synthetic, files, alpaca"),
+        ("HEDGE_SOURCE", "bogus", "expected one of synthetic, files, alpaca, history"),
         ("HEDGE_PROFILE", "huge", "expected one of smoke, default, full"),
         ("HEDGE_BAD_ROWS", "drop", "expected one of reject, quarantine"),
         ("HEDGE_DEVICES", "0", "expected an integer >= 1"),

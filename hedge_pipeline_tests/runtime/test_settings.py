@@ -95,9 +95,9 @@ def test_a_relative_data_dir_resolves_against_the_working_directory(tmp_path, mo
 @pytest.mark.parametrize(
     ("variable", "value", "accepted"),
     [
-        ("HEDGE_SOURCE", "bogus", "expected one of synthetic, files, alpaca"),
-        ("HEDGE_SOURCE", "", "expected one of synthetic, files, alpaca"),
-        ("HEDGE_SOURCE", "Files", "expected one of synthetic, files, alpaca"),
+        ("HEDGE_SOURCE", "bogus", "expected one of synthetic, files, alpaca, history"),
+        ("HEDGE_SOURCE", "", "expected one of synthetic, files, alpaca, history"),
+        ("HEDGE_SOURCE", "Files", "expected one of synthetic, files, alpaca, history"),
         ("HEDGE_PROFILE", "huge", "expected one of smoke, default, full"),
         ("HEDGE_BAD_ROWS", "drop", "expected one of reject, quarantine"),
         ("HEDGE_SYNTHETIC_SEED", "seven", "expected an integer"),
@@ -146,7 +146,7 @@ def test_the_choices_agree_with_the_modules_that_use_them():
 
     # runtime imports no stage, so the policies are spelled twice and held equal here.
     assert get_args(BadRowPolicy) == POLICIES
-    assert SOURCE_KINDS == ("synthetic", "files", "alpaca")
+    assert SOURCE_KINDS == ("synthetic", "files", "alpaca", "history")
     assert PROFILE_NAMES == tuple(PROFILES) == ("smoke", "default", "full")
     # ui_client is standard-library only (the CLI starts fast), so its default is spelled twice.
     assert Settings().ui_url == DEFAULT_URL
@@ -210,7 +210,9 @@ def test_hedge_prints_a_bad_variable_without_a_traceback(clean_env, capsys):
     # backfill reads HEDGE_UI_URL (and so the settings) when it runs, before any request.
     assert cli.main(["backfill", "--codes", "3CN5"]) == 2
     err = capsys.readouterr().err
-    assert err == "hedge: error: HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca\n"
+    assert err == (
+        "hedge: error: HEDGE_SOURCE='bogus': expected one of synthetic, files, alpaca, history\n"
+    )
 
 
 def test_nothing_reads_the_environment_at_import():
