@@ -2,7 +2,9 @@
 
 Values come from the environment at load time (docs/design.md §4 and §2), through one
 ``runtime.settings.Settings``: ``HEDGE_SOURCE`` picks the source, ``HEDGE_DATA_DIR`` the
-warehouse, ``HEDGE_BAD_ROWS`` the bad-row policy. Alpaca keys are ``EnvVar``s, so Dagster resolves
+warehouse, ``HEDGE_BAD_ROWS`` the bad-row policy (of the quotes, and of the history source's
+price rows, which the source itself reads), ``HEDGE_HISTORY``/``HEDGE_HISTORY_SYMBOL`` the
+history source's series. Alpaca keys are ``EnvVar``s, so Dagster resolves
 them only inside the run and never shows their values.
 """
 
@@ -30,12 +32,21 @@ SOURCE_KINDS: tuple[str, ...] = get_args(SourceKind)
 class ChainSourceResource(dg.ConfigurableResource):
     """Builds the configured ``ChainSource`` (docs/design.md §4)."""
 
-    kind: str = Field(default="synthetic", description="synthetic | files | alpaca")
+    kind: str = Field(default="synthetic", description="synthetic | files | alpaca | history")
     seed: int = Field(default=7, description="seed of the synthetic market generator")
     raw_dir: str | None = Field(default=None, description="root of file drops (files source)")
     alpaca_api_key: str | None = None
     alpaca_secret_key: str | None = None
     alpaca_symbols: list[str] = Field(default_factory=list, description="underlyings (alpaca)")
+    history: str | None = Field(
+        default=None, description="history source: sp500, nasdaq, or a CSV/Parquet path"
+    )
+    history_symbol: str | None = Field(
+        default=None, description="history source: the underlying (default: from the history)"
+    )
+    bad_rows: str = Field(
+        default="reject", description="history source: reject | quarantine bad history rows"
+    )
 
     def build(self) -> ChainSource:
         if self.kind == "synthetic":
@@ -59,11 +70,27 @@ class ChainSourceResource(dg.ConfigurableResource):
                 secret_key=self.alpaca_secret_key,
                 symbols=self.alpaca_symbols,
             )
+        if self.kind == "history":
+            from hedge_pipeline.stages.market_data.sources.history import EMBEDDED, HistorySource
+
+            if not self.history:
+                raise ValueError(
+                    "the history source needs HEDGE_HISTORY: a CSV or Parquet path, or one of "
+                    + ", ".join(EMBEDDED)
+                )
+            return HistorySource(self.history, self.history_symbol, bad_rows=self.bad_rows)
         raise ValueError(f"unknown source {self.kind!r}; expected one of {SOURCE_KINDS}")
 
     @classmethod
     def from_env(cls, settings: Settings | None = None) -> ChainSourceResource:
         settings = settings or Settings.from_env()
+        if settings.source == "history":
+            return cls(
+                kind=settings.source,
+                history=settings.history,
+                history_symbol=settings.history_symbol,
+                bad_rows=settings.bad_rows,
+            )
         if settings.source != "alpaca":
             return cls(kind=settings.source, seed=settings.synthetic_seed)
         return cls(
