@@ -16,10 +16,21 @@ from hedge_pipeline.stages.market_data.assets import greeks_features, raw_option
 
 
 def resources(
-    kind: str = "synthetic", raw_dir: Path | None = None, bad_rows: str = "reject"
+    kind: str = "synthetic",
+    raw_dir: Path | None = None,
+    bad_rows: str = "reject",
+    history: str | Path | None = None,
+    history_symbol: str | None = None,
 ) -> dict[str, dg.ConfigurableResource]:
+    source = ChainSourceResource(
+        kind=kind,
+        raw_dir=str(raw_dir) if raw_dir else None,
+        history=str(history) if history else None,
+        history_symbol=history_symbol,
+        bad_rows=bad_rows,
+    )
     return {
-        "source": ChainSourceResource(kind=kind, raw_dir=str(raw_dir) if raw_dir else None),
+        "source": source,
         "warehouse_db": WarehouseResource(path=str(paths.warehouse_path())),
         "quality_policy": DataQualityResource(bad_rows=bad_rows),
     }
