@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hedge_pipeline.cli import backfill
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
@@ -30,6 +31,12 @@ from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
 from hedge_pipeline.runtime.settings import UserError
+
+if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs none should not pay
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from hedge_pipeline.registry.lineage import ModelRef
 
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -274,7 +281,12 @@ def _cmd_portfolios(args: argparse.Namespace) -> int:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     """Exit 2 for a reference that resolves to nothing, 1 when the lineage has broken links
-    (after printing what could be read), 0 otherwise."""
+    (after printing what could be read), 0 otherwise.
+
+    ``show`` prints the headline of each version (``cli.models``); ``--all`` every tag and
+    metric (``registry.catalog``); ``--json`` the whole document, whatever the view.
+    """
+    from hedge_pipeline.cli import models as concise
     from hedge_pipeline.registry import catalog as model_catalog
     from hedge_pipeline.registry import lineage
     from hedge_pipeline.registry import versions as registry
@@ -287,15 +299,58 @@ def _cmd_models(args: argparse.Namespace) -> int:
             text = model_catalog.render_list(doc, client.tracking_uri)
         elif (ref := lineage.ModelRef.parse(args.ref)).version is None and ref.alias is None:
             doc = model_catalog.model_versions(client, ref.name)
-            text = model_catalog.render_versions(doc)
+            if args.all or args.json:
+                text = model_catalog.render_versions(doc)
+            else:
+                summaries = [
+                    concise.summarize(client, client.get_model_version(ref.name, v["version"]), k)
+                    for k, v in enumerate(doc["versions"])
+                ]
+                text = concise.render_versions(ref.name, summaries, doc["aliases"])
         else:
-            doc = model_catalog.version_detail(client, lineage.resolve(client, ref))
-            text = model_catalog.render_detail(doc)
+            version = _resolve_or_explain(client, ref)
+            doc = model_catalog.version_detail(client, version)
+            if args.all or args.json:
+                text = model_catalog.render_detail(doc)
+            else:
+                summary = concise.summarize(client, version)
+                text = concise.render_detail(summary, doc, str(ref))
             broken = doc["broken_links"]
     print(json.dumps(doc, indent=2) if args.json else text)
     for message in broken:
         print(f"hedge models show: broken lineage: {message}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def _resolve_or_explain(
+    client: MlflowClient, ref: ModelRef, command: str = "hedge models show"
+) -> ModelVersion:
+    """The version ``ref`` names; for an alias no version carries (``@champion`` before any
+    promotion), a ``UserError`` that says what there is instead: the latest version, its
+    status and why it was not promoted, and the ``command`` that shows it."""
+    from hedge_pipeline.registry import lineage
+    from hedge_pipeline.registry import versions as registry
+
+    try:
+        return lineage.resolve(client, ref)
+    except registry.UnknownModelVersionError as missing:
+        if ref.alias is None:
+            raise
+        model = registry.registered_model(client, ref.name)  # unknown model: its own error
+        numbers = registry.version_numbers(client, ref.name)
+        if ref.alias in model.aliases or not numbers:
+            raise
+        latest = client.get_model_version(ref.name, str(numbers[-1]))
+        flags = ", ".join(sorted(latest.aliases)) or "no alias"
+        gated = ref.alias == registry.CHAMPION and "promotion" in latest.tags
+        never = " (none has been promoted yet)" if gated else ""
+        reason = latest.tags.get("promotion_reason")
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(model.aliases.items())) or "none"
+        raise UserError(
+            f"{ref.name} has no version aliased {ref.alias!r}{never}; its latest is "
+            f"v{latest.version} [{flags}]" + (f": {reason}" if reason else "") + f"; aliases: "
+            f"{aliases}; instead: {command} {ref.name}@latest"
+        ) from missing
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -310,7 +365,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         reports.MissingReportError,
     ):
         version, note = (
-            (lineage.resolve(client, args.ref), None)
+            (_resolve_or_explain(client, lineage.ModelRef.parse(args.ref), "hedge evaluate"), None)
             if args.ref
             else reports.default_version(client)
         )
@@ -470,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref", metavar="NAME[@alias|:version]")
     for action in (listing, show):
         action.add_argument("--json", action="store_true", help="print one JSON document")
+    show.add_argument(
+        "--all",
+        action="store_true",
+        help="every tag and metric of the source run (default: the headline metrics)",
+    )
 
     evaluate = sub.add_parser(
         "evaluate", help="fetch a version's evaluation report and print its table"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 
 from hedge_pipeline.cli import main as cli
 from hedge_pipeline.runtime import paths
@@ -82,8 +83,8 @@ def test_models_list_on_an_empty_registry_says_how_to_fill_it(capsys, mlflow_cli
     )
 
 
-def test_models_show_name_lists_versions_newest_first_with_test_metrics(capsys, built):
-    code, out, _ = hedge(capsys, "models", "show", ENSEMBLE)
+def test_models_show_name_all_lists_versions_newest_first_with_test_metrics(capsys, built):
+    code, out, _ = hedge(capsys, "models", "show", ENSEMBLE, "--all")
     assert code == 0
     assert out.startswith(f"{ENSEMBLE}: 2 version(s); aliases: candidate=v2, champion=v2\n")
     versions, metrics = out.split("\n\n")[1:3]
@@ -106,8 +107,8 @@ def test_models_show_name_lists_versions_newest_first_with_test_metrics(capsys, 
     assert doc["versions"][0]["status"] == "READY"
 
 
-def test_models_show_version_prints_tags_metrics_upstream_and_the_lineage_tree(capsys, built):
-    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@champion")
+def test_models_show_version_all_prints_tags_metrics_upstream_and_the_lineage_tree(capsys, built):
+    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@champion", "--all")
     assert code == 0
     head, *sections = out.split("\n\n")
     assert head.startswith(f"{ENSEMBLE} v2  [candidate, champion]  READY  created ")
@@ -178,6 +179,9 @@ def test_a_broken_lineage_is_printed_then_reported_with_exit_1(
     broken = register(mlflow_client, tmp_path, JOINT, {f"upstream.{META}": "7"})
     code, out, err = hedge(capsys, "models", "show", f"{JOINT}:{broken.version}")
     assert code == 1
+    assert f"parents       BROKEN upstream.{META}=7\n" in out
+    code, out, err = hedge(capsys, "models", "show", f"{JOINT}:{broken.version}", "--all")
+    assert code == 1
     assert f"└── BROKEN upstream.{META}=7: {META} has no version or alias '7'" in out
     assert err.startswith(
         f"hedge models show: broken lineage: {JOINT} v4: tag upstream.{META}=7: "
@@ -233,3 +237,128 @@ def test_the_console_command_exits_2_on_an_unknown_model(mlflow_client, data_dir
         "hedge: error: no registered model 'hedge-nope'; registered models: none "
         "(train one first)\n"
     )
+
+
+# The names the ensemble stage logs (``<split>_<hedger>_<measure>``), a few of its hundreds.
+ENSEMBLE_METRICS = {
+    **{
+        f"{split}_{hedger}_{measure}": value + offset
+        for split, offset in (("test_replay", 0.0), ("test_simulated", 1.0))
+        for hedger, value in (
+            ("ensemble", 2.671),
+            ("bs_delta", 2.614),
+            ("whalley_wilmott", 2.9),
+            ("no_hedge", 9.5),
+            ("bs_delta_without_costs", 2.2),  # free trading: a reference, not a baseline
+        )
+        for measure in ("es10", "price")
+    },
+    **{f"test_replay_ensemble_{m}": 0.5 for m in ("sharpe", "sortino", "calmar", "win_rate")},
+}
+
+
+def _candidate_ensemble(
+    client: MlflowClient, workdir: Path, joints: tuple[int, ...] = (2, 3)
+) -> ModelVersion:
+    """An ensemble the promotion gate refused, tagged and logged as the stage does, on the
+    joint model versions ``joints`` (those of ``build_lineage`` by default)."""
+    version = register(
+        client,
+        workdir,
+        ENSEMBLE,
+        {
+            "dagster_asset": "hedge_ensemble",
+            **{f"upstream.{JOINT}/{k}": str(v) for k, v in enumerate(joints)},
+            "config_hash": "5174d1fc10a41c50",
+            "promotion": "candidate",
+            "promotion_reason": "test ES10 (replay) 2.671 does not beat BS delta's 2.614 by 1.0%",
+        },
+        metrics=ENSEMBLE_METRICS,
+    )
+    client.log_param(version.run_id, "criterion", "es:0.1")
+    return version
+
+
+def test_models_show_version_is_a_screenful_of_headline_metrics(
+    capsys, mlflow_client, built, tmp_path
+):
+    version = _candidate_ensemble(mlflow_client, tmp_path)
+    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@latest")
+    assert code == 0
+    head, metrics, codes, hint = out.rstrip("\n").split("\n\n")
+    title, *lines = head.splitlines()
+    assert title.startswith(f"{ENSEMBLE} v{version.version}  [candidate]  created ")
+    facts = dict(line.split(None, 1) for line in lines)
+    assert facts["stage"] == "hedge_ensemble"
+    assert facts["status"] == (
+        "candidate: test ES10 (replay) 2.671 does not beat BS delta's 2.614 by 1.0%"
+    )
+    assert (facts["criterion"], facts["config_hash"]) == ("es:0.1", "5174d1fc10a41c50")
+    assert facts["parents"] == f"{JOINT} v2, v3"
+    # The model against the strongest baseline (BS delta here; never the free-trading
+    # reference, which no one can trade), on each test split; nothing else.
+    title, _, *rows = metrics.splitlines()
+    assert "lower is better" in title
+    assert [row.strip().split("  ")[0] for row in rows] == [
+        "test, replay: ES10, ensemble",
+        "test, replay: ES10, strongest baseline",
+        "test, replay: ensemble vs bs_delta",
+        "test, simulated: ES10, ensemble",
+        "test, simulated: ES10, strongest baseline",
+        "test, simulated: ensemble vs bs_delta",
+    ]
+    assert rows[1].split()[-2:] == ["2.614", "(bs_delta)"]
+    assert rows[2].split()[-1] == "+2.2%"
+    assert "sharpe" not in out and "whalley_wilmott" not in out
+    assert codes.splitlines()[0] == "weekly codes"
+    assert hint == (
+        f"the lineage tree, {len(version.tags)} tags and {len(ENSEMBLE_METRICS)} metrics: "
+        f"hedge models show {ENSEMBLE}@latest --all"
+    )
+    assert len(out.splitlines()) < 40
+    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@latest", "--all")
+    assert code == 0 and "test_replay_ensemble_sharpe" in out and "lineage\n" in out
+
+
+def test_models_show_name_is_one_row_per_version_and_their_headlines(
+    capsys, mlflow_client, built, tmp_path
+):
+    _candidate_ensemble(mlflow_client, tmp_path)
+    code, out, _ = hedge(capsys, "models", "show", ENSEMBLE)
+    assert code == 0
+    head, versions, metrics, promotion, hint = out.rstrip("\n").split("\n\n")
+    assert head == (
+        f"{ENSEMBLE}: 3 version(s); aliases: candidate=v3, champion=v2; stage: ensemble, "
+        "hedge_ensemble"
+    )
+    rows = [columns(line) for line in versions.splitlines()]
+    assert rows[0] == ["version", "aliases", "status", "created", "config_hash", "parents"]
+    assert rows[1][:3] == ["3", "candidate", "candidate"]
+    assert rows[1][-3:] == [JOINT, "v2,", "v3"]
+    assert rows[2][:3] == ["2", "champion", "champion"]
+    assert rows[3][:3] == ["1", "-", "-"]
+    lines = metrics.splitlines()
+    assert columns(lines[1]) == ["metric", "v3", "v2", "v1"]
+    assert "test, replay: ensemble vs bs_delta" in metrics
+    # v2, logged under names no stage uses, shows its few held-out metrics as they are.
+    assert [columns(line) for line in lines if line.startswith("test_es10")] == [
+        ["test_es10", "-", "0.112", "-"]
+    ]
+    assert promotion.splitlines()[1].strip().startswith("v3: test ES10 (replay) 2.671")
+    assert hint == f"every metric of every version: hedge models show {ENSEMBLE} --all"
+
+
+def test_no_champion_yet_is_one_line_naming_the_latest_candidate(capsys, mlflow_client, tmp_path):
+    _candidate_ensemble(mlflow_client, tmp_path, joints=())
+    for argv in (["models", "show", f"{ENSEMBLE}@champion"], ["evaluate", f"{ENSEMBLE}@champion"]):
+        code, out, err = hedge(capsys, *argv)
+        assert (code, out) == (2, "")
+        assert err.count("\n") == 1
+        assert err.startswith(
+            f"hedge: error: {ENSEMBLE} has no version aliased 'champion' (none has been "
+            "promoted yet); its latest is v1 [candidate]: test ES10 (replay) 2.671 does not "
+            "beat BS delta's 2.614 by 1.0%; aliases: candidate=v1; instead: hedge "
+        )
+        assert err.rstrip().endswith(f"{ENSEMBLE}@latest")
+    code, out, _ = hedge(capsys, "models", "show", f"{ENSEMBLE}@latest")
+    assert code == 0 and out.startswith(f"{ENSEMBLE} v1  [candidate]")
