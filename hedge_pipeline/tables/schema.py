@@ -109,6 +109,10 @@ class UnknownWeeklyCodeError(KeyError):
         shown = ", ".join(known[:20]) + (" …" if len(known) > 20 else "")
         super().__init__(f"unknown weekly code {code!r}; the source holds: {shown or 'nothing'}")
 
+    def __str__(self) -> str:
+        # KeyError's own str() is the repr of its argument: the message in quotes.
+        return str(self.args[0])
+
 
 def check_weekly_code(code: str) -> str:
     """Return ``code`` if it is a valid partition key (letters, digits, '-', '_'), else raise."""

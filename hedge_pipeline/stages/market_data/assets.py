@@ -128,8 +128,13 @@ def greeks_features(
     with warehouse_db.connect(read_only=True) as con:
         raw = warehouse.read_partition(con, "raw_option_chains", code)
     if raw.is_empty():
+        with warehouse_db.connect(read_only=True) as con:
+            held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
+        codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
         raise dg.Failure(
-            f"raw_option_chains holds no rows for weekly code {code!r}", allow_retries=False
+            f"raw_option_chains holds no rows for weekly code {code!r} (materialize it first, "
+            f"or check the code); it holds: {codes}",
+            allow_retries=False,
         )
     features = compute_features(raw)
     with warehouse_db.connect() as con:

@@ -9,11 +9,11 @@ import polars as pl
 import pytest
 
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.market_data.assets import FEATURE_CHECKS, RAW_CHECKS
+from hedge_pipeline.stages.market_data.assets import FEATURE_CHECKS, RAW_CHECKS, greeks_features
 from hedge_pipeline.stages.market_data.sources.synthetic import WEEKLY_CODES, SyntheticSource
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
+from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
 
 
 def _counts(table: str) -> dict[str, int]:
@@ -124,3 +124,33 @@ def test_quarantine_policy_stores_the_good_rows_and_sets_the_bad_aside(
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
         (reason,) = con.execute("SELECT reason FROM quarantined_quotes").fetchone()
     assert "crossed quote" in reason
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> str:
+    (event,) = [e for e in result.all_events if e.is_step_failure]
+    return event.step_failure_data.error.message.strip()
+
+
+def test_a_code_added_by_hand_that_the_source_lacks_fails_at_once_naming_its_codes(instance):
+    # What "Add partition" in the UI does with a typo: the partition exists, the source not.
+    result = materialize_code(instance, "3CN6", raise_on_error=False)
+    assert not result.success
+    message = _failure(result)
+    assert message.startswith("dagster._core.definitions.events.Failure: ")
+    line = message.removeprefix("dagster._core.definitions.events.Failure: ")
+    assert line == "unknown weekly code '3CN6'; the source holds: " + ", ".join(WEEKLY_CODES)
+    attempts = [e for e in result.all_events if e.event_type_value == "STEP_RESTARTED"]
+    assert not attempts, "a code the source lacks must not be retried"
+    # The features of a code the warehouse lacks name the codes it does hold.
+    materialize_code(instance, "3CN5")
+    alone = dg.materialize(
+        [greeks_features],
+        partition_key="3CN6",
+        instance=instance,
+        resources=resources(),
+        raise_on_error=False,
+    )
+    assert _failure(alone).endswith(
+        "raw_option_chains holds no rows for weekly code '3CN6' (materialize it first, or "
+        "check the code); it holds: 3CN5"
+    )
