@@ -17,8 +17,10 @@ from matplotlib.figure import Figure
 
 from hedge_pipeline.harness.trainer import HISTORY_KEYS
 
-COLUMNS = 3
-PANEL_SIZE = (4.5, 3.0)  # inches
+# At most 800 px wide at the saved 100 dpi: the width of the Dagster UI's metadata pop-up, where
+# a wider image is cut off.
+COLUMNS = 2
+PANEL_SIZE = (4.0, 2.6)  # inches
 LOG_PANELS = {"lr"}  # besides the loss panel
 
 

@@ -35,7 +35,6 @@ __all__ = [
     "BASELINES",
     "Evaluation",
     "baselines",
-    "es10_gain_interval",
     "evaluate",
     "pnl_metrics",
     "wins_by_group",
@@ -117,45 +116,14 @@ def wins_by_group(
     """``hedger`` against ``baseline`` on each of ``n_groups`` consecutive equal groups of
     the episodes (e.g. the simulated twins of a replayed split: ``CodeMarket.simulated_replays``):
     ``share`` of groups where its ES 10 % is lower, and the median of the groups' ES 10 %
-    difference (``median_gain``; < 0: better) and of that difference over |baseline's|
-    (``median_relative_gain``)."""
+    difference (``median_difference``; < 0: better) and of that difference over |baseline's|
+    (``median_relative_difference``)."""
     es = ExpectedShortfall(0.1)
     ours = es.cash(evaluation.pnl[hedger].double().reshape(n_groups, -1))
     theirs = es.cash(evaluation.pnl[baseline].double().reshape(n_groups, -1))
-    gain = ours - theirs
+    difference = ours - theirs
     return {
-        "share": float((gain < 0).double().mean()),
-        "median_gain": float(gain.median()),
-        "median_relative_gain": float((gain / theirs.abs().clamp(min=1e-12)).median()),
+        "share": float((difference < 0).double().mean()),
+        "median_difference": float(difference.median()),
+        "median_relative_difference": float((difference / theirs.abs().clamp(min=1e-12)).median()),
     }
-
-
-def es10_gain_interval(
-    evaluation: Evaluation,
-    hedger: str,
-    baseline: str,
-    clusters: Tensor,
-    resamples: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> dict[str, float]:
-    """``hedger``'s ES 10 % minus ``baseline``'s on the same episodes, with a percentile
-    bootstrap interval that resamples whole ``clusters`` (e.g. the start bar of each simulated
-    window: windows from one state are not independent draws of the test period's risk).
-
-    Shape: clusters (n_episodes,) integer ids → keys ``gain``, ``low``, ``high``.
-    """
-    es = ExpectedShortfall(0.1)
-    ours, theirs = evaluation.pnl[hedger].double(), evaluation.pnl[baseline].double()
-    ids, clusters = torch.unique(clusters, return_inverse=True)
-    order = torch.argsort(clusters)
-    members = torch.split(order, torch.bincount(clusters, minlength=ids.numel()).tolist())
-    generator = torch.Generator().manual_seed(seed)
-    gains = torch.empty(resamples, dtype=torch.float64)
-    for r in range(resamples):
-        drawn = torch.randint(ids.numel(), (ids.numel(),), generator=generator).tolist()
-        rows = torch.cat([members[k] for k in drawn])
-        gains[r] = es.cash(ours[rows]) - es.cash(theirs[rows])
-    tail = (1.0 - level) / 2.0
-    low, high = torch.quantile(gains, torch.tensor([tail, 1.0 - tail], dtype=torch.float64))
-    return {"gain": float(es.cash(ours) - es.cash(theirs)), "low": float(low), "high": float(high)}

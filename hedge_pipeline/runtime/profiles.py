@@ -13,31 +13,38 @@ them and sizes the networks. ``HEDGE_PROFILE`` picks the profile (default ``defa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from hedge_pipeline.runtime.settings import ProfileName, Settings
 
 PROFILE_NAMES: tuple[str, ...] = get_args(ProfileName)
 
 
-@dataclass(frozen=True)
-class CnnLstmBudget:
-    max_epochs: int
-    max_windows: int | None  # per split, deterministic subsample; None: all
-    max_sequence_length: int
-    conv_channels: int
-    lstm_hidden: int
-    lstm_layers: int
-    attention_heads: int
-    embedding_dim: int
-    mc_samples: int
-    max_hpo_trials: int
-    patience: int
+class _Budget(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class SpecialistBudget:
-    """One weekly code's hedging agent: episode shape, training and evaluation sizes.
+class CnnLstmBudget(_Budget):
+    """Caps on what a template asks of the CNN-LSTM, and the network's sizes."""
+
+    max_epochs: int = Field(ge=1)
+    max_windows: int | None = Field(ge=1)  # per split, deterministic subsample; None: all
+    max_sequence_length: int = Field(ge=1)
+    conv_channels: int = Field(ge=1)
+    lstm_hidden: int = Field(ge=1)
+    lstm_layers: int = Field(ge=1)
+    attention_heads: int = Field(ge=0)
+    embedding_dim: int = Field(ge=1)
+    mc_samples: int = Field(ge=1)
+    max_hpo_trials: int = Field(ge=0)
+    patience: int = Field(ge=1)
+
+
+class SpecialistSizes(_Budget):
+    """The sizes a specialist trains with, taken as they are (the merged stage config holds
+    these fields: ``stages.specialists.config``).
 
     An epoch is ``steps_per_epoch`` optimizer steps of ``paths_per_step`` fresh simulated
     episodes (PPO: iterations of that many paths); ``val_paths`` fixed simulated validation
@@ -45,27 +52,33 @@ class SpecialistBudget:
     replayed test windows.
     """
 
-    max_epochs: int
-    steps_per_epoch: int
-    paths_per_step: int
-    val_paths: int
-    eval_paths: int
-    n_steps: int  # decisions per episode
-    rebalance_bars: int  # bars between decisions
-    width: int
-    n_layers: int
-    patience: int
+    steps_per_epoch: int = Field(ge=1)
+    paths_per_step: int = Field(ge=1)
     # Simulated episodes per start state (deep hedging's PerStateObjective); divides
     # paths_per_step and val_paths.
-    paths_per_state: int = 64
+    paths_per_state: int = Field(ge=1)
+    val_paths: int = Field(ge=1)
+    eval_paths: int = Field(ge=1)
+    width: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    patience: int = Field(ge=1)
     # torch intra-op threads while training (None: torch's default). One for batches of a few
     # thousand episodes on 2 shared cores, where a second thread spin-waits more than it helps.
-    num_threads: int | None = 1
+    num_threads: int | None = Field(ge=1)
 
 
-@dataclass(frozen=True)
-class PortfolioBudget:
-    """The portfolio stages: meta-controller, joint model (per curriculum phase) and ensemble.
+class SpecialistBudget(SpecialistSizes):
+    """One weekly code's hedging agent: the sizes, the epoch cap, and the episode shape used
+    where the user sets none."""
+
+    max_epochs: int = Field(ge=1)
+    n_steps: int = Field(ge=1)  # decisions per episode
+    rebalance_bars: int = Field(ge=1)  # bars between decisions
+
+
+class PortfolioBudget(_Budget):
+    """The portfolio stages: meta-controller, joint model (per curriculum phase) and ensemble,
+    every field taken as it is (the merged stage config holds these fields).
 
     Epochs are ``steps_per_epoch`` steps of ``paths_per_step`` simulated portfolio windows;
     ``val_paths`` fixed simulated validation windows pick the best epoch; ``eval_paths``
@@ -73,17 +86,17 @@ class PortfolioBudget:
     per seed) make the ensemble.
     """
 
-    meta_epochs: int
-    joint_epochs_per_phase: int
-    steps_per_epoch: int
-    paths_per_step: int
-    val_paths: int
-    eval_paths: int
-    width: int
-    n_layers: int
-    patience: int
-    members: int
-    num_threads: int | None = 1
+    meta_epochs: int = Field(ge=1)
+    joint_epochs_per_phase: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=1)
+    paths_per_step: int = Field(ge=1)
+    val_paths: int = Field(ge=1)
+    eval_paths: int = Field(ge=1)
+    width: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    patience: int = Field(ge=1)
+    members: int = Field(ge=1, description="joint models (one per seed) in the ensemble")
+    num_threads: int | None = Field(ge=1)
 
 
 @dataclass(frozen=True)
@@ -94,132 +107,58 @@ class Profile:
     portfolio: PortfolioBudget
 
 
+# Every knob once, with its (smoke, default, full) values side by side.
+_CNN_LSTM: dict[str, tuple[Any, Any, Any]] = {
+    "max_epochs": (3, 40, 200),
+    "max_windows": (768, None, None),
+    "max_sequence_length": (32, 96, 256),
+    "conv_channels": (16, 32, 64),
+    "lstm_hidden": (16, 64, 128),
+    "lstm_layers": (1, 1, 2),
+    "attention_heads": (2, 4, 8),
+    "embedding_dim": (16, 32, 64),
+    "mc_samples": (8, 30, 100),
+    "max_hpo_trials": (2, 8, 50),
+    "patience": (2, 6, 15),
+}
+_SPECIALIST: dict[str, tuple[Any, Any, Any]] = {
+    "max_epochs": (4, 30, 200),
+    "steps_per_epoch": (4, 20, 50),
+    "paths_per_step": (512, 4096, 20_000),
+    "paths_per_state": (64, 64, 100),
+    "val_paths": (1024, 16_384, 50_000),
+    "eval_paths": (2048, 50_000, 200_000),
+    "n_steps": (6, 12, 12),
+    "rebalance_bars": (6, 6, 6),
+    "width": (16, 32, 64),
+    "n_layers": (2, 3, 4),
+    "patience": (3, 6, 20),
+    "num_threads": (1, 1, None),
+}
+_PORTFOLIO: dict[str, tuple[Any, Any, Any]] = {
+    "meta_epochs": (2, 15, 100),
+    "joint_epochs_per_phase": (1, 5, 30),
+    "steps_per_epoch": (2, 10, 40),
+    "paths_per_step": (256, 2048, 16_384),
+    "val_paths": (512, 8192, 50_000),
+    "eval_paths": (1024, 20_000, 200_000),
+    "width": (16, 32, 64),
+    "n_layers": (2, 2, 3),
+    "patience": (2, 4, 10),
+    # Two seeds keep `make run` within 15 minutes on 2 cores (benchmarks/pipeline.md); with 3
+    # epochs per phase instead, no phase beat the meta-controller.
+    "members": (2, 2, 5),
+    "num_threads": (1, 1, None),
+}
+
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        "smoke",
-        CnnLstmBudget(
-            max_epochs=3,
-            max_windows=768,
-            max_sequence_length=32,
-            conv_channels=16,
-            lstm_hidden=16,
-            lstm_layers=1,
-            attention_heads=2,
-            embedding_dim=16,
-            mc_samples=8,
-            max_hpo_trials=2,
-            patience=2,
-        ),
-        SpecialistBudget(
-            max_epochs=4,
-            steps_per_epoch=4,
-            paths_per_step=512,
-            val_paths=1024,
-            eval_paths=2048,
-            n_steps=6,
-            rebalance_bars=6,
-            width=16,
-            n_layers=2,
-            patience=3,
-        ),
-        PortfolioBudget(
-            meta_epochs=2,
-            joint_epochs_per_phase=1,
-            steps_per_epoch=2,
-            paths_per_step=256,
-            val_paths=512,
-            eval_paths=1024,
-            width=16,
-            n_layers=2,
-            patience=2,
-            members=2,
-        ),
-    ),
-    "default": Profile(
-        "default",
-        CnnLstmBudget(
-            max_epochs=40,
-            max_windows=None,
-            max_sequence_length=96,
-            conv_channels=32,
-            lstm_hidden=64,
-            lstm_layers=1,
-            attention_heads=4,
-            embedding_dim=32,
-            mc_samples=30,
-            max_hpo_trials=8,
-            patience=6,
-        ),
-        SpecialistBudget(
-            max_epochs=30,
-            steps_per_epoch=20,
-            paths_per_step=4096,
-            val_paths=16_384,
-            eval_paths=50_000,
-            n_steps=12,
-            rebalance_bars=6,
-            width=32,
-            n_layers=3,
-            patience=6,
-        ),
-        PortfolioBudget(
-            meta_epochs=15,
-            joint_epochs_per_phase=5,
-            steps_per_epoch=10,
-            paths_per_step=2048,
-            val_paths=8192,
-            eval_paths=20_000,
-            width=32,
-            n_layers=2,
-            patience=4,
-            # Two seeds keep `make run` within 15 minutes on 2 cores (benchmarks/pipeline.md);
-            # with 3 epochs per phase instead, no phase beat the meta-controller.
-            members=2,
-        ),
-    ),
-    "full": Profile(
-        "full",
-        CnnLstmBudget(
-            max_epochs=200,
-            max_windows=None,
-            max_sequence_length=256,
-            conv_channels=64,
-            lstm_hidden=128,
-            lstm_layers=2,
-            attention_heads=8,
-            embedding_dim=64,
-            mc_samples=100,
-            max_hpo_trials=50,
-            patience=15,
-        ),
-        SpecialistBudget(
-            max_epochs=200,
-            steps_per_epoch=50,
-            paths_per_step=20_000,
-            val_paths=50_000,
-            eval_paths=200_000,
-            n_steps=12,
-            rebalance_bars=6,
-            width=64,
-            n_layers=4,
-            patience=20,
-            paths_per_state=100,
-            num_threads=None,
-        ),
-        PortfolioBudget(
-            meta_epochs=100,
-            joint_epochs_per_phase=30,
-            steps_per_epoch=40,
-            paths_per_step=16_384,
-            val_paths=50_000,
-            eval_paths=200_000,
-            width=64,
-            n_layers=3,
-            patience=10,
-            members=5,
-            num_threads=None,
-        ),
-    ),
+    name: Profile(
+        name,
+        CnnLstmBudget(**{knob: values[i] for knob, values in _CNN_LSTM.items()}),
+        SpecialistBudget(**{knob: values[i] for knob, values in _SPECIALIST.items()}),
+        PortfolioBudget(**{knob: values[i] for knob, values in _PORTFOLIO.items()}),
+    )
+    for i, name in enumerate(PROFILE_NAMES)
 }
 
 

@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 
 from hedge_pipeline.orchestration.identity import identity
-from hedge_pipeline.orchestration.launcher import TrainingLauncher
-from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.orchestration.resources import WarehouseResource
+from hedge_pipeline.orchestration.training_asset import TrainingRequest, training_asset
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
 from hedge_pipeline.stages.cnn_lstm.config import CnnLstmChoices, CnnLstmStageConfig
@@ -41,38 +41,33 @@ def _read_inputs(warehouse_db: WarehouseResource) -> tuple[pl.DataFrame, pl.Data
     return selection, features
 
 
-@dg.asset(
-    group_name="models",
-    deps=[portfolio_selection, greeks_features],
-    kinds={"pytorch", "mlflow"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-)
-def cnn_lstm_model(
-    context: dg.AssetExecutionContext,
-    config: CnnLstmModelConfig,
-    warehouse_db: WarehouseResource,
-    launcher: TrainingLauncher,
-    profile: ProfileResource,
-) -> dg.MaterializeResult:
-    """CNN-LSTM market-state model: forecasts the underlying's realized vol (and the next ATM
-    IV change) from sequences of market features; registered as ``hedge-cnn-lstm``."""
-    selection, features = _read_inputs(warehouse_db)
+def _inputs(request: TrainingRequest) -> dict:
+    """The merged config (within the template and the profile) and the exported
+    market-state frame of the selected options."""
+    selection, features = _read_inputs(request.warehouse_db)
     template = load_template(selection["template"][0])
     params = template.training_params
-    stage_config = CnnLstmStageConfig.within(config, params, profile.get())
+    stage_config = CnnLstmStageConfig.within(request.config, params, request.profile)
     # Imported here: the module pulls in torch, which the code location should not load.
     from hedge_pipeline.stages.cnn_lstm.market_state import market_state_frame
 
     frame = market_state_frame(features, selection, horizon=params.horizon)
     dataset = export_parquet(frame, paths.datasets_dir())
     codes = selection["weekly_code"].n_unique()
-    context.log.info(f"dataset {dataset.name}: {frame.height} bars of {codes} codes")
-    return launcher.run(
-        context,
-        "cnn_lstm",
-        {
-            "dataset": str(dataset),
-            "config": stage_config.as_dict(),
-            "identity": identity(context, data_version=dataset.stem),
-        },
-    )
+    request.context.log.info(f"dataset {dataset.name}: {frame.height} bars of {codes} codes")
+    return {
+        "dataset": str(dataset),
+        "config": stage_config.as_dict(),
+        "identity": identity(request.context, data_version=dataset.stem),
+    }
+
+
+cnn_lstm_model = training_asset(
+    name="cnn_lstm_model",
+    stage="cnn_lstm",
+    config_type=CnnLstmModelConfig,
+    inputs=_inputs,
+    deps=[portfolio_selection, greeks_features],
+    description="CNN-LSTM market-state model: forecasts the underlying's realized vol (and the "
+    "next ATM IV change) from sequences of market features; registered as ``hedge-cnn-lstm``.",
+)

@@ -8,11 +8,13 @@ every selected code, the meta-controller, the joint models. The children train, 
 register; the ensemble's child also decides the promotion (docs/design.md §8).
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import dagster as dg
 
 from hedge_pipeline.orchestration.identity import identity
-from hedge_pipeline.orchestration.launcher import TrainingLauncher
-from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.orchestration.training_asset import TrainingRequest, training_asset
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
 from hedge_pipeline.stages.portfolio_models.config import (
@@ -34,16 +36,12 @@ class PortfolioModelsConfig(dg.Config, PortfolioModelChoices):
     """The portfolio's objective, limits and training; sizes come from the profile."""
 
 
-def _inputs(
-    context: dg.AssetExecutionContext,
-    warehouse_db: WarehouseResource,
-    config: PortfolioModelsConfig,
-    profile: ProfileResource,
-) -> dict:
+def _inputs(request: TrainingRequest) -> dict:
     """The merged stage config (checked before anything is exported), the exported selection
     and features, and the specialists' versions per selected code."""
-    stage_config = PortfolioModelStageConfig.within(config, profile.get())
-    with warehouse_db.connect(read_only=True) as con:
+    context = request.context
+    stage_config = PortfolioModelStageConfig.within(request.config, request.profile)
+    with request.warehouse_db.connect(read_only=True) as con:
         selection = warehouse.query(con, SELECTION, [])
         features = warehouse.query(con, FEATURES_OF_SELECTION, [])
     codes = sorted(set(selection.filter(~selection["is_hedge_instrument"])["weekly_code"]))
@@ -86,82 +84,73 @@ def _latest(context: dg.AssetExecutionContext, asset: dg.AssetsDefinition, key: 
     return value.value
 
 
-def _launch(
-    context: dg.AssetExecutionContext,
-    launcher: TrainingLauncher,
-    stage: str,
-    extras: dict,
-    upstream_data: str,
-) -> dg.MaterializeResult:
-    data_version = "-".join(
-        [path.rsplit("/", 1)[-1][:16] for path in (extras["features"], extras["selection"])]
-        + [upstream_data]
-    )
-    return launcher.run(
-        context,
-        stage,
-        {
-            **extras,
-            "identity": identity(context, data_version=data_version),
-        },
-    )
+#: What an asset adds to its extras from its upstream assets; returns the data-version tag.
+Upstream = Callable[[dg.AssetExecutionContext, dict], str]
 
 
-_COMMON = {
-    "group_name": "models",
-    "kinds": {"pytorch", "mlflow"},
-    "retry_policy": dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-}
+def _portfolio_asset(upstream: Upstream, **asset: Any) -> dg.AssetsDefinition:
+    """One portfolio asset (``asset``: :func:`training_asset`'s name, stage, deps and
+    description): read and export its inputs (:func:`_inputs`), add what
+    ``upstream(context, extras)`` says it builds on (it returns the short tag that enters the
+    data version), launch the stage's child."""
+
+    def inputs(request: TrainingRequest) -> dict:
+        extras = _inputs(request)
+        data_version = "-".join(
+            [path.rsplit("/", 1)[-1][:16] for path in (extras["features"], extras["selection"])]
+            + [upstream(request.context, extras)]
+        )
+        return extras | {"identity": identity(request.context, data_version=data_version)}
+
+    return training_asset(config_type=PortfolioModelsConfig, inputs=inputs, **asset)
 
 
-@dg.asset(deps=[specialist_agents, portfolio_selection], **_COMMON)
-def meta_controller(
-    context: dg.AssetExecutionContext,
-    config: PortfolioModelsConfig,
-    warehouse_db: WarehouseResource,
-    launcher: TrainingLauncher,
-    profile: ProfileResource,
-) -> dg.MaterializeResult:
-    """Portfolio-level policy over the frozen specialists of every selected code of one
-    underlying: per-specialist scales and weights against BS delta, and a portfolio no-trade
-    band, trading one netted position; registered as ``hedge-meta-controller``."""
-    extras = _inputs(context, warehouse_db, config, profile)
-    versions = extras["specialists"]
-    upstream = "s" + ".".join(map(str, versions.values()))
-    return _launch(context, launcher, "meta_controller", extras, upstream)
+def _specialists(context: dg.AssetExecutionContext, extras: dict) -> str:
+    return "s" + ".".join(map(str, extras["specialists"].values()))
 
 
-@dg.asset(deps=[meta_controller], **_COMMON)
-def joint_model(
-    context: dg.AssetExecutionContext,
-    config: PortfolioModelsConfig,
-    warehouse_db: WarehouseResource,
-    launcher: TrainingLauncher,
-    profile: ProfileResource,
-) -> dg.MaterializeResult:
-    """The meta-controller and its specialists fine-tuned together through a curriculum, one
-    model per seed (the profile's ensemble size); registered as versions of ``hedge-joint``."""
-    extras = _inputs(context, warehouse_db, config, profile)
+meta_controller = _portfolio_asset(
+    _specialists,
+    name="meta_controller",
+    stage="meta_controller",
+    deps=[specialist_agents, portfolio_selection],
+    description="Portfolio-level policy over the frozen specialists of every selected code of one "
+    "underlying: per-specialist scales and weights against BS delta, and a portfolio no-trade "
+    "band, trading one netted position; registered as ``hedge-meta-controller``.",
+)
+
+
+def _meta_controller(context: dg.AssetExecutionContext, extras: dict) -> str:
     meta = int(_latest(context, meta_controller, "version"))
     extras["meta_controller_version"] = meta
-    return _launch(context, launcher, "joint", extras, f"m{meta}")
+    return f"m{meta}"
 
 
-@dg.asset(deps=[joint_model], **_COMMON)
-def hedge_ensemble(
-    context: dg.AssetExecutionContext,
-    config: PortfolioModelsConfig,
-    warehouse_db: WarehouseResource,
-    launcher: TrainingLauncher,
-    profile: ProfileResource,
-) -> dg.MaterializeResult:
-    """The joint models weighted by validation risk with a turbulence guard, evaluated on the
-    held-out test windows against every baseline and stage, registered as ``hedge-ensemble``
-    and promoted to ``champion`` only through the gate."""
-    extras = _inputs(context, warehouse_db, config, profile)
+joint_model = _portfolio_asset(
+    _meta_controller,
+    name="joint_model",
+    stage="joint",
+    deps=[meta_controller],
+    description="The meta-controller and its specialists fine-tuned together through a "
+    "curriculum, one model per seed (the profile's ensemble size); registered as versions of "
+    "``hedge-joint``.",
+)
+
+
+def _joint_models(context: dg.AssetExecutionContext, extras: dict) -> str:
     joint_versions = [int(v) for v in _latest(context, joint_model, "versions")]
     event = context.instance.get_latest_materialization_event(joint_model.key)
     meta = int(event.asset_materialization.metadata["upstream_meta_controller_version"].value)
     extras |= {"joint_versions": joint_versions, "meta_controller_version": meta}
-    upstream = "j" + ".".join(map(str, joint_versions))
-    return _launch(context, launcher, "ensemble", extras, upstream)
+    return "j" + ".".join(map(str, joint_versions))
+
+
+hedge_ensemble = _portfolio_asset(
+    _joint_models,
+    name="hedge_ensemble",
+    stage="ensemble",
+    deps=[joint_model],
+    description="The joint models weighted by validation risk with a turbulence guard, "
+    "evaluated on the held-out test windows against every baseline and stage, registered as "
+    "``hedge-ensemble`` and promoted to ``champion`` only through the gate.",
+)

@@ -15,7 +15,7 @@ from typing import Self
 from pydantic import Field
 
 from hedge_pipeline.harness.config import ChildInputs, StageConfig
-from hedge_pipeline.runtime.profiles import Profile
+from hedge_pipeline.runtime.profiles import PortfolioBudget, Profile
 from hedge_pipeline.stages.specialists.config import HedgingCosts
 
 
@@ -49,43 +49,16 @@ class PortfolioModelChoices(HedgingCosts):
     seed: int = 0
 
 
-class PortfolioModelStageConfig(PortfolioModelChoices, StageConfig):
-    """What the ``meta_controller``, ``joint`` and ``ensemble`` children train on."""
-
-    meta_epochs: int = Field(ge=1)
-    joint_epochs_per_phase: int = Field(ge=1)
-    steps_per_epoch: int = Field(ge=1)
-    paths_per_step: int = Field(ge=1)
-    val_paths: int = Field(ge=1)
-    eval_paths: int = Field(ge=1)
-    width: int = Field(ge=1)
-    n_layers: int = Field(ge=1)
-    patience: int = Field(ge=1)
-    members: int = Field(ge=1, description="joint models (one per seed) in the ensemble")
-    num_threads: int | None = Field(default=None, ge=1)
+class PortfolioModelStageConfig(PortfolioModelChoices, PortfolioBudget, StageConfig):
+    """What the ``meta_controller``, ``joint`` and ``ensemble`` children train on: the choices
+    and every field of the profile's :class:`PortfolioBudget`."""
 
     @classmethod
     def within(cls, choices: PortfolioModelChoices, profile: Profile) -> Self:
         """The choices as given; every size (epochs, paths, network, members) is the
         profile's: the portfolio stages expose no size to the user."""
-        budget = profile.portfolio
         chosen = choices.model_dump(include=set(PortfolioModelChoices.model_fields))
-        return cls.parse(
-            chosen
-            | {
-                "meta_epochs": budget.meta_epochs,
-                "joint_epochs_per_phase": budget.joint_epochs_per_phase,
-                "steps_per_epoch": budget.steps_per_epoch,
-                "paths_per_step": budget.paths_per_step,
-                "val_paths": budget.val_paths,
-                "eval_paths": budget.eval_paths,
-                "width": budget.width,
-                "n_layers": budget.n_layers,
-                "patience": budget.patience,
-                "members": budget.members,
-                "num_threads": budget.num_threads,
-            }
-        )
+        return cls.parse(chosen | profile.portfolio.model_dump())
 
 
 class MetaControllerInputs(ChildInputs):

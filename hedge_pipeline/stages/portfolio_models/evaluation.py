@@ -16,7 +16,8 @@ the window's first decision to its end):
   P&L path (:func:`~hedge_pipeline.stages.portfolio_models.controller.mark_to_market`); ``calmar``:
   mean P&L / max_drawdown;
 * ``win_rate``: share of windows where the hedger ends above Black–Scholes delta on the same
-  window; ``profit_rate``: share with X > 0;
+  window by more than float noise (:func:`win_rate`: a tie is not a win); ``profit_rate``:
+  share with X > 0;
 * ``var_compliance``: share of windows whose loss stays within the VaR limit;
 * ``total_cost``: mean transaction cost per window.
 
@@ -28,7 +29,7 @@ windows is decided by a few events and a user needs to see which:
   go: the distance from ``bs_delta`` to ``bs_delta_without_costs`` is all that cost savings
   can win; what remains is risk the underlying cannot hedge (gamma over overnight gaps).
 * :func:`tail_by_front`: the worst 10 % of windows (ES10's own tail) by front code, each
-  code's count, mean loss and additive share of ES10.
+  code's count, mean loss and additive contribution to ES10 (the contributions add up to it).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import torch
 from torch import Tensor
 
 from hedge_pipeline.hedging.baselines import delta_gamma, option_cap, whalley_wilmott_width
+from hedge_pipeline.hedging.comparison import time_blocks
 from hedge_pipeline.hedging.simulator import DELTA, SCALED_GAMMA
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 from hedge_pipeline.stages.portfolio_models.controller import (
@@ -62,6 +64,8 @@ __all__ = [
     "score",
     "specialist_rows",
     "tail_by_front",
+    "win_rate",
+    "window_blocks",
 ]
 
 BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
@@ -140,17 +144,45 @@ def baseline_positions(
     return baselines
 
 
+#: Relative size of a P&L difference that float32 rounding can make (a tie below it).
+TIE_TOLERANCE = 1e-6
+
+
+def win_rate(pnl: Tensor, reference: Tensor) -> float:
+    """Share of windows where ``pnl`` beats ``reference`` by more than float noise.
+
+    Two hedgers that hold the same positions on a window (a specialist proposing exactly BS
+    delta, a band that never binds) reach the same P&L through different float32 sums; a raw
+    ``pnl > reference`` turns those ties into coin flips. A window is a win only by more than
+    :data:`TIE_TOLERANCE` times the larger magnitude of the two P&Ls (at least 1 unit of P&L).
+
+    >>> import torch
+    >>> ref = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    >>> win_rate(ref, ref), win_rate(ref + 1e-9, ref)
+    (0.0, 0.0)
+    >>> win_rate(torch.tensor([1.5, -2.0, 0.4, 3.0], dtype=torch.float64), ref)
+    0.25
+    """
+    pnl, reference = pnl.double(), reference.double()
+    scale = torch.maximum(pnl.abs(), reference.abs()).clamp(min=1.0)
+    return float((pnl - reference > TIE_TOLERANCE * scale).double().mean())
+
+
 def portfolio_metrics(
     path: Tensor,
+    pnl: Tensor,
     costs: Tensor,
     risk: RiskMeasure,
     var_limit: float,
     reference: Tensor,
 ) -> dict[str, float]:
-    """The columns of the module docstring from a marked P&L path (n, T + 1), the costs (n,)
-    and the reference hedger's P&L (n,), in float64."""
-    path, costs, reference = path.double(), costs.double(), reference.double()
-    pl = path[:, -1]
+    """The columns of the module docstring from a marked P&L path (n, T + 1), the P&L as
+    :func:`.controller.portfolio_pnl` computes it (n,), the costs (n,) and the reference
+    hedger's P&L computed the same way (n,), in float64. Every figure of the window's end
+    reads ``pnl``, the one P&L the report's comparisons and plots read too (the path's last
+    column is the same P&L summed in another order); the drawdowns read the path."""
+    path, costs = path.double(), costs.double()
+    pl = pnl.double()
     mean, std = float(pl.mean()), float(pl.std()) if pl.numel() > 1 else 0.0
     downside = float(pl.clamp(max=0.0).square().mean().sqrt())
     drawdown = float((path.cummax(dim=1).values - path).max(dim=1).values.mean())
@@ -164,7 +196,7 @@ def portfolio_metrics(
         "sortino": mean / downside if downside > 0 else float("nan"),
         "max_drawdown": drawdown,
         "calmar": mean / drawdown if drawdown > 0 else float("nan"),
-        "win_rate": float((pl > reference).double().mean()),
+        "win_rate": win_rate(pnl, reference),
         "profit_rate": float((pl > 0).double().mean()),
         "var_compliance": float((-pl <= var_limit).double().mean()),
         "total_cost": float(costs.mean()),
@@ -191,7 +223,7 @@ def score(
         scored = {name: portfolio_pnl(problem, ep, held) for name, problem, held in runs}
         reference = scored[REFERENCE][0]
         metrics = {
-            name: portfolio_metrics(mark_to_market(problem, ep, held), scored[name][1], risk,
+            name: portfolio_metrics(mark_to_market(problem, ep, held), *scored[name], risk,
                                     var_limit, reference)
             for name, problem, held in runs
         }  # fmt: skip
@@ -204,13 +236,32 @@ def front_codes(ep: PortfolioEpisodes) -> Tensor:
     return ep.present.argmax(dim=1)  # the first of equal maxima
 
 
+def window_blocks(ep: PortfolioEpisodes) -> Tensor:
+    """Each window's cluster for the bootstrap of :mod:`~hedge_pipeline.hedging.comparison`:
+    its front code and the block of one window's length, in the front code's time to expiry,
+    that it starts in.
+
+    Replayed windows start one bar apart, so neighbours share almost all of their path; a
+    block holds the windows that overlap the most and is resampled whole. Simulated windows
+    from nearby start states fall in one block too, which only widens the interval.
+    Shape: → (n_paths,) integer ids.
+    """
+    front = front_codes(ep)
+    tau = torch.stack([b.tau for b in ep.books], dim=1)  # (n, C, T + 1)
+    rows = torch.arange(ep.n_paths)
+    block = time_blocks(tau[rows, front, 0], tau[rows, front, -1])
+    return front * (int(block.max()) + 1) + block
+
+
 def tail_by_front(
     pnl: Tensor, front: Tensor, codes: Sequence[str], p: float = 0.1
 ) -> dict[str, dict[str, float]]:
-    """The worst ``p`` of the windows by front code, largest share first (module docstring).
+    """The worst ``p`` of the windows by front code, largest contribution first (module
+    docstring).
 
     The tail is :class:`~hedge_pipeline.quant.risk.ExpectedShortfall`'s: the ⌈p·n⌉ lowest
-    P&Ls, so the ``es_share`` entries (a code's tail losses over ⌈p·n⌉) add up to ES(p).
+    P&Ls, so the ``es10_contribution`` entries (a code's tail losses over ⌈p·n⌉) add up to
+    ES(p), ES10 at the default ``p``.
     ``windows`` counts the code's windows in the tail, ``mean_loss`` their mean loss.
     """
     k = ExpectedShortfall(p).tail_size(pnl.numel())
@@ -222,6 +273,6 @@ def tail_by_front(
         rows[codes[f]] = {
             "windows": int(mine.numel()),
             "mean_loss": float(mine.mean()),
-            "es_share": float(mine.sum() / k),
+            "es10_contribution": float(mine.sum() / k),
         }
-    return dict(sorted(rows.items(), key=lambda item: -item[1]["es_share"]))
+    return dict(sorted(rows.items(), key=lambda item: -item[1]["es10_contribution"]))

@@ -18,7 +18,6 @@ the most selected codes; codes of other underlyings are named in the log and lef
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -28,13 +27,14 @@ from typing import Any
 import polars as pl
 import torch
 from mlflow import MlflowClient
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.threads import torch_threads
 from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.registry import versions as registry
-from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.registry.artifact import ArtifactSpec, load_weights
 from hedge_pipeline.stages.portfolio_models.config import MetaControllerInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
     MetaController,
@@ -48,16 +48,15 @@ from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes, Por
 from hedge_pipeline.stages.portfolio_models.objective import PortfolioObjective, value_at_risk
 from hedge_pipeline.stages.specialists.artifact import (
     FORECASTS_FILE,
+    Costs,
     code_market,
     load_policy,
-    market_config,
     model_name,
 )
 
 META_MODEL = "hedge-meta-controller"
 JOINT_MODEL = "hedge-joint"
 ENSEMBLE_MODEL = "hedge-ensemble"
-CONFIG_FILE = "config.json"
 # Seeds of the fixed evaluation draws, far from any training seed.
 VAL_SEED, TEST_SEED, SCALE_SEED = 7_100_003, 9_100_011, 5_100_007
 
@@ -69,7 +68,6 @@ class Portfolio:
     market: PortfolioMarket
     problem: PortfolioProblem
     specialists: list[nn.Module]
-    specs: list[dict[str, Any]]
     versions: dict[str, int]  # weekly code → hedge-specialist version
     excluded: list[str]
 
@@ -103,7 +101,7 @@ def load_portfolio(
     if underlying not in counts:
         raise ValueError(f"no selected code on underlying {underlying!r}; have {sorted(counts)}")
     codes = sorted(c for c, u in by_code.items() if u == underlying)
-    markets, specialists, specs = [], [], []
+    markets, specialists = [], []
     for code in codes:
         loaded = registry.load_version(client, model_name(code), wanted[code])
         policy, spec = load_policy(loaded.directory)
@@ -116,11 +114,10 @@ def load_portfolio(
         forecasts = pl.read_parquet(loaded.directory / FORECASTS_FILE)
         rows = pl.col("weekly_code") == code
         market = code_market(
-            features.filter(rows), selection.filter(rows), forecasts, market_config(spec)
+            features.filter(rows), selection.filter(rows), forecasts, spec.market_config()
         )
         markets.append(market)
         specialists.append(policy)
-        specs.append(spec)
     market = PortfolioMarket(markets)
     order = [codes.index(c) for c in market.codes]
     problem = PortfolioProblem(
@@ -135,7 +132,6 @@ def load_portfolio(
         market=market,
         problem=problem,
         specialists=[specialists[i] for i in order],
-        specs=[specs[i] for i in order],
         versions={c: wanted[c] for c in market.codes},
         excluded=sorted(set(wanted) - set(codes)),
     )
@@ -250,40 +246,99 @@ def new_meta(portfolio: Portfolio, cfg: dict[str, Any]) -> MetaController:
     return meta
 
 
-def save_model(model: nn.Module, spec: dict[str, Any], out: Path) -> Path:
-    """A registered folder: weights plus the spec that rebuilds the module around them."""
-    out.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out / registry.WEIGHTS_FILE)
-    (out / CONFIG_FILE).write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    return out
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def meta_spec(portfolio: Portfolio, meta: MetaController, cfg: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "meta": meta.config,
-        "codes": list(portfolio.market.codes),
-        "specialists": portfolio.versions,
-        "costs": {"cost": cfg["cost"], "slippage": cfg["slippage"], "fixed_fee": cfg["fixed_fee"]},
-        "max_position": cfg.get("max_position"),
-        "criterion": cfg["criterion"],
-    }
+class MetaControllerSizes(_Part):
+    """:class:`MetaController`'s constructor arguments (its ``config``)."""
+
+    n_context: int
+    width: int
+    n_layers: int
+    initial_band: float
+    initial_weight: float
+    max_scale_change: float
+
+    def build(self) -> MetaController:
+        return MetaController(**self.model_dump())
 
 
-def load_state(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    spec = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
-    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    return state, spec
+class PortfolioModelSpec(ArtifactSpec):
+    """What every portfolio model's registered folder states: the controller's sizes, the
+    codes in the order the model expects them, the specialist versions it hedges with, and the
+    costs, position cap and criterion it was trained under."""
+
+    meta: MetaControllerSizes
+    codes: list[str]
+    specialists: dict[str, int]
+    costs: Costs
+    max_position: float | None = None
+    criterion: str
+
+    @classmethod
+    def of(cls, portfolio: Portfolio, meta: MetaController, cfg: dict[str, Any], **extra: Any):
+        """The spec of a model of ``portfolio`` around ``meta``, trained under ``cfg``."""
+        return cls(
+            meta=MetaControllerSizes(**meta.config),
+            codes=list(portfolio.market.codes),
+            specialists=portfolio.versions,
+            costs=Costs(cost=cfg["cost"], slippage=cfg["slippage"], fixed_fee=cfg["fixed_fee"]),
+            max_position=cfg.get("max_position"),
+            criterion=cfg["criterion"],
+            **extra,
+        )
 
 
-def joint_skeleton(portfolio: Portfolio, spec: dict[str, Any]) -> JointModel:
+class MetaControllerSpec(PortfolioModelSpec):
+    """``hedge-meta-controller``: also the VaR limit its objective held it to."""
+
+    var_limit: float
+
+
+class JointMemberInfo(_Part):
+    member: int
+    seed: int
+
+
+class JointSpec(MetaControllerSpec):
+    """``hedge-joint``: the meta-controller's spec it started from, and its member seed."""
+
+    joint: JointMemberInfo
+
+
+class EnsembleInfo(_Part):
+    joint_versions: list[int]
+    weights: list[float]
+    validation_risk: list[float]
+    turbulence_threshold: float
+    turbulence_quantile: float
+
+
+class EnsembleSpec(PortfolioModelSpec):
+    """``hedge-ensemble``: its members' versions and weights, the turbulence guard, and the
+    members' own spec (they all share it)."""
+
+    ensemble: EnsembleInfo
+    member_spec: JointSpec
+
+
+def joint_skeleton(portfolio: Portfolio, spec: PortfolioModelSpec) -> JointModel:
     """A joint model shaped like ``spec``'s, on this portfolio's specialists (copies)."""
-    if list(spec["codes"]) != list(portfolio.market.codes):
+    if spec.codes != list(portfolio.market.codes):
         raise ValueError(
-            f"the model covers codes {spec['codes']}, this portfolio {list(portfolio.market.codes)}"
+            f"the model covers codes {spec.codes}, this portfolio {list(portfolio.market.codes)}"
         )
     # Copies: each joint model trains its own specialists.
     specialists = [copy.deepcopy(p) for p in portfolio.specialists]
-    return JointModel(MetaController(**spec["meta"]), specialists)
+    return JointModel(spec.meta.build(), specialists)
+
+
+def load_joint(portfolio: Portfolio, directory: Path) -> JointModel:
+    """A registered joint model rebuilt around this portfolio's specialists."""
+    model = joint_skeleton(portfolio, JointSpec.read(directory))
+    model.load_state_dict(load_weights(directory))
+    return model
 
 
 def at_costs(problem: PortfolioProblem, scale: float) -> PortfolioProblem:
@@ -293,13 +348,3 @@ def at_costs(problem: PortfolioProblem, scale: float) -> PortfolioProblem:
         slippage=problem.slippage * scale,
         fixed_fee=problem.fixed_fee * scale,
     )
-
-
-COLUMNS = ("es10", "price", "entropic", "mean_pl", "std_pl", "sharpe", "sortino", "calmar",
-           "max_drawdown", "win_rate", "profit_rate", "var_compliance", "total_cost")  # fmt: skip
-
-
-def markdown_risk_table(metrics: dict[str, dict[str, float]]) -> str:
-    """The portfolio risk table as markdown: one row per hedger, the evaluation's columns."""
-    rows = ([name, *(f"{row[c]:.4g}" for c in COLUMNS)] for name, row in metrics.items())
-    return markdown_table(["hedger", *COLUMNS], rows, right_from=1)

@@ -14,27 +14,29 @@ for BS delta and the ensemble, the worst 10 % of windows by front code (``tail_b
 Promotion gate (docs/design.md §8): the new version gets ``champion`` only when its test ES10
 (replay) beats BS delta's and the current champion's (re-scored on the same windows when it
 covers the same codes) by ``promotion_margin``; otherwise it stays ``candidate``, with the
-reason in its tags (``promotion``, ``promotion_reason``) and the metadata. The report (JSON,
-markdown, PNGs) is logged under ``report/`` of the version's MLflow run for ``hedge evaluate``.
+reason in its tags (``promotion``, ``promotion_reason``) and the metadata. The report
+(:mod:`.report`: the verdict, every hedger against the strongest baseline with intervals, the
+left tail and the paired view; JSON, markdown, PNGs) is logged under ``report/`` of the
+version's MLflow run for ``hedge evaluate``; its headline figures are numeric metadata.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from matplotlib.figure import Figure
 from torch import nn
 
 from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
-from hedge_pipeline.harness.tracking import TrackingReporter, png_markdown
+from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.hedging.code_market import CONTEXT
+from hedge_pipeline.hedging.comparison import Comparison
 from hedge_pipeline.registry import versions as registry
-from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.registry.artifact import ArtifactSpecError, load_weights, save_artifact
+from hedge_pipeline.stages.portfolio_models import report
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import EnsembleInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
@@ -55,6 +57,7 @@ from hedge_pipeline.stages.portfolio_models.evaluation import (
     score,
     specialist_rows,
     tail_by_front,
+    window_blocks,
 )
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
@@ -74,16 +77,17 @@ class EnsembleModel:
     inputs: shared.StageInputs
     members: list[JointModel]
     member_versions: list[int]
-    member_spec: dict[str, Any]
+    member_spec: shared.JointSpec
     meta: MetaController
     registered_name: str = shared.ENSEMBLE_MODEL
-    spec: dict[str, Any] = field(default_factory=dict)
+    spec: shared.EnsembleSpec | None = None
     val_risk: list[float] = field(default_factory=list)
     tables: dict[str, Any] = field(default_factory=dict)
     tails: dict[str, Any] = field(default_factory=dict)
     guard_share: dict[str, float] = field(default_factory=dict)
     decision: tuple[str, str] = ("", "")
-    report: dict[str, Any] = field(default_factory=dict)
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+    report_metadata: dict[str, Any] = field(default_factory=dict)
 
     def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
         inputs = self.inputs
@@ -122,7 +126,7 @@ class EnsembleModel:
                 "test",
             ),
         }
-        pnls = {}
+        pnls, blocks = {}, {}
         for split, ep in episodes.items():
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
@@ -147,50 +151,76 @@ class EnsembleModel:
                 for name in TAIL_HEDGERS
             }
             self.guard_share[split] = float(guard.double().mean())
+            blocks[split] = window_blocks(ep)
+        self.comparisons = report.compare(self.tables, pnls, blocks, seed=cfg["seed"])
         champion = _champion_es10(inputs.client, portfolio, episodes["test_replay"], objective)
         decision, reason = _gate(self.tables["test_replay"], champion, cfg["promotion_margin"])
         self.decision = (decision, reason)
-        self.spec = shared.meta_spec(portfolio, self.meta, cfg) | {
-            "ensemble": {
-                "joint_versions": self.member_versions,
-                "weights": model.weights.tolist(),
-                "validation_risk": self.val_risk,
-                "turbulence_threshold": model.turbulence_threshold,
-                "turbulence_quantile": cfg["turbulence_quantile"],
-            },
-            "member_spec": self.member_spec,
+        self.spec = shared.EnsembleSpec.of(
+            portfolio,
+            self.meta,
+            cfg,
+            ensemble=shared.EnsembleInfo(
+                joint_versions=self.member_versions,
+                weights=model.weights.tolist(),
+                validation_risk=self.val_risk,
+                turbulence_threshold=model.turbulence_threshold,
+                turbulence_quantile=cfg["turbulence_quantile"],
+            ),
+            member_spec=self.member_spec,
+        )
+        document = {
+            "promotion": decision,
+            "promotion_reason": reason,
+            "ensemble": self.spec.ensemble.model_dump(),
+            "codes": self.spec.codes,
+            "guard_share": self.guard_share,
+            "evaluation": self.tables,
+            "tail_by_front": self.tails,
         }
-        self.report = _report(
+        self.report_metadata = report.write(
             scratch / "report",
+            self.decision,
+            self.comparisons,
             self.tables,
             self.tails,
             pnls,
-            self.spec,
-            decision,
-            reason,
-            self.guard_share,
-        )
-        replay = self.tables["test_replay"]
+            document,
+        ).metadata
+        replay = self.comparisons["test_replay"]
+        headlines = {
+            f"{split}_ensemble_es10_{key}": value
+            for split, c in self.comparisons.items()
+            for key, value in (
+                ("vs_strongest_baseline", c.of_model.difference),
+                ("vs_strongest_baseline_low", c.of_model.low),
+                ("vs_strongest_baseline_high", c.of_model.high),
+                ("of_strongest_baseline", c.of_model.baseline),
+            )
+        }
         return StageResult(
             {
                 f"{split}_{h}_{k}": v
                 for split, table in self.tables.items()
                 for h, row in table.items()
                 for k, v in row.items()
+            }
+            | headlines,
+            f"test (replay) {replay.headline}",
+            {
+                "promotion": decision,
+                "promotion_reason": reason,
+                "strongest_baseline": replay.baseline,
+                "evaluation": replay.headline,
             },
-            f"test ES10 (replay) {replay['ensemble']['es10']:.4g} vs BS delta "
-            f"{replay['bs_delta']['es10']:.4g}",
-            {"promotion": decision, "promotion_reason": reason},
         )
 
     def save(self, model: nn.Module, out: Path) -> Path:
-        return shared.save_model(model, self.spec, out)
+        assert self.spec is not None, "evaluate() sets the spec"
+        return save_artifact(model, self.spec, out)
 
     def load(self, directory: Path) -> nn.Module:
-        state, spec = shared.load_state(directory)
-        ensemble = ensemble_skeleton(self.inputs.portfolio, spec)
-        ensemble.load_state_dict(state)
-        return ensemble
+        return load_ensemble(self.inputs.portfolio, directory, shared.EnsembleSpec.read(directory))
 
     def probe(self, model: nn.Module) -> torch.Tensor:
         """The ensemble's netted positions on the fixed validation windows."""
@@ -202,25 +232,22 @@ def run(session: TrainingSession) -> None:
         extras = inputs.extras
         assert isinstance(extras, EnsembleInputs)
         client, portfolio = inputs.client, inputs.portfolio
-        members, member_versions, spec = [], [], {}
+        members, member_versions, member_specs = [], [], []
         for ref in extras.joint_versions:
             loaded = registry.load_version(client, shared.JOINT_MODEL, ref)
-            state, spec = shared.load_state(loaded.directory)
-            model = shared.joint_skeleton(portfolio, spec)
-            model.load_state_dict(state)
-            members.append(model.eval())
+            members.append(shared.load_joint(portfolio, loaded.directory).eval())
+            member_specs.append(shared.JointSpec.read(loaded.directory))
             member_versions.append(loaded.version)
         meta_loaded = registry.load_version(
             client, shared.META_MODEL, extras.meta_controller_version
         )
-        meta_state, meta_spec = shared.load_state(meta_loaded.directory)
-        meta = MetaController(**meta_spec["meta"])
-        meta.load_state_dict(meta_state)
+        meta = shared.MetaControllerSpec.read(meta_loaded.directory).meta.build()
+        meta.load_state_dict(load_weights(meta_loaded.directory))
         # The joints name the meta-controller, which names the specialists (hedge models show).
         inputs.identity["upstream"] = {
             f"{shared.JOINT_MODEL}/{k}": v for k, v in enumerate(member_versions)
         }
-        stage = EnsembleModel(inputs, members, member_versions, spec, meta)
+        stage = EnsembleModel(inputs, members, member_versions, member_specs[-1], meta)
         done = train_and_register(session, client, STAGE, stage, inputs.identity, inputs.cfg)
         if done is None:  # another torchrun rank: rank 0 registers and reports
             return
@@ -232,41 +259,35 @@ def run(session: TrainingSession) -> None:
         (session.info if decision == "promoted" else session.warning)(
             f"{shared.ENSEMBLE_MODEL} v{version.version}: {decision}: {reason}"
         )
-        ensemble = done.model
+        ensemble, replay = done.model, stage.comparisons["test_replay"]
         session.report(
             metadata={
                 **done.metadata(),
                 "promotion": decision,
                 "promotion_reason": reason,
+                **replay.headline_metadata(),
+                **{f"guard_share_{split}": v for split, v in stage.guard_share.items()},
                 "joint_versions": member_versions,
                 "member_weights": ensemble.weights.tolist(),
                 "turbulence_threshold": ensemble.turbulence_threshold,
-                "guard_share": stage.guard_share,
-                "test_replay": stage.tables["test_replay"],
-                "test_simulated": stage.tables["test_simulated"],
-                "tail_by_front": stage.tails,
-                **{
-                    f"evaluation_{split}": {
-                        "raw_value": shared.markdown_risk_table(t),
-                        "type": "md",
-                    }
-                    for split, t in stage.tables.items()
-                },
-                **stage.report,
+                **stage.report_metadata,
             },
             data_version=done.data_version,
         )
 
 
-def ensemble_skeleton(portfolio: shared.Portfolio, spec: dict[str, Any]) -> HedgeEnsemble:
-    """An ensemble shaped like a registered ``spec``, around this portfolio's specialists."""
-    info = spec["ensemble"]
-    members = [
-        shared.joint_skeleton(portfolio, spec["member_spec"]) for _ in info["joint_versions"]
-    ]
-    return HedgeEnsemble(
-        members, torch.tensor(info["weights"]), info["turbulence_threshold"], TURBULENCE_COLUMN
+def load_ensemble(
+    portfolio: shared.Portfolio, directory: Path, spec: shared.EnsembleSpec
+) -> HedgeEnsemble:
+    """A registered ensemble (``spec`` read from ``directory``) rebuilt around this
+    portfolio's specialists."""
+    info = spec.ensemble
+    members = [shared.joint_skeleton(portfolio, spec.member_spec) for _ in info.joint_versions]
+    ensemble = HedgeEnsemble(
+        members, torch.tensor(info.weights), info.turbulence_threshold, TURBULENCE_COLUMN
     )
+    ensemble.load_state_dict(load_weights(directory))
+    return ensemble
 
 
 def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[float]:
@@ -295,12 +316,14 @@ def _champion_es10(client, portfolio, test, objective) -> tuple[int, float | Non
         loaded = registry.load_version(client, shared.ENSEMBLE_MODEL, registry.CHAMPION)
     except registry.UnknownModelVersionError:
         return None
-    state, spec = shared.load_state(loaded.directory)
-    if list(spec["codes"]) != list(portfolio.market.codes):
-        return loaded.version, None
-    champion = ensemble_skeleton(portfolio, spec)
     try:
-        champion.load_state_dict(state)
+        spec = shared.EnsembleSpec.read(loaded.directory)
+    except ArtifactSpecError:  # a folder of an older release: not rebuildable here
+        return loaded.version, None
+    if spec.codes != list(portfolio.market.codes):
+        return loaded.version, None
+    try:
+        champion = load_ensemble(portfolio, loaded.directory, spec)
     except RuntimeError:  # torch's answer to weights of another shape than the skeleton's
         return loaded.version, None
     with torch.no_grad():
@@ -338,52 +361,3 @@ def _gate(table: dict[str, dict[str, float]], champion, margin: float) -> tuple[
         )
     against = f" and champion v{champion[0]}'s {champion[1]:.4g}" if champion else ""
     return "promoted", f"{bar} beats BS delta's {bs:.4g}{against} by at least {margin:.1%}"
-
-
-def _report(
-    folder: Path, tables, tails, pnls, spec, decision, reason, guard_share
-) -> dict[str, Any]:
-    """report.json, report.md and PNGs in ``folder``; their Dagster metadata entries."""
-    folder.mkdir(parents=True, exist_ok=True)
-    document = {
-        "promotion": decision,
-        "promotion_reason": reason,
-        "ensemble": spec["ensemble"],
-        "codes": spec["codes"],
-        "guard_share": guard_share,
-        "evaluation": tables,
-        "tail_by_front": tails,
-    }
-    (folder / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
-    lines = [f"# hedge-ensemble evaluation\n\n**{decision}**: {reason}\n"]
-    metadata = {}
-    for split, table in tables.items():
-        tail = _tail_markdown(tails[split])
-        lines += [f"\n## {split.replace('_', ' ')}\n", shared.markdown_risk_table(table), ""]
-        lines += ["### Worst 10 % of windows by front code\n", tail, ""]
-        metadata[f"tail_by_front_{split}"] = {"raw_value": tail, "type": "md"}
-    (folder / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    for split, pnl in pnls.items():
-        figure = Figure(figsize=(7, 4))
-        axes = figure.subplots()
-        for name in ("bs_delta", "specialists", "ensemble"):
-            axes.hist(pnl[name].double().numpy(), bins=40, alpha=0.5, label=name)
-        axes.set_title(f"portfolio P&L per window, {split.replace('_', ' ')}")
-        axes.set_xlabel("P&L")
-        axes.legend()
-        path = folder / f"pnl_{split}.png"
-        figure.savefig(path, dpi=90)
-        metadata[f"pnl_histogram_{split}"] = {"raw_value": png_markdown(path, split), "type": "md"}
-    return metadata
-
-
-def _tail_markdown(tails: dict[str, dict[str, dict[str, float]]]) -> str:
-    """One row per (hedger, front code) of :func:`tail_by_front`'s figures."""
-    rows = (
-        [hedger, code, str(row["windows"]), f"{row['mean_loss']:.4g}", f"{row['es_share']:.4g}"]
-        for hedger, by_code in tails.items()
-        for code, row in by_code.items()
-    )
-    return markdown_table(
-        ["hedger", "front code", "windows", "mean loss", "share of ES10"], rows, right_from=2
-    )

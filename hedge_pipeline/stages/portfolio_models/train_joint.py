@@ -26,6 +26,7 @@ from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.registry.artifact import load_weights, save_artifact
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import JointInputs
 from hedge_pipeline.stages.portfolio_models.ensemble import member_positions
@@ -42,7 +43,7 @@ class JointMember:
     inputs: shared.StageInputs
     cfg: dict[str, Any]  # the stage's config with this member's ``member`` and ``seed``
     meta_state: dict[str, torch.Tensor]
-    meta_spec: dict[str, Any]
+    meta_spec: shared.MetaControllerSpec
     registered_name: str = shared.JOINT_MODEL
     validation: dict[str, float] = field(default_factory=dict)
 
@@ -69,17 +70,15 @@ class JointMember:
             f"seed {self.cfg['seed']}, validation ES10 {val['val_es10']:.4g}",
         )
 
-    def spec(self) -> dict[str, Any]:
-        return self.meta_spec | {"joint": {"member": self.cfg["member"], "seed": self.cfg["seed"]}}
+    def spec(self) -> shared.JointSpec:
+        joint = shared.JointMemberInfo(member=self.cfg["member"], seed=self.cfg["seed"])
+        return shared.JointSpec(**dict(self.meta_spec), joint=joint)
 
     def save(self, model: nn.Module, out: Path) -> Path:
-        return shared.save_model(model, self.spec(), out)
+        return save_artifact(model, self.spec(), out)
 
     def load(self, directory: Path) -> nn.Module:
-        state, spec = shared.load_state(directory)
-        model = shared.joint_skeleton(self.inputs.portfolio, spec)
-        model.load_state_dict(state)
-        return model
+        return shared.load_joint(self.inputs.portfolio, directory)
 
     def probe(self, model: nn.Module) -> torch.Tensor:
         """The netted positions on the fixed validation windows."""
@@ -93,7 +92,8 @@ def run(session: TrainingSession) -> None:
         assert isinstance(extras, JointInputs)
         cfg, identity, client = inputs.cfg, inputs.identity, inputs.client
         meta = registry.load_version(client, shared.META_MODEL, extras.meta_controller_version)
-        meta_state, meta_spec = shared.load_state(meta.directory)
+        meta_state = load_weights(meta.directory)
+        meta_spec = shared.MetaControllerSpec.read(meta.directory)
         # The meta-controller's version names the specialists it started from.
         identity["upstream"] = {shared.META_MODEL: meta.version}
         members = []

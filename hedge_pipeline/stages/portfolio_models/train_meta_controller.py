@@ -19,10 +19,10 @@ from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
+from hedge_pipeline.registry.artifact import load_weights, save_artifact
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import MetaControllerInputs
 from hedge_pipeline.stages.portfolio_models.controller import (
-    MetaController,
     meta_rollout,
     proposals,
 )
@@ -31,6 +31,7 @@ from hedge_pipeline.stages.portfolio_models.evaluation import (
     score,
     specialist_rows,
 )
+from hedge_pipeline.stages.portfolio_models.report import risk_table
 from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
 
 STAGE = "meta_controller"
@@ -91,15 +92,14 @@ class MetaControllerModel:
 
     def save(self, model: nn.Module, out: Path) -> Path:
         portfolio, cfg = self.inputs.portfolio, self.inputs.cfg
-        spec = shared.meta_spec(portfolio, model, cfg) | {
-            "var_limit": self.inputs.objective.var_limit
-        }
-        return shared.save_model(model, spec, out)
+        spec = shared.MetaControllerSpec.of(
+            portfolio, model, cfg, var_limit=self.inputs.objective.var_limit
+        )
+        return save_artifact(model, spec, out)
 
     def load(self, directory: Path) -> nn.Module:
-        state, spec = shared.load_state(directory)
-        meta = MetaController(**spec["meta"])
-        meta.load_state_dict(state)
+        meta = shared.MetaControllerSpec.read(directory).meta.build()
+        meta.load_state_dict(load_weights(directory))
         return meta
 
     def probe(self, model: nn.Module) -> torch.Tensor:
@@ -129,7 +129,7 @@ def run(session: TrainingSession) -> None:
                 "var_limit": objective.var_limit,
                 "test_replay": metrics,
                 "risk_table_test_replay": {
-                    "raw_value": shared.markdown_risk_table(metrics),
+                    "raw_value": risk_table(metrics),
                     "type": "md",
                 },
             },

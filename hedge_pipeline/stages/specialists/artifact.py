@@ -2,28 +2,26 @@
 portfolio stages load.
 
 The stage's public face to the rest of the lineage: a version is rebuilt through
-:func:`load_policy` (weights plus the spec: book, network, costs, calibration), and its market
-exactly as the specialist saw it through :func:`market_config` and :func:`code_market`, with the
-CNN-LSTM forecasts stored beside the weights (``FORECASTS_FILE``), never through the training
-child's internals.
+:func:`load_policy` (weights plus the :class:`SpecialistSpec`: book, network, costs, calibration),
+and its market exactly as the specialist saw it through :meth:`SpecialistSpec.market_config` and
+:func:`code_market`, with the CNN-LSTM forecasts stored beside the weights (``FORECASTS_FILE``),
+never through the training child's internals.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
-import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from hedge_pipeline.hedging.code_history import code_history
 from hedge_pipeline.hedging.code_market import CodeMarket
 from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.hedging.simulator import Book, HedgingProblem, Instrument
-from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.registry.artifact import ArtifactSpec, load_weights, save_artifact
 
 MODEL_PREFIX = "hedge-specialist-"
 
@@ -35,16 +33,69 @@ def model_name(weekly_code: str) -> str:
     return f"{MODEL_PREFIX}{weekly_code}"
 
 
-def market_config(spec: dict[str, Any]) -> dict[str, Any]:
-    """The :func:`code_market` settings a registered specialist was trained with (its spec)."""
-    return {
-        "rebalance_bars": spec["rebalance_bars"],
-        "n_steps": spec["n_steps"],
-        **spec["costs"],
-        "hedge_option": spec.get("instrument") is not None,
-        "mc_samples": spec.get("mc_samples", 30),
-        "seed": spec.get("seed", 0),
-    }
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BookSpec(_Part):
+    """The short book: one entry per option, in the selection's order."""
+
+    strikes: list[float]
+    is_call: list[bool]
+    weights: list[float]
+
+
+class Costs(_Part):
+    """Proportional cost and slippage (of traded notional) and the fixed fee per trade."""
+
+    cost: float
+    slippage: float
+    fixed_fee: float
+
+
+class SpecialistSpec(ArtifactSpec):
+    """What rebuilds a registered specialist and the market it hedged (module docstring)."""
+
+    algorithm: Literal["deep_hedging", "ppo"]
+    head: str
+    gamma_gated: bool = False
+    width: int
+    n_layers: int
+    weekly_code: str
+    symbols: list[str]
+    book: BookSpec
+    sigma_ref: float
+    n_steps: int
+    rebalance_bars: int
+    costs: Costs
+    mc_samples: int = 30
+    seed: int = 0
+    context: list[str]
+    instrument: Instrument | None = None
+    calibration: dict[str, float | int]
+
+    def problem(self) -> HedgingProblem:
+        """The hedging problem the policy was trained on (its input and output shapes)."""
+        book = self.book
+        return HedgingProblem(
+            book=Book(tuple(book.strikes), tuple(book.is_call), tuple(book.weights)),
+            sigma=self.sigma_ref,
+            n_steps=self.n_steps,
+            context=tuple(self.context),
+            instrument=self.instrument,
+            **self.costs.model_dump(),
+        )
+
+    def market_config(self) -> dict[str, Any]:
+        """The :func:`code_market` settings the specialist was trained with."""
+        return {
+            "rebalance_bars": self.rebalance_bars,
+            "n_steps": self.n_steps,
+            **self.costs.model_dump(),
+            "hedge_option": self.instrument is not None,
+            "mc_samples": self.mc_samples,
+            "seed": self.seed,
+        }
 
 
 def code_market(
@@ -52,7 +103,7 @@ def code_market(
 ) -> CodeMarket:
     """One code's market (:class:`CodeMarket`) with the frozen CNN-LSTM's ``forecasts`` in its
     observations; ``cfg`` holds ``rebalance_bars, n_steps, cost, slippage, fixed_fee,
-    hedge_option`` (a specialist's stage config, or :func:`market_config` of its spec)."""
+    hedge_option`` (a specialist's stage config, or :meth:`SpecialistSpec.market_config`)."""
     return CodeMarket(
         code_history(features, selection, forecasts),
         cfg["rebalance_bars"],
@@ -75,59 +126,39 @@ def save_policy(
     the CNN-LSTM forecasts it saw included (``FORECASTS_FILE``), so that the portfolio stages
     replay the specialist's own inputs without running the CNN-LSTM again."""
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(policy.state_dict(), out / registry.WEIGHTS_FILE)
     forecasts.write_parquet(out / FORECASTS_FILE)
     problem = market.problem
-    spec = {
-        "algorithm": cfg["algorithm"],
-        "head": cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
-        "gamma_gated": bool(getattr(policy, "gamma_gated", False)),
-        "width": cfg["width"],
-        "n_layers": cfg["n_layers"],
-        "weekly_code": market.history.weekly_code,
-        "symbols": list(market.history.symbols),
-        "book": {
-            "strikes": list(problem.book.strikes),
-            "is_call": list(problem.book.is_call),
-            "weights": list(problem.book.weights),
-        },
-        "sigma_ref": problem.sigma,
-        "n_steps": problem.n_steps,
-        "rebalance_bars": market.k,
-        "costs": {
-            "cost": problem.cost,
-            "slippage": problem.slippage,
-            "fixed_fee": problem.fixed_fee,
-        },
-        "mc_samples": cfg["mc_samples"],
-        "seed": cfg["seed"],
-        "context": list(problem.context),
-        "instrument": asdict(problem.instrument) if problem.instrument else None,
-        "calibration": market.calibration.as_dict(),
-    }
-    (out / "config.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    return out
+    spec = SpecialistSpec(
+        algorithm=cfg["algorithm"],
+        head=cfg["head"] if cfg["algorithm"] == "deep_hedging" else "mlp",
+        gamma_gated=bool(getattr(policy, "gamma_gated", False)),
+        width=cfg["width"],
+        n_layers=cfg["n_layers"],
+        weekly_code=market.history.weekly_code,
+        symbols=list(market.history.symbols),
+        book=BookSpec(
+            strikes=list(problem.book.strikes),
+            is_call=list(problem.book.is_call),
+            weights=list(problem.book.weights),
+        ),
+        sigma_ref=problem.sigma,
+        n_steps=problem.n_steps,
+        rebalance_bars=market.k,
+        costs=Costs(cost=problem.cost, slippage=problem.slippage, fixed_fee=problem.fixed_fee),
+        mc_samples=cfg["mc_samples"],
+        seed=cfg["seed"],
+        context=list(problem.context),
+        instrument=problem.instrument,
+        calibration=market.calibration.as_dict(),
+    )
+    return save_artifact(policy, spec, out)
 
 
-def load_policy(directory: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_policy(directory: Path) -> tuple[nn.Module, SpecialistSpec]:
     """Rebuild a registered specialist's policy (eval mode) and its spec."""
-    spec = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    book = spec["book"]
-    problem = HedgingProblem(
-        book=Book(tuple(book["strikes"]), tuple(book["is_call"]), tuple(book["weights"])),
-        sigma=spec["sigma_ref"],
-        n_steps=spec["n_steps"],
-        context=tuple(spec["context"]),
-        instrument=Instrument(**spec["instrument"]) if spec.get("instrument") else None,
-        **spec["costs"],
-    )
+    spec = SpecialistSpec.read(directory)
     policy = make_policy(
-        spec["head"],
-        problem,
-        spec["width"],
-        spec["n_layers"],
-        gamma_gated=spec.get("gamma_gated", False),
+        spec.head, spec.problem(), spec.width, spec.n_layers, gamma_gated=spec.gamma_gated
     )
-    state = torch.load(directory / registry.WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    policy.load_state_dict(state)
+    policy.load_state_dict(load_weights(directory))
     return policy.eval(), spec

@@ -14,9 +14,8 @@ import polars as pl
 from pydantic import Field
 
 from hedge_pipeline.orchestration.identity import identity
-from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.partitions import weekly_code_partitions
-from hedge_pipeline.orchestration.resources import ProfileResource, WarehouseResource
+from hedge_pipeline.orchestration.training_asset import TrainingRequest, training_asset
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.datasets import export_parquet
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
@@ -55,26 +54,11 @@ def _cnn_lstm_version(context: dg.AssetExecutionContext, config: SpecialistConfi
     return int(version.value)
 
 
-@dg.asset(
-    partitions_def=weekly_code_partitions,
-    group_name="models",
-    deps=[greeks_features, portfolio_selection, cnn_lstm_model],
-    kinds={"pytorch", "mlflow"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-)
-def specialist_agents(
-    context: dg.AssetExecutionContext,
-    config: SpecialistConfig,
-    warehouse_db: WarehouseResource,
-    launcher: TrainingLauncher,
-    profile: ProfileResource,
-) -> dg.MaterializeResult:
-    """The weekly code's hedging agent: trained on episodes simulated from a market calibrated
-    to the code, tested on its held-out windows (replay and simulated) against no hedge, BS
-    delta and Whalley–Wilmott; registered as ``hedge-specialist-<weekly_code>``."""
-    code = context.partition_key
-    stage_config = SpecialistStageConfig.within(config, profile.get())
-    with warehouse_db.connect(read_only=True) as con:
+def _inputs(request: TrainingRequest) -> dict:
+    """The code's merged config, its exported book and feature rows, the CNN-LSTM version."""
+    code = request.context.partition_key
+    stage_config = SpecialistStageConfig.within(request.config, request.profile)
+    with request.warehouse_db.connect(read_only=True) as con:
         selection = warehouse.query(con, SELECTION_OF_CODE, [code])
         features = warehouse.query(con, FEATURES_OF_SELECTION, [code])
     book = selection.filter(~pl.col("is_hedge_instrument"))
@@ -89,20 +73,29 @@ def specialist_agents(
         "features": export_parquet(features, paths.datasets_dir()),
         "selection": export_parquet(selection, paths.datasets_dir()),
     }
-    version = _cnn_lstm_version(context, config)
-    context.log.info(
+    version = _cnn_lstm_version(request.context, request.config)
+    request.context.log.info(
         f"{code}: {book.height} book options, {selection.height - book.height} hedge option, "
         f"{features.height} feature rows; "
         f"hedge-cnn-lstm v{version}"
     )
     data_version = "-".join(path.stem[:16] for path in exported.values())
-    return launcher.run(
-        context,
-        "specialist",
-        {
-            **{key: str(path) for key, path in exported.items()},
-            "cnn_lstm_version": version,
-            "config": stage_config.as_dict(),
-            "identity": identity(context, data_version=data_version, weekly_code=code),
-        },
-    )
+    return {
+        **{key: str(path) for key, path in exported.items()},
+        "cnn_lstm_version": version,
+        "config": stage_config.as_dict(),
+        "identity": identity(request.context, data_version=data_version, weekly_code=code),
+    }
+
+
+specialist_agents = training_asset(
+    name="specialist_agents",
+    stage="specialist",
+    config_type=SpecialistConfig,
+    inputs=_inputs,
+    deps=[greeks_features, portfolio_selection, cnn_lstm_model],
+    partitions_def=weekly_code_partitions,
+    description="The weekly code's hedging agent: trained on episodes simulated from a market "
+    "calibrated to the code, tested on its held-out windows (replay and simulated) against the "
+    "strongest baseline; registered as ``hedge-specialist-<weekly_code>``.",
+)

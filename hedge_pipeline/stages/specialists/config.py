@@ -15,7 +15,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hedge_pipeline.harness.config import ChildInputs, StageConfig, check_criterion, given
-from hedge_pipeline.runtime.profiles import Profile
+from hedge_pipeline.runtime.profiles import Profile, SpecialistSizes
 
 Algorithm = Literal["deep_hedging", "ppo"]
 Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two equal)
@@ -65,22 +65,13 @@ class SpecialistChoices(HedgingCosts):
     seed: int = 0
 
 
-class SpecialistStageConfig(SpecialistChoices, StageConfig):
+class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
     """What the ``specialist`` child trains on: the choices, resolved, within the budget."""
 
     epochs: int = Field(ge=1)
     n_steps: int = Field(ge=1)
     rebalance_bars: int = Field(ge=1)
-    steps_per_epoch: int = Field(ge=1)
-    paths_per_step: int = Field(ge=1)
-    paths_per_state: int = Field(ge=1)
-    val_paths: int = Field(ge=1)
-    eval_paths: int = Field(ge=1)
-    width: int = Field(ge=1)
-    n_layers: int = Field(ge=1)
-    patience: int = Field(ge=1)
     mc_samples: int = Field(ge=1, description="the CNN-LSTM's MC-dropout samples per forecast")
-    num_threads: int | None = Field(default=None, ge=1)
 
     @classmethod
     def within(cls, choices: SpecialistChoices, profile: Profile) -> Self:
@@ -89,26 +80,20 @@ class SpecialistStageConfig(SpecialistChoices, StageConfig):
         * ``epochs``: the choice, capped at the budget's ``max_epochs``; unset means the cap;
         * ``n_steps`` and ``rebalance_bars``: the choice, else the budget's (episode shape is
           the problem's, not a cost, so it is not capped);
-        * every size (paths, network, patience, threads, MC samples) is the profile's.
+        * every size (:class:`SpecialistSizes`: paths, network, patience, threads) is the
+          profile's, and so are the CNN-LSTM's MC samples per forecast.
         """
         budget = profile.specialist
         chosen = choices.model_dump(include=set(SpecialistChoices.model_fields))
+        sizes = budget.model_dump(include=set(SpecialistSizes.model_fields))
         return cls.parse(
             chosen
+            | sizes
             | {
                 "epochs": min(given(choices.epochs, budget.max_epochs), budget.max_epochs),
                 "n_steps": given(choices.n_steps, budget.n_steps),
                 "rebalance_bars": given(choices.rebalance_bars, budget.rebalance_bars),
-                "steps_per_epoch": budget.steps_per_epoch,
-                "paths_per_step": budget.paths_per_step,
-                "paths_per_state": budget.paths_per_state,
-                "val_paths": budget.val_paths,
-                "eval_paths": budget.eval_paths,
-                "width": budget.width,
-                "n_layers": budget.n_layers,
-                "patience": budget.patience,
                 "mc_samples": profile.cnn_lstm.mc_samples,
-                "num_threads": budget.num_threads,
             }
         )
 

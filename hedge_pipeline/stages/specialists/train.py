@@ -49,14 +49,15 @@ from hedge_pipeline.harness.tracking import (
 )
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.hedging.code_market import CodeMarket
+from hedge_pipeline.hedging.comparison import Comparison, compare, time_blocks
 from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.hedging.evaluation import (
     Evaluation,
     baselines,
-    es10_gain_interval,
     evaluate,
     wins_by_group,
 )
+from hedge_pipeline.hedging.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.hedging.ppo import train_ppo
 from hedge_pipeline.hedging.simulator import (
     Episodes,
@@ -67,7 +68,7 @@ from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.runtime.markdown import markdown_table
 from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME as CNN_LSTM_MODEL
-from hedge_pipeline.stages.cnn_lstm.artifact import load_model
+from hedge_pipeline.stages.cnn_lstm.artifact import CnnLstmSpec, load_model
 from hedge_pipeline.stages.cnn_lstm.market_state import SequenceData, market_state_frame
 from hedge_pipeline.stages.cnn_lstm.model import predictions
 from hedge_pipeline.stages.specialists.artifact import (
@@ -78,7 +79,6 @@ from hedge_pipeline.stages.specialists.artifact import (
 )
 from hedge_pipeline.stages.specialists.config import SpecialistInputs
 from hedge_pipeline.stages.specialists.objective import PerStateObjective
-from hedge_pipeline.stages.specialists.plots import plot_pnl_histogram, plot_policy_behaviour
 from hedge_pipeline.stages.specialists.task import HedgingTask
 
 STAGE = "specialist"
@@ -91,15 +91,15 @@ REPLAY_TWINS = 200
 
 
 def rv_forecasts(
-    model: nn.Module, spec: dict[str, Any], frame: pl.DataFrame, mc_samples: int, seed: int
+    model: nn.Module, spec: CnnLstmSpec, frame: pl.DataFrame, mc_samples: int, seed: int
 ) -> pl.DataFrame:
     """The CNN-LSTM's realized-vol forecast and MC-dropout std at every bar that ends a window
     of the registered sequence length (``ts, prediction, std``), annualized like its target."""
     data = SequenceData.build(
         frame,
-        spec["model"]["sequence_length"],
-        inputs=spec["inputs"],
-        targets=spec["targets"],
+        spec.model.sequence_length,
+        inputs=spec.inputs.standardizer(),
+        targets=spec.targets.standardizer(),
     )
     parts = [
         predictions(model, data, split, max(mc_samples, 2), seed)
@@ -120,7 +120,7 @@ def book_forecasts(
     features: pl.DataFrame,
     selection: pl.DataFrame,
     cnn_model: nn.Module,
-    cnn_spec: dict[str, Any],
+    cnn_spec: CnnLstmSpec,
     mc_samples: int,
     seed: int,
 ) -> pl.DataFrame:
@@ -128,7 +128,7 @@ def book_forecasts(
     was trained (not the hedge option's)."""
     book = selection.filter(~pl.col("is_hedge_instrument"))
     book_rows = features.filter(pl.col("option_symbol").is_in(book["option_symbol"].implode()))
-    frame = market_state_frame(book_rows, book, horizon=cnn_spec["horizon"])
+    frame = market_state_frame(book_rows, book, horizon=cnn_spec.horizon)
     return rv_forecasts(cnn_model, cnn_spec, frame, mc_samples, seed)
 
 
@@ -182,7 +182,8 @@ class SpecialistModel:
     registered_name: str
     trained: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Evaluation] = field(default_factory=dict)
-    evidence: dict[str, dict[str, float]] = field(default_factory=dict)
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
+    twins: dict[str, float] = field(default_factory=dict)
     markdown: dict[str, str] = field(default_factory=dict)
 
     def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
@@ -193,15 +194,24 @@ class SpecialistModel:
         return policy
 
     def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
-        """Every test set's risk table, the evidence on the lead over BS delta, the figures."""
+        """Every test set's risk table, the policy against the strongest baseline with an
+        interval, how often it wins the replay's simulated twins, the figures."""
         name, market = self.registered_name, self.market
-        self.tables, self.evidence = _risk_tables(market, self.cfg, model)
+        self.tables, self.comparisons, self.twins = _risk_tables(market, self.cfg, model)
         metrics = {
             f"{split}_{hedger}_{k}": v
             for split, evaluation in self.tables.items()
             for hedger, row in evaluation.metrics.items()
             for k, v in row.items()
-        } | {f"{key}_{k}": v for key, values in self.evidence.items() for k, v in values.items()}
+        } | {f"test_replay_twins_{k}": v for k, v in self.twins.items()}
+        for split, result in self.comparisons.items():
+            row = result.of_model
+            metrics |= {
+                f"{split}_policy_es10_vs_strongest_baseline": row.difference,
+                f"{split}_policy_es10_vs_strongest_baseline_low": row.low,
+                f"{split}_policy_es10_vs_strongest_baseline_high": row.high,
+                f"{split}_strongest_baseline_es10": row.baseline,
+            }
         figures = {
             "pnl_histogram": plot_pnl_histogram(
                 self.tables["test_replay"], f"{name}: test P&L (replay)"
@@ -219,19 +229,16 @@ class SpecialistModel:
             curves = save_training_curves(self.trained["history"], scratch / "curves.png", name)
             artifacts.append(curves)
             self.markdown["training_curves"] = png_markdown(curves, "training curves")
-        gain, twins = (
-            self.evidence["test_simulated_vs_bs_delta"],
-            self.evidence["test_replay_twins"],
-        )
-        replay = self.tables["test_replay"].metrics
         summary = (
-            f"test ES10 (replay) {replay[POLICY]['es10']:.4g} vs BS delta "
-            f"{replay['bs_delta']['es10']:.4g}, no hedge {replay['no_hedge']['es10']:.4g}; "
-            f"simulated ES10 gain over BS delta {gain['gain']:+.4g} (95% interval "
-            f"{gain['low']:+.4g} to {gain['high']:+.4g}); beats BS delta on "
-            f"{twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
+            f"test (replay) {self.comparisons['test_replay'].headline}; test (simulated) Δ ES10 "
+            f"{self.comparisons['test_simulated'].of_model.difference:+.3g}; beats BS delta on "
+            f"{self.twins['share']:.0%} of {REPLAY_TWINS} simulated twins of the test replay"
         )
-        return StageResult(metrics, summary, artifacts=artifacts)
+        tags = {
+            "strongest_baseline": self.comparisons["test_replay"].baseline,
+            "evaluation": self.comparisons["test_replay"].headline,
+        }
+        return StageResult(metrics, summary, tags, artifacts=artifacts)
 
     def save(self, model: nn.Module, out: Path) -> Path:
         return save_policy(model, self.cfg, self.market, self.forecasts, out)
@@ -325,11 +332,12 @@ def _train(
 
 def _risk_tables(
     market: CodeMarket, cfg: dict[str, Any], policy: nn.Module
-) -> tuple[dict[str, Evaluation], dict[str, dict[str, float]]]:
-    """The risk tables of every test set, and how much to trust the policy's lead over BS
-    delta: its ES 10 % gain on the simulated windows with a 95 % interval that resamples
-    their start bars (windows from one state are not independent draws of the test period),
-    and the share of simulated twins of the replayed split it wins."""
+) -> tuple[dict[str, Evaluation], dict[str, Comparison], dict[str, float]]:
+    """The risk tables of every test set; on each test set, the policy and every baseline
+    against the strongest baseline with a 95 % interval over blocks of windows
+    (:mod:`~hedge_pipeline.hedging.comparison`: a start state, or replayed windows that
+    overlap, is one block); and the share of simulated twins of the replayed split on which
+    the policy beats BS delta."""
     problem, risk = market.problem, parse_criterion(cfg["criterion"])
     hedgers = baselines(problem, risk) | {POLICY: policy}
     simulated = market.sample(
@@ -338,20 +346,28 @@ def _risk_tables(
     twins = market.simulated_replays(
         REPLAY_TWINS, torch.Generator().manual_seed(cfg["seed"] + _TWIN_SEED), "test"
     )
+    replayed = market.replay("test")
     tables = {
-        "test_replay": evaluate(problem, market.replay("test"), hedgers, risk),
+        "test_replay": evaluate(problem, replayed, hedgers, risk),
         "test_simulated": evaluate(problem, simulated, hedgers, risk),
         "val_replay": evaluate(problem, market.replay("val"), hedgers, risk),
     }
     on_twins = evaluate(problem, twins, {k: hedgers[k] for k in ("bs_delta", POLICY)}, risk)
-    evidence = {
+    blocks = {
+        "test_replay": time_blocks(replayed.tau[:, 0], replayed.tau[:, -1]),
         # A start bar's distance to expiry names it (the test windows are not moved).
-        "test_simulated_vs_bs_delta": es10_gain_interval(
-            tables["test_simulated"], POLICY, "bs_delta", simulated.tau[:, 0], seed=cfg["seed"]
-        ),
-        "test_replay_twins": wins_by_group(on_twins, REPLAY_TWINS, POLICY, "bs_delta"),
+        "test_simulated": simulated.tau[:, 0],
     }
-    return tables, evidence
+    comparisons = {
+        split: compare(tables[split].metrics, tables[split].pnl, clusters, POLICY, cfg["seed"])
+        for split, clusters in blocks.items()
+    }
+    return tables, comparisons, wins_by_group(on_twins, REPLAY_TWINS, POLICY, "bs_delta")
+
+
+#: The risk table's columns beside the comparison (the full table has every column).
+EXTRA_COLUMNS = (("mean P&L", "mean_pl", ".3g"), ("cost", "total_cost", ".3g"),
+                 ("trades", "trade_frequency", ".0%"))  # fmt: skip
 
 
 def _markdown_table(evaluation: Evaluation) -> str:
@@ -361,54 +377,46 @@ def _markdown_table(evaluation: Evaluation) -> str:
 
 
 def _report(session: TrainingSession, done: Registered, model: SpecialistModel) -> None:
-    """The materialization: the registered version, its evidence and its tables."""
+    """The materialization: the registered version, the verdict against the strongest
+    baseline (numbers the UI plots across materializations), and the tables."""
     name, cfg, market = model.registered_name, model.cfg, model.market
-    trained, tables = model.trained, model.tables
-    gain, twins = model.evidence["test_simulated_vs_bs_delta"], model.evidence["test_replay_twins"]
-    replay = tables["test_replay"].metrics
+    trained, tables, twins = model.trained, model.tables, model.twins
+    replay = model.comparisons["test_replay"]
     if trained.get("best_epoch") == 0:
         session.warning(
             f"{name}: no epoch beat the untrained policy (the Black-Scholes hedge) on the "
             "validation episodes; the registered policy is that hedge"
         )
+    calibration = market.calibration.as_dict()
     session.report(
         metadata={
             **done.metadata(),
+            **replay.headline_metadata(),
+            "twins_beating_bs_delta": twins["share"],
+            "twins": REPLAY_TWINS,
             "upstream_cnn_lstm_version": int(done.tags[f"upstream.{CNN_LSTM_MODEL}"]),
             "algorithm": cfg["algorithm"],
             "criterion": cfg["criterion"],
             "epochs_run": trained["epochs"],
             "best_epoch": trained.get("best_epoch", trained["epochs"]),
             "train_seconds": trained["seconds"],
-            "beats_bs_delta_es10_test_replay": bool(
-                replay[POLICY]["es10"] < replay["bs_delta"]["es10"]
-            ),
-            "test_simulated_es10_gain_over_bs_delta": {
-                "gain": gain["gain"],
-                "interval_95": [gain["low"], gain["high"]],
-                "resampled": "start bars of the simulated windows",
+            **{
+                f"evaluation_{split}": {
+                    "raw_value": result.table(tables[split].metrics, EXTRA_COLUMNS),
+                    "type": "md",
+                }
+                for split, result in model.comparisons.items()
             },
-            "test_replay_twins": {
-                "twins": REPLAY_TWINS,
-                "windows_each": int(market.starts("test").size),
-                "policy_beats_bs_delta_es10_share": twins["share"],
-                "median_es10_gain": twins["median_gain"],
-                "median_relative_es10_gain": twins["median_relative_gain"],
+            **{
+                f"risk_table_{split}": {"raw_value": _markdown_table(tables[split]), "type": "md"}
+                for split in ("test_replay", "test_simulated")
             },
-            "calibration": market.calibration.as_dict(),
-            "episodes": {
-                split: int(evaluation.pnl[POLICY].numel()) for split, evaluation in tables.items()
-            },
-            "risk_table_test_replay": {
-                "raw_value": _markdown_table(tables["test_replay"]),
+            "calibration": {
+                "raw_value": markdown_table(
+                    ["parameter", "value"], [[k, f"{v:.4g}"] for k, v in calibration.items()]
+                ),
                 "type": "md",
             },
-            "risk_table_test_simulated": {
-                "raw_value": _markdown_table(tables["test_simulated"]),
-                "type": "md",
-            },
-            "test_replay": replay,
-            "test_simulated": tables["test_simulated"].metrics,
             "reloads_identically": True,  # train_and_register raised otherwise
             **{key: {"raw_value": md, "type": "md"} for key, md in model.markdown.items()},
         },

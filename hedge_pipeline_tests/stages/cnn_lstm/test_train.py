@@ -90,8 +90,8 @@ def test_registered_version_carries_the_design_tags_and_reloads_identically(
     assert len(version.tags["weights_sha256"]) == 64
     loaded = registry.load_version(client, MODEL_NAME, "candidate")
     model, spec = load_model(loaded.directory)
-    assert spec["horizon"] == 12 and spec["feature_columns"]
-    x = torch.randn(3, spec["model"]["sequence_length"], len(spec["feature_columns"]))
+    assert spec.horizon == 12 and spec.feature_columns
+    x = torch.randn(3, spec.model.sequence_length, len(spec.feature_columns))
     again, _ = load_model(loaded.directory)
     assert torch.equal(model(x), again(x))
     run = client.get_run(version.run_id)

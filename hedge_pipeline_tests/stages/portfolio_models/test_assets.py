@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -38,6 +41,11 @@ def _materialize(instance, assets, partition: str | None = None, **config):
     )
 
 
+def _report_json(client, run_id: str) -> dict:
+    path = client.download_artifacts(run_id, "report/report.json")
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
@@ -61,25 +69,47 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     joint = _metadata(result, "joint_model")
     assert len(joint["versions"]) == 2  # the smoke profile's ensemble size
     ensemble = _metadata(result, "hedge_ensemble")
-    rows = set(ensemble["test_replay"])
+    client = registry.client()
+    report = _report_json(client, ensemble["mlflow_run_id"])
+    tables = report["evaluation"]
+    rows = set(tables["test_replay"])
     assert rows == {
         "no_hedge", "bs_delta", "whalley_wilmott", "specialists", "specialists_netted",
         "meta_controller", "joint", "ensemble", "ensemble_without_cnn_lstm",
         "bs_delta_without_costs",
     }  # fmt: skip
-    table = ensemble["test_replay"]
+    table = tables["test_replay"]
     assert table["bs_delta_without_costs"]["es10"] <= table["bs_delta"]["es10"]
     for split in ("test_replay", "test_simulated"):
-        for hedger, by_code in ensemble["tail_by_front"][split].items():
+        for hedger, by_code in report["tail_by_front"][split].items():
             assert set(by_code) <= set(CODES)
-            shares = sum(row["es_share"] for row in by_code.values())
-            assert shares == pytest.approx(ensemble[split][hedger]["es10"], rel=1e-6)
+            shares = sum(row["es10_contribution"] for row in by_code.values())
+            assert shares == pytest.approx(tables[split][hedger]["es10"], rel=1e-6)
     assert ensemble["tail_by_front_test_replay"].startswith("| hedger | front code |")
-    columns = set(ensemble["test_replay"]["ensemble"])
+    columns = set(table["ensemble"])
     assert columns >= {"es10", "entropic", "sharpe", "sortino", "calmar", "max_drawdown",
                        "win_rate", "profit_rate", "var_compliance", "total_cost"}  # fmt: skip
-    assert ensemble["evaluation_test_replay"].startswith("| hedger |")
-    client = registry.client()
+    assert table["bs_delta"]["win_rate"] == 0.0  # BS delta against itself never wins
+    # The headline: the ensemble against the strongest baseline, as numbers the UI plots.
+    comparison = report["comparisons"]["test_replay"]
+    baseline = comparison["baseline"]
+    assert baseline in {"no_hedge", "bs_delta", "whalley_wilmott"}
+    assert table[baseline]["es10"] == min(
+        table[b]["es10"] for b in ("no_hedge", "bs_delta", "whalley_wilmott")
+    )
+    assert ensemble["strongest_baseline"] == baseline
+    assert ensemble["test_es10"] == table["ensemble"]["es10"]
+    assert ensemble["strongest_baseline_es10"] == table[baseline]["es10"]
+    assert ensemble["es10_vs_baseline"] == pytest.approx(
+        table["ensemble"]["es10"] - table[baseline]["es10"]
+    )
+    low, high = ensemble["es10_vs_baseline_low"], ensemble["es10_vs_baseline_high"]
+    assert low <= high and isinstance(ensemble["test_windows"], int)
+    assert ensemble["test_blocks"] <= ensemble["test_windows"]
+    assert ensemble["verdict"].startswith(f"ensemble ES10 {table['ensemble']['es10']:.4g} vs ")
+    assert ensemble["evaluation_test_replay"].startswith("| hedger | ES10 ↓ | Δ vs ")
+    assert ensemble["all_metrics_test_replay"].startswith("| hedger | es10 |")
+    assert not any(isinstance(v, dict) for v in ensemble.values()), "raw JSON where a table serves"
     first = client.get_model_version("hedge-ensemble", str(ensemble["version"]))
     assert first.tags["promotion"] == ensemble["promotion"]
     assert first.tags["promotion_reason"] == ensemble["promotion_reason"]

@@ -85,7 +85,7 @@ def inputs() -> shared.StageInputs:
     market = BookMarket(episodes)
     torch.manual_seed(0)
     specialists = [make_policy("mlp", p, width=8, n_layers=2).eval() for p in pp.problems]
-    portfolio = shared.Portfolio(market, pp, specialists, [{}, {}], {"A": 1, "B": 1}, [])
+    portfolio = shared.Portfolio(market, pp, specialists, {"A": 1, "B": 1}, [])
     validation = shared.validation_windows(portfolio, cfg)
     identity = {
         "dagster_run_id": "test",
@@ -137,11 +137,11 @@ def test_meta_controller_fits_scores_the_test_split_and_reloads(inputs, tmp_path
 def test_joint_member_starts_from_the_meta_controller_and_reloads(inputs, tmp_path: Path):
     meta_model = MetaControllerModel(inputs)
     meta = meta_model.fit(_reporter(), tmp_path / "meta")
-    spec = shared.meta_spec(inputs.portfolio, meta, inputs.cfg)
+    spec = shared.MetaControllerSpec.of(inputs.portfolio, meta, inputs.cfg, var_limit=1.0)
     cfg = inputs.cfg | {"member": 1, "seed": inputs.cfg["seed"] + 1}
     member = JointMember(inputs, cfg, meta.state_dict(), spec)
     joint = member.fit(_reporter(), tmp_path / "joint")
     result = member.evaluate(joint, tmp_path)
     assert result.metrics == {f"val_{k}": v for k, v in member.validation.items()}
-    assert member.spec()["joint"] == {"member": 1, "seed": cfg["seed"]}
+    assert member.spec().joint.model_dump() == {"member": 1, "seed": cfg["seed"]}
     _round_trip(member, joint, tmp_path)

@@ -64,23 +64,36 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
     assert version.tags["dagster_asset"] == "specialist_agents"
     assert version.tags[f"upstream.{CNN_LSTM}"] == str(cnn_version.value)
     assert version.tags["weights_sha256"] == metadata["weights_sha256"].value
-    for key in ("risk_table_test_replay", "pnl_histogram", "policy_behaviour"):
-        assert metadata[key].value.startswith(("| hedger |", "![")), key
-    replay = metadata["test_replay"].value
-    assert set(replay) == {"no_hedge", "bs_delta", "whalley_wilmott", "policy"}
-    assert metadata["episodes"].value["test_replay"] > 100
-    twins = metadata["test_replay_twins"].value
+    for key in ("risk_table_test_replay", "evaluation_test_replay", "pnl_histogram",
+                "policy_behaviour", "calibration"):  # fmt: skip
+        assert metadata[key].value.startswith(("| hedger |", "![", "| parameter |")), key
+    # Every hedger's figures in the run's metrics; the headline against the strongest baseline.
+    run = client.get_run(metadata["mlflow_run_id"].value).data.metrics
+    for hedger in ("no_hedge", "bs_delta", "whalley_wilmott", "policy"):
+        assert f"test_replay_{hedger}_es10" in run and f"test_simulated_{hedger}_es10" in run
+    baseline = metadata["strongest_baseline"].value
+    assert baseline in {"no_hedge", "bs_delta", "whalley_wilmott"}
+    assert run[f"test_replay_{baseline}_es10"] == min(
+        run[f"test_replay_{b}_es10"] for b in ("no_hedge", "bs_delta", "whalley_wilmott")
+    )
+    assert metadata["test_es10"].value == run["test_replay_policy_es10"]
+    low, high = metadata["es10_vs_baseline_low"].value, metadata["es10_vs_baseline_high"].value
+    assert low <= high
+    assert metadata["es10_vs_baseline"].value == pytest.approx(
+        run["test_replay_policy_es10"] - run[f"test_replay_{baseline}_es10"], abs=1e-9
+    )
+    assert metadata["test_windows"].value > 100
+    assert 0 < metadata["test_blocks"].value <= metadata["test_windows"].value
+    assert metadata["twins"].value == 200
+    assert 0.0 <= metadata["twins_beating_bs_delta"].value <= 1.0
+    simulated = run["test_simulated_policy_es10_vs_strongest_baseline"]
     assert (
-        twins["twins"] == 200 and twins["windows_each"] == metadata["episodes"].value["test_replay"]
+        run["test_simulated_policy_es10_vs_strongest_baseline_low"]
+        <= simulated
+        <= run["test_simulated_policy_es10_vs_strongest_baseline_high"]
     )
-    assert 0.0 <= twins["policy_beats_bs_delta_es10_share"] <= 1.0
-    gain = metadata["test_simulated_es10_gain_over_bs_delta"].value
-    low, high = gain["interval_95"]
-    assert low <= gain["gain"] <= high
-    simulated = metadata["test_simulated"].value
-    assert gain["gain"] == pytest.approx(
-        simulated["policy"]["es10"] - simulated["bs_delta"]["es10"], abs=1e-9
-    )
+    assert version.tags["strongest_baseline"] == baseline
+    assert version.tags["evaluation"] == metadata["verdict"].value
     assert metadata["reloads_identically"].value is True
     logs = [e.message for e in instance.all_logs(result.run_id) if e.user_message]
     assert any(m.startswith("epoch 1/") for m in logs)
@@ -95,5 +108,5 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
     result = _materialize(instance, specialist_agents, CODE)
     assert result.success
     metadata = result.asset_materializations_for_node("specialist_agents")[0].metadata
-    assert "bs_delta_gamma" in metadata["test_replay"].value
+    assert "| bs_delta_gamma |" in metadata["evaluation_test_replay"].value
     assert metadata["reloads_identically"].value is True
