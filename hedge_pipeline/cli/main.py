@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import shlex
 import signal
 import sys
 import time
@@ -22,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, get_args
 
 from hedge_pipeline.cli import backfill
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
@@ -30,7 +32,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
-from hedge_pipeline.runtime.settings import UserError
+from hedge_pipeline.runtime.settings import ProfileName, SourceKind, UserError
 
 if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs none should not pay
     from mlflow import MlflowClient
@@ -229,12 +231,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         if not _report(asset, _outcome(result, started)):
             return 1
-    print(f"warehouse: {paths.warehouse_path()}")
-    print(f"registry:  mlflow ui --backend-store-uri sqlite:///{paths.mlflow_dir() / 'mlflow.db'}")
-    print("runs and assets: hedge ui")
-    if "hedge_ensemble" in plan:
-        print(f"evaluation: hedge evaluate (report under {paths.reports_dir()})")
+    _print_where_to_look("hedge_ensemble" in plan)
     return 0
+
+
+def _make(target: str) -> str:
+    """``make <target>`` as it must be typed here to reach this run's data.
+
+    The Makefile's targets run the venv's commands (``hedge``, ``mlflow`` are not on the PATH
+    after ``make run``) on ``$HEDGE_DATA_DIR``, by default the repo's ``data/``; a run on
+    another data directory, or from another working directory, needs both said.
+    """
+    command = f"make {target}"
+    if Path.cwd().resolve() != paths.REPO_ROOT:
+        command = f"make -C {shlex.quote(str(paths.REPO_ROOT))} {target}"
+    if paths.data_dir() != (paths.REPO_ROOT / "data").resolve():
+        command = f"HEDGE_DATA_DIR={shlex.quote(str(paths.data_dir()))} {command}"
+    return command
+
+
+def _print_where_to_look(evaluated: bool) -> None:
+    """The last lines of ``hedge run``: commands that work as printed (Makefile targets)."""
+    rows = [
+        (_make("ui"), "Dagster UI on http://127.0.0.1:3000: runs, assets, lineage"),
+        (_make("mlflow"), "MLflow UI on http://127.0.0.1:5000: the registered models"),
+    ]
+    if evaluated:
+        rows.append((_make("evaluate"), f"the ensemble's evaluation, under {paths.reports_dir()}"))
+    width = max(len(command) for command, _ in rows)
+    print(f"\nwarehouse: {paths.warehouse_path()}")
+    print("where to look:")
+    for command, what in rows:
+        print(f"  {command.ljust(width)}  {what}")
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
@@ -447,8 +475,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     pipeline = suites.add_parser(
         "pipeline", help="wall time and peak memory of each stage of hedge run; incremental case"
     )
-    pipeline.add_argument("--profile", choices=["smoke", "default", "full"], default="smoke")
-    pipeline.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
+    pipeline.add_argument("--profile", choices=get_args(ProfileName), default="smoke")
+    pipeline.add_argument("--source", choices=get_args(SourceKind), help="HEDGE_SOURCE")
     pipeline.add_argument("--repeats", type=int, default=1, help="fresh data directories in turn")
     pipeline.add_argument(
         "--data-dir",
@@ -495,8 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize assets from the command line")
     run.add_argument("--select", default="all", help=f"one of: {', '.join(SELECTIONS)}")
     run.add_argument("--partition", action="append", help="weekly code (repeatable); default all")
-    run.add_argument("--source", choices=["synthetic", "files", "alpaca"], help="HEDGE_SOURCE")
-    run.add_argument("--profile", choices=["smoke", "default", "full"], help="HEDGE_PROFILE")
+    # The choices are the settings' own, so a source added there is offered here too.
+    run.add_argument("--source", choices=get_args(SourceKind), help="HEDGE_SOURCE")
+    run.add_argument("--profile", choices=get_args(ProfileName), help="HEDGE_PROFILE")
     run.add_argument("--template", help="portfolio template (default: atm_book)")
     run.add_argument(
         "--jobs",

@@ -109,3 +109,31 @@ def test_bench_hedging_evaluates_every_hedger_on_the_same_paths(data_dir):
             numbers
         )
     assert report["settings"]["eval_paths"] == 5000
+
+
+def test_where_to_look_is_make_targets_that_run_as_printed(data_dir, monkeypatch, tmp_path):
+    """``hedge run`` ends with Makefile targets (``hedge`` and ``mlflow`` are not on the PATH
+    after ``make run``), spelled so that they reach this run's data from where it was typed."""
+    from hedge_pipeline.cli import main as cli
+
+    monkeypatch.chdir(paths.REPO_ROOT)
+    monkeypatch.setenv("HEDGE_DATA_DIR", str(paths.REPO_ROOT / "data"))
+    assert cli._make("ui") == "make ui"
+
+    monkeypatch.setenv("HEDGE_DATA_DIR", str(data_dir))
+    monkeypatch.chdir(tmp_path)
+    printed = cli._make("evaluate")
+    assert printed == f"HEDGE_DATA_DIR={paths.data_dir()} make -C {paths.REPO_ROOT} evaluate"
+    env = {k: v for k, v in os.environ.items() if k != "HEDGE_DATA_DIR"}
+    for target, runs in [
+        ("evaluate", ".venv/bin/hedge evaluate"),
+        ("ui", ".venv/bin/hedge ui"),
+        ("mlflow", f"--backend-store-uri sqlite:///{paths.data_dir()}/mlflow/mlflow.db"),
+    ]:
+        # What it would run, not run (-s: without make's Entering/Leaving directory lines).
+        dry = cli._make(target).replace("make ", "make -n -s ", 1)
+        done = subprocess.run(
+            ["bash", "-c", dry], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        assert runs in done.stdout.splitlines()[-1]
