@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from hedge_pipeline.hedging.rows import BASELINE_ROWS
 from hedge_pipeline.registry import lineage
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.registry.catalog import aliases_text, indent, text_table
 
 # The hedger row each training stage logs for its own model (tag ``dagster_asset``).
 OWN_ROW = {
@@ -37,8 +39,6 @@ OWN_ROW = {
     "meta_controller": "meta_controller",
     "specialist_agents": "policy",
 }
-# The textbook hedges a model is measured against (docs/design.md §7).
-BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott", "bs_delta_gamma")
 SPLITS = {
     "test_replay": "test, replay",
     "test_simulated": "test, simulated",
@@ -136,7 +136,7 @@ def headline(summary: VersionSummary) -> list[tuple[str, float | str | None]]:
         price = metrics.get(f"{split}_{own}_price")
         if price is not None and price != mine:  # the criterion, unless it is ES10 itself
             rows.append((f"{label}: criterion {criterion or ''}, {own}", price))
-        keys = {b: f"{split}_{b}_es10" for b in BASELINES}
+        keys = {b: f"{split}_{b}_es10" for b in BASELINE_ROWS}
         present = {b: metrics[k] for b, k in keys.items() if k in metrics}
         if present:
             best = min(present, key=present.__getitem__)
@@ -170,10 +170,10 @@ def render_versions(name: str, summaries: Sequence[VersionSummary], aliases: Map
     metrics side by side (``summaries`` newest first)."""
     stages = sorted({s.stage for s in summaries})
     head = (
-        f"{name}: {len(summaries)} version(s); aliases: {_aliases(aliases)}; "
+        f"{name}: {len(summaries)} version(s); aliases: {aliases_text(aliases)}; "
         f"stage: {', '.join(stages) or '-'}"
     )
-    versions = table(
+    versions = text_table(
         ("version", "aliases", "status", "created", "config_hash", "parents"),
         [
             (
@@ -194,7 +194,7 @@ def render_versions(name: str, summaries: Sequence[VersionSummary], aliases: Map
         parts.append(
             title
             + "\n"
-            + table(
+            + text_table(
                 ("metric", *(f"v{s.number}" for s in shown)),
                 [(label, *(rows.get(label) for rows in by_version)) for label in labels],
             )
@@ -240,15 +240,15 @@ def render_detail(summary: VersionSummary, doc: Mapping, ref: str) -> str:
         "\n".join(f"{key.ljust(width)}  {value}" for key, value in facts)
     )
     rows = headline(summary)
-    metrics = table(("metric", "value"), rows) if rows else "(none recognised)"
+    metrics = text_table(("metric", "value"), rows) if rows else "(none recognised)"
     codes = [
         (p["weekly_code"], p["data_version"], f"{p['model']} v{p['version']}")
         for p in doc["partitions"]
     ]
     sections = [
         head,
-        _headline_title([label for label, _ in rows]) + "\n" + _indent(metrics),
-        "weekly codes\n" + _indent(table(("weekly_code", "data_version", "model"), codes)),
+        _headline_title([label for label, _ in rows]) + "\n" + indent(metrics),
+        "weekly codes\n" + indent(text_table(("weekly_code", "data_version", "model"), codes)),
         f"the lineage tree, {len(doc['tags'])} tags and {len(doc['metrics'])} metrics: "
         f"hedge models show {ref} --all",
     ]
@@ -273,39 +273,3 @@ def _headline_title(labels: Iterable[str]) -> str:
     if any("ES10" in label for label in labels):
         return "headline metrics (ES10: mean loss of the worst 10 % of windows; lower is better)"
     return "headline metrics"
-
-
-def table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Columns padded to their widest cell; numbers right-aligned, missing values as ``-``."""
-    rows = list(rows)
-    if not rows:
-        return "(none)"
-    cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    numeric = [
-        all(isinstance(r[i], int | float) or r[i] is None for r in rows)
-        for i in range(len(columns))
-    ]
-    return "\n".join(
-        "  ".join(
-            cell.rjust(w) if right else cell.ljust(w)
-            for cell, w, right in zip(line, widths, numeric, strict=True)
-        ).rstrip()
-        for line in [list(columns), *cells]
-    )
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _aliases(aliases: Mapping) -> str:
-    return ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "-"
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

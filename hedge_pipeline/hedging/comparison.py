@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from hedge_pipeline.hedging.rows import BASELINE_ROWS
 from hedge_pipeline.quant.risk import ExpectedShortfall
 from hedge_pipeline.runtime.markdown import markdown_table
 
 __all__ = [
-    "BASELINE_ROWS",
     "Comparison",
     "PairedDifference",
     "compare",
@@ -33,9 +33,6 @@ __all__ = [
     "strongest_baseline",
     "time_blocks",
 ]
-
-#: The textbook hedges a trained model must beat (``bs_delta_gamma`` only with hedge options).
-BASELINE_ROWS = ("no_hedge", "bs_delta", "whalley_wilmott", "bs_delta_gamma")
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from hedge_pipeline.hedging.simulator import (
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
 
 __all__ = [
-    "BASELINES",
     "Evaluation",
     "baselines",
     "evaluate",
@@ -40,7 +39,6 @@ __all__ = [
     "wins_by_group",
 ]
 
-BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
 TRADE_TOLERANCE = 1e-6  # a position change below this is not a trade
 
 

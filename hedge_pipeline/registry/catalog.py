@@ -9,7 +9,7 @@ held-out numbers a promotion is judged on, not the training curves.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,15 +109,15 @@ def render_list(models: list[dict[str, Any]], tracking_uri: str) -> str:
     if not models:
         return f"no registered models in {tracking_uri}; train some with: hedge run"
     rows = [
-        (m["name"], m["latest_version"], m["versions"], _aliases_text(m["aliases"])) for m in models
+        (m["name"], m["latest_version"], m["versions"], aliases_text(m["aliases"])) for m in models
     ]
-    return _table(("name", "latest", "versions", "aliases"), rows)
+    return text_table(("name", "latest", "versions", "aliases"), rows)
 
 
 def render_versions(doc: dict[str, Any]) -> str:
     versions = doc["versions"]
-    header = f"{doc['name']}: {len(versions)} version(s); aliases: {_aliases_text(doc['aliases'])}"
-    table = _table(
+    header = f"{doc['name']}: {len(versions)} version(s); aliases: {aliases_text(doc['aliases'])}"
+    table = text_table(
         ("version", "aliases", "status", "created", "run_id"),
         [
             (v["version"], ", ".join(v["aliases"]), v["status"], v["created"], v["run_id"])
@@ -128,7 +128,7 @@ def render_versions(doc: dict[str, Any]) -> str:
     if not names:
         metrics = f"no {KEY_METRIC_PREFIX}* metrics in the versions' source runs"
     else:
-        metrics = f"{KEY_METRIC_PREFIX}* metrics of each version's source run\n" + _table(
+        metrics = f"{KEY_METRIC_PREFIX}* metrics of each version's source run\n" + text_table(
             ("metric", *(f"v{v['version']}" for v in versions)),
             [(k, *(v["metrics"].get(k) for v in versions)) for k in names],
         )
@@ -147,21 +147,27 @@ def render_detail(doc: dict[str, Any]) -> str:
         for p in doc["partitions"]
     ]
     sections = {
-        "tags": _table(("tag", "value"), tags),
-        "metrics (source run)": _table(("metric", "value"), doc["metrics"].items()),
-        "upstream": _table(("tag", "version"), upstream),
-        "weekly codes": _table(("weekly_code", "data_version", "model"), codes),
+        "tags": text_table(("tag", "value"), tags),
+        "metrics (source run)": text_table(("metric", "value"), doc["metrics"].items()),
+        "upstream": text_table(("tag", "version"), upstream),
+        "weekly codes": text_table(("weekly_code", "data_version", "model"), codes),
     }
     head = (
         f"{doc['name']} v{doc['version']}{aliases}  {doc['status']}  created {doc['created']}\n"
         f"run_id: {doc['run_id']}\nsource: {doc['source']}"
     )
-    body = [f"{title}\n{_indent(text)}" for title, text in sections.items()]
+    body = [f"{title}\n{indent(text)}" for title, text in sections.items()]
     return "\n\n".join([head, *body, "lineage\n" + lineage.render(doc["lineage"])])
 
 
-def _table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """Columns padded to their widest cell; numbers right-aligned, missing values as ``-``."""
+def text_table(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Columns padded to their widest cell; numbers right-aligned, missing values as ``-``.
+
+    >>> print(text_table(("name", "v"), [("a", 1.5), ("bb", None)]))
+    name    v
+    a     1.5
+    bb      -
+    """
     rows = list(rows)
     if not rows:
         return "(none)"
@@ -189,9 +195,9 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def _aliases_text(aliases: dict[str, int]) -> str:
-    return ", ".join(f"{a}=v{v}" for a, v in aliases.items()) or "-"
+def aliases_text(aliases: Mapping[str, int]) -> str:
+    return ", ".join(f"{a}=v{v}" for a, v in sorted(aliases.items())) or "-"
 
 
-def _indent(text: str) -> str:
+def indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())

@@ -43,7 +43,8 @@ def test_panels_for_loss_task_metrics_lr_grad_norm_and_ratio() -> None:
     assert loss.get_yscale() == "log"
     assert figure.axes[3].get_yscale() == "log"  # lr
     assert figure.axes[4].get_yscale() == "linear"  # grad norm
-    assert len(figure.axes) == 9  # a 3×3 grid, the last two panels blank
+    assert len(figure.axes) == 8  # a 4×2 grid (800 px wide at 100 dpi), the last panel blank
+    assert tuple(figure.get_size_inches() * 100) == (800.0, 1040.0)
 
 
 def test_loss_panel_is_linear_when_a_loss_is_not_positive() -> None:

@@ -55,7 +55,6 @@ from hedge_pipeline.stages.portfolio_models.controller import (
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 
 __all__ = [
-    "BASELINES",
     "analytic_hedge",
     "baseline_positions",
     "front_codes",
@@ -68,7 +67,6 @@ __all__ = [
     "window_blocks",
 ]
 
-BASELINES = ("no_hedge", "bs_delta", "whalley_wilmott")
 REFERENCE = "bs_delta"
 
 

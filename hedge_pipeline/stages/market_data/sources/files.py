@@ -201,7 +201,7 @@ def _read_table(root: Path, path: Path) -> _Table:
     file = path.relative_to(root).as_posix()
     is_csv = path.suffix.lower() == ".csv"
     try:
-        frame = _read_csv(path, file) if is_csv else pl.read_parquet(path)
+        frame = read_csv_text(path, file) if is_csv else pl.read_parquet(path)
         frame = frame.rename(lambda c: c.strip().lower())
     except pl.exceptions.PolarsError as exc:
         detail = str(exc).strip().splitlines()[0]
@@ -213,8 +213,9 @@ def _read_table(root: Path, path: Path) -> _Table:
     return _Table(file, path.stem, frame)
 
 
-def _read_csv(path: Path, file: str) -> pl.DataFrame:
-    """All columns as text: types are decided per column so that errors can name the row."""
+def read_csv_text(path: Path, file: str) -> pl.DataFrame:
+    """All columns as text: types are decided per column so that errors can name the row
+    (the ``history`` source reads its CSVs the same way)."""
     data = path.read_bytes()
     if not data.strip():
         raise ChainDataError(Location(file), "empty file: no header and no data rows")
@@ -270,7 +271,7 @@ def _to_int(raw: pl.Series) -> pl.Series:
     return pl.select(pl.when(integral).then(values).cast(pl.Int64, strict=False)).to_series()
 
 
-def _to_utc(raw: pl.Series) -> pl.Series:
+def to_utc(raw: pl.Series) -> pl.Series:
     """UTC timestamps (see the module's conventions); what does not parse becomes null."""
     if isinstance(raw.dtype, pl.Datetime):
         if raw.dtype.time_zone is None:
@@ -299,7 +300,7 @@ def _to_text(raw: pl.Series) -> pl.Series:
 _CONVERTERS: dict[pl.DataType, tuple[Callable[[pl.Series], pl.Series], str]] = {
     pl.Float64(): (_to_float, "a number"),
     pl.Int64(): (_to_int, "an integer"),
-    UTC_TS: (_to_utc, "an ISO-8601 timestamp"),
+    UTC_TS: (to_utc, "an ISO-8601 timestamp"),
 }
 
 
@@ -365,7 +366,7 @@ def _read_contract(root: Path, path: Path) -> _Contract:
             f"unknown key in contract (expected {', '.join(sorted(CONTRACT_KEYS))})",
         )
     expiry_text = _contract_value(spec, file, "expiry", str)
-    expiry = _to_utc(pl.Series([expiry_text], dtype=pl.String))[0]
+    expiry = to_utc(pl.Series([expiry_text], dtype=pl.String))[0]
     if expiry is None:
         raise ChainDataError(
             Location(file, column="expiry"), f"not an ISO-8601 timestamp: {expiry_text!r}"

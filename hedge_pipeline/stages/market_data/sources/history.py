@@ -103,7 +103,8 @@ from numpy.typing import NDArray
 
 from hedge_pipeline.quant.market_sim import FloatArray, SmileParams
 from hedge_pipeline.quant.pricing import bs_greeks
-from hedge_pipeline.stages.market_data.sources.files import _to_utc as parse_utc_timestamps
+from hedge_pipeline.stages.market_data.sources.files import read_csv_text
+from hedge_pipeline.stages.market_data.sources.files import to_utc as parse_utc_timestamps
 from hedge_pipeline.stages.market_data.sources.quoting import (
     atm_smile_iv,
     bid_ask_ticks,
@@ -249,21 +250,8 @@ def _read_table(path: Path, file: str) -> pl.DataFrame:
     """The file with trimmed, lower-cased headers; CSV cells as text (typed per column later,
     so that a bad cell can be named)."""
     try:
-        if path.suffix.lower() == ".csv":
-            data = path.read_bytes()
-            if not data.strip():
-                raise ChainDataError(Location(file), "empty file: no header and no data rows")
-            try:
-                text = data.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                line = data[: exc.start].count(b"\n") + 1
-                raise ChainDataError(
-                    Location(file, row=line - 1 if line > 1 else None),
-                    f"not UTF-8: byte 0x{data[exc.start]:02x} on line {line}",
-                ) from None
-            frame = pl.read_csv(text.encode(), infer_schema=False)
-        else:
-            frame = pl.read_parquet(path)
+        is_csv = path.suffix.lower() == ".csv"
+        frame = read_csv_text(path, file) if is_csv else pl.read_parquet(path)
     except pl.exceptions.PolarsError as exc:
         detail = str(exc).strip().splitlines()[0]
         raise ChainDataError(Location(file), f"unreadable file: {detail}") from exc
