@@ -5,7 +5,16 @@ Thin, like the market-data assets: ``templates`` loads the template,
 features of the active weekly codes (short read-only connection, only the needed columns)
 and swaps the whole table in one transaction. A template or selection that fails writes
 nothing, so downstream stages keep reading the previous selection.
+
+``as_of`` (docs/design.md §6) bounds the work of the training stages on a long history: set, the
+selection holds only the codes alive then (``book.active_codes``: first quote at or before
+``as_of``, last quote after it), so a warehouse of ~1,000 weekly codes trains on the 4-5 a trader
+would hold. Unset, every code of the ``weekly_code`` partitions is a candidate, as before: the
+default is *not* the latest bar, because on the embedded synthetic market that would keep only
+the last code(s) and change what ``make run`` trains. Both are recorded in the metadata.
 """
+
+from datetime import datetime
 
 import dagster as dg
 import polars as pl
@@ -18,7 +27,10 @@ from hedge_pipeline.stages.market_data.assets import greeks_features
 from hedge_pipeline.stages.selection.book import (
     BOUNDARY_COLUMNS,
     SelectionError,
+    active_codes,
+    parse_as_of,
     read_features,
+    read_lifetimes,
     select_portfolio,
     selection_hash,
     split_sizes,
@@ -50,6 +62,12 @@ class SelectionConfig(dg.Config):
         default=DEFAULT_TEMPLATE,
         description="portfolio template name (packaged or from HEDGE_PORTFOLIO_DIR)",
     )
+    as_of: str | None = Field(
+        default=None,
+        description="ISO date or date/time (UTC unless an offset is given; a bare date is the "
+        "end of that day): select only the weekly codes alive then (first quote <= as_of < "
+        "last quote). Unset: every weekly code, as before",
+    )
 
 
 @dg.asset(
@@ -68,7 +86,10 @@ def portfolio_selection(
     try:
         source = find_template(config.template)
         template = load_template_file(source.path)
+        as_of = None if config.as_of is None else parse_as_of(config.as_of)
         with warehouse_db.connect(read_only=True) as con:
+            if as_of is not None:
+                codes = _alive(read_lifetimes(con, codes), as_of)
             features = read_features(con, codes)
         selection = select_portfolio(features, template)
     except (TemplateError, SelectionError) as exc:
@@ -89,6 +110,8 @@ def portfolio_selection(
         metadata={
             "template": template.name,
             "template_file": f"{source.path} ({source.origin})",
+            "as_of": as_of.isoformat() if as_of is not None else "unset (every weekly code)",
+            "active_codes": dg.MetadataValue.json(sorted(codes)),
             "dagster/row_count": frame.height,
             "options": book.height,
             "options_per_code": dg.MetadataValue.json(
@@ -120,3 +143,16 @@ def portfolio_selection(
             )
         ],
     )
+
+
+def _alive(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
+    """The active codes at ``as_of``; none is an error that says what the warehouse spans."""
+    alive = active_codes(lifetimes, as_of)
+    if not alive:
+        span = (
+            f"its codes' quotes span {lifetimes['first_ts'].min()} to {lifetimes['last_ts'].max()}"
+            if lifetimes.height
+            else "it holds no greeks_features rows of the weekly_code partitions"
+        )
+        raise SelectionError(f"no weekly code is alive at as_of {as_of.isoformat()}: {span}")
+    return alive

@@ -26,14 +26,23 @@ The rules, per weekly code:
    (``split_mode``). Boundaries are inclusive timestamps.
 
 With ``weekly_codes = 'all'`` a code nothing matches is skipped (and reported); a code named
-explicitly must match. Everything but ``read_features`` is pure.
+explicitly must match.
+
+The active set (``as_of``, docs/design.md §6): with ~1,000 weekly codes in a history, the
+training stages should work on the few codes a trader would hold at one moment, not on all of
+them. A code is *alive* at ``as_of`` when its first quote is at or before ``as_of`` (it is
+listed) and its last quote is after it (it has not expired: a code's last quote is its expiry
+bar, so at its last bar it is gone). Only the quote timestamps decide, not the ``expiry`` column,
+so the rule is the same for every source, and a code whose quotes stop early (a delisting, a
+feed that ends) stops being active at its last quote. ``as_of`` unset selects from every code,
+as before. Everything but ``read_features`` and ``read_lifetimes`` is pure.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -100,6 +109,49 @@ def read_features(con: duckdb.DuckDBPyConnection, codes: list[str]) -> pl.DataFr
     return warehouse.query(
         con, f"SELECT {columns} FROM greeks_features WHERE list_contains($1, weekly_code)", [codes]
     )
+
+
+def read_lifetimes(con: duckdb.DuckDBPyConnection, codes: list[str]) -> pl.DataFrame:
+    """``weekly_code, first_ts, last_ts`` of each of ``codes`` with greeks_features rows: the
+    code's first and last quote (UTC), what decides whether it is alive at an ``as_of``."""
+    return warehouse.query(
+        con,
+        "SELECT weekly_code, min(ts) AS first_ts, max(ts) AS last_ts FROM greeks_features "
+        "WHERE list_contains($1, weekly_code) GROUP BY weekly_code ORDER BY weekly_code",
+        [codes],
+    )
+
+
+def parse_as_of(text: str) -> datetime:
+    """``as_of`` as an aware UTC datetime.
+
+    ISO 8601 date or date/time; without an offset it is UTC (the warehouse's clock). A bare
+    date means the end of that day, so ``as_of: 2008-10-10`` has seen every bar of the 10th
+    (and the code expiring that day has expired), which is how "as of a date" reads.
+    """
+    text = text.strip()
+    try:
+        if len(text) == len("YYYY-MM-DD"):
+            when = datetime.combine(date.fromisoformat(text), time.max)
+        else:
+            when = datetime.fromisoformat(text)
+    except ValueError:
+        raise SelectionError(
+            f"as_of {text!r} is not an ISO date or date/time (e.g. 2008-10-10 or "
+            "2008-10-10T20:00:00Z)"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def active_codes(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
+    """The codes of ``lifetimes`` (:func:`read_lifetimes`) alive at ``as_of``, sorted: listed
+    at or before it (first quote <= as_of) and not yet expired (last quote > as_of)."""
+    when = pl.lit(as_of, dtype=pl.Datetime("us", "UTC"))
+    ts = pl.Datetime("us", "UTC")
+    alive = lifetimes.filter(
+        (pl.col("first_ts").cast(ts) <= when) & (pl.col("last_ts").cast(ts) > when)
+    )
+    return sorted(alive["weekly_code"])
 
 
 def option_stats(features: pl.DataFrame) -> pl.DataFrame:

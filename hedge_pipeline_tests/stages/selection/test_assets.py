@@ -14,6 +14,7 @@ import pytest
 from hedge_pipeline.orchestration.resources import WarehouseResource
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.selection.book import read_lifetimes
 from hedge_pipeline.stages.selection.definitions import defs
 from hedge_pipeline.stages.selection.report import template_info
 from hedge_pipeline.stages.selection.templates import ENV_DIR, PACKAGED_DIR
@@ -48,13 +49,19 @@ def two_codes(
 
 
 def _select(
-    instance: dg.DagsterInstance, template: str = "atm_book", raise_on_error: bool = True
+    instance: dg.DagsterInstance,
+    template: str = "atm_book",
+    raise_on_error: bool = True,
+    as_of: str | None = None,
 ) -> dg.ExecuteInProcessResult:
+    config: dict[str, str] = {"template": template}
+    if as_of is not None:
+        config["as_of"] = as_of
     return dg.materialize(
         [portfolio_selection],
         instance=instance,
         resources={"warehouse_db": WarehouseResource(path=str(paths.warehouse_path()))},
-        run_config={"ops": {"portfolio_selection": {"config": {"template": template}}}},
+        run_config={"ops": {"portfolio_selection": {"config": config}}},
         raise_on_error=raise_on_error,
     )
 
@@ -111,6 +118,42 @@ def test_atm_book_writes_two_straddles_per_code_with_metadata_and_a_stable_versi
     ]
     assert versions[0] == versions[1]
     assert _table().equals(table)
+
+
+def test_as_of_keeps_only_the_codes_alive_then_and_records_them(two_codes):
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        lifetimes = read_lifetimes(con, list(CODES))
+    first, second = lifetimes.sort("first_ts").rows(named=True)
+    assert first["first_ts"] < second["first_ts"] < first["last_ts"] < second["last_ts"]
+
+    # At the first code's last quote it has expired; the second is alive.
+    result = _select(two_codes, as_of=first["last_ts"].isoformat())
+    assert set(_table()["weekly_code"]) == {second["weekly_code"]}
+    meta = result.asset_materializations_for_node("portfolio_selection")[0].metadata
+    assert meta["as_of"].value == first["last_ts"].isoformat()
+    assert meta["active_codes"].value == [second["weekly_code"]]
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed  # an expired code is not active, so not missing
+
+    # While both are alive, both are selected, exactly as without as_of.
+    _select(two_codes, as_of=second["first_ts"].isoformat())
+    both = _table()
+    unset = _select(two_codes)
+    assert _table().equals(both)
+    meta = unset.asset_materializations_for_node("portfolio_selection")[0].metadata
+    assert meta["as_of"].value.startswith("unset")
+    assert meta["active_codes"].value == sorted(CODES)
+
+
+def test_an_as_of_with_no_code_alive_fails_and_names_the_span(two_codes):
+    _select(two_codes)
+    before = _table()
+    result = _select(two_codes, as_of="1999-01-01", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.user_failure_data.description
+    assert "no weekly code is alive at as_of 1999-01-01T23:59:59.999999+00:00" in message
+    assert _table().equals(before)
 
 
 def test_delta_gamma_book_adds_one_hedge_option_per_code_outside_the_book(two_codes):

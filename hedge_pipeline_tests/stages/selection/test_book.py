@@ -21,7 +21,9 @@ from hedge_pipeline.stages.selection.book import (
     BOUNDARY_COLUMNS,
     SELECTION_SCHEMA,
     SelectionError,
+    active_codes,
     option_stats,
+    parse_as_of,
     select_portfolio,
     selection_hash,
     split_bars,
@@ -351,3 +353,50 @@ def test_any_valid_template_gives_non_negative_weights_and_at_most_max_options(
                 < row["test_start"]
                 <= row["test_end"]
             )
+
+
+def _lifetimes(**spans: tuple[datetime, datetime]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "weekly_code": list(spans),
+            "first_ts": [first for first, _ in spans.values()],
+            "last_ts": [last for _, last in spans.values()],
+        },
+        schema={
+            "weekly_code": pl.String(),
+            "first_ts": pl.Datetime("us", "UTC"),
+            "last_ts": pl.Datetime("us", "UTC"),
+        },
+    )
+
+
+def test_a_code_is_active_from_its_first_quote_until_before_its_last():
+    day = timedelta(days=1)
+    lifetimes = _lifetimes(
+        OLD=(START - 30 * day, START - day),  # expired before
+        ENDS=(START - 28 * day, START),  # its last quote (expiry) is as_of: gone
+        LIVE=(START - 14 * day, START + 14 * day),
+        NEW=(START, START + 28 * day),  # listed at as_of: alive
+        LATER=(START + day, START + 29 * day),  # not listed yet
+    )
+    assert active_codes(lifetimes, START) == ["LIVE", "NEW"]
+    assert active_codes(lifetimes, START - timedelta(microseconds=1)) == ["ENDS", "LIVE"]
+    assert active_codes(lifetimes, START + 40 * day) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2008-10-10", datetime(2008, 10, 10, 23, 59, 59, 999999, tzinfo=UTC)),  # end of day
+        ("2008-10-10T20:00:00", datetime(2008, 10, 10, 20, tzinfo=UTC)),  # naive is UTC
+        ("2008-10-10T20:00:00Z", datetime(2008, 10, 10, 20, tzinfo=UTC)),
+        ("2008-10-10T16:00:00-04:00", datetime(2008, 10, 10, 20, tzinfo=UTC)),
+    ],
+)
+def test_as_of_is_an_iso_date_or_time_in_utc(text, expected):
+    assert parse_as_of(text) == expected
+
+
+def test_an_unreadable_as_of_says_what_it_expects():
+    with pytest.raises(SelectionError, match="'10/10/2008' is not an ISO date"):
+        parse_as_of("10/10/2008")
