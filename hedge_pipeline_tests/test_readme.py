@@ -150,6 +150,27 @@ def test_hedge_run_ends_with_make_targets_that_work(smoke_lineage: tuple[Path, s
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("readme_lineage")
+def test_hedge_run_ends_with_the_verdict_and_where_the_time_went(smoke_lineage: tuple[Path, str]):
+    _, out = smoke_lineage
+    summary = out[out.index("\nsummary\n") : out.index("where to look:")].splitlines()
+    trained, promotion, verdict, timing = (line.strip() for line in summary[2:6])
+    assert trained.startswith("trained: hedge-cnn-lstm v1; 1 specialists")
+    assert "hedge-meta-controller v1" in trained and trained.endswith("hedge-ensemble v1")
+    assert re.fullmatch(r"hedge-ensemble v1: (promoted|candidate): .+", promotion), promotion
+    # The ensemble against the strongest baseline, with the interval and the windows.
+    assert re.fullmatch(
+        r"test \(replay\): ensemble ES10 \S+ vs (no_hedge|bs_delta|whalley_wilmott) \S+ "
+        r"\(strongest baseline\): Δ \S+ \(\S+%\), 95 % interval \S+ to \S+, "
+        r"(better|worse|undecided); \d+ windows in \d+ blocks; lower is better",
+        verdict,
+    ), verdict
+    stages = [part.split()[0] for part in timing.removeprefix("time: ").split("; ")]
+    assert stages == ["market_data", "portfolio_selection", "cnn_lstm_model", "specialists",
+                      "meta_controller", "joint_model", "hedge_ensemble", "total"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("readme_lineage")
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.tested], ids=lambda b: f"README:{b.line}")
 def test_readme_examples_run_after_a_smoke_lineage(block: Block, smoke_lineage: tuple[Path, str]):
     data_dir, _ = smoke_lineage

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -187,6 +188,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Imported after the environment is set: the definitions read it when they load.
     import dagster as dg
 
+    # Dagster's own notice that a Pipes API it calls is in preview, once per training step:
+    # noise on the console of a user who never called it (the run's event log keeps it).
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions
     from hedge_pipeline.orchestration.resources import ChainSourceResource
@@ -213,13 +218,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         codes = args.partition or sorted(instance.get_dynamic_partitions(name))
     global_job = defs.resolve_implicit_global_asset_job_def()
+    timings: dict[str, float] = {}
     for asset in plan:
+        started = time.perf_counter()
         if asset in PER_CODE_JOBS:
             jobs = _per_code_jobs(asset, args.jobs)
             if not _run_per_code(PER_CODE_JOBS[asset], codes, jobs):
                 return 1
+            timings[asset] = time.perf_counter() - started
             continue
-        started = time.perf_counter()
         run_config = {**QUIET}
         if asset == "portfolio_selection" and args.template:
             run_config["ops"] = {asset: {"config": {"template": args.template}}}
@@ -231,8 +238,64 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         if not _report(asset, _outcome(result, started)):
             return 1
+        timings[asset] = time.perf_counter() - started
+    _print_summary(instance, codes, timings)
     _print_where_to_look("hedge_ensemble" in plan)
     return 0
+
+
+# The registered models each training asset's materialization names (``version``/``versions``).
+MODELS = {
+    "cnn_lstm_model": "hedge-cnn-lstm",
+    "meta_controller": "hedge-meta-controller",
+    "joint_model": "hedge-joint",
+    "hedge_ensemble": "hedge-ensemble",
+}
+
+
+def _print_summary(instance, codes: list[str], timings: dict[str, float]) -> None:
+    """What the run trained, the verdict on the ensemble against the strongest baseline (with
+    its interval and windows), and where the time went."""
+    import dagster as dg
+
+    def latest(asset: str) -> dict:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        metadata = event.asset_materialization.metadata if event else {}
+        return {key: value.value for key, value in metadata.items()}
+
+    trained = []
+    for asset in timings:
+        if asset == "specialists":
+            trained.append(f"{len(codes)} specialists (hedge-specialist-<code>)")
+        elif asset in MODELS:
+            found = latest(asset)
+            numbers = found.get("versions") or [found.get("version")]
+            versions = ", ".join(f"v{v}" for v in numbers if v is not None)
+            trained.append(f"{MODELS[asset]} {versions}".strip())
+    print("\nsummary")
+    if trained:
+        print(f"  trained: {'; '.join(trained)}")
+    if "hedge_ensemble" in timings:
+        ensemble = latest("hedge_ensemble")
+        print(
+            f"  hedge-ensemble v{ensemble.get('version')}: {ensemble.get('promotion')}: "
+            f"{ensemble.get('promotion_reason')}"
+        )
+        if "verdict" in ensemble:
+            print(f"  test (replay): {ensemble['verdict']}")
+    total = sum(timings.values())
+    parts = "; ".join(f"{asset} {_duration(seconds)}" for asset, seconds in timings.items())
+    print(f"  time: {parts}; total {_duration(total)}")
+
+
+def _duration(seconds: float) -> str:
+    """``38 s`` or ``11 min 38 s``.
+
+    >>> _duration(38.4), _duration(698.0)
+    ('38 s', '11 min 38 s')
+    """
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
 
 
 def _make(target: str) -> str:
@@ -402,7 +465,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     aliases = f" [{', '.join(sorted(version.aliases))}]" if version.aliases else ""
     print(f"{report.name} v{report.version}{aliases}, source run {version.run_id}\n")
-    print(reports.evaluation_table(report.markdown) or f"({reports.REPORT_MD} holds no table)")
+    print(reports.summary(report.markdown) or f"({reports.REPORT_MD} holds no table)")
     print(f"\nwritten to {report.directory}:")
     for path in report.files:
         print(f"  {path}")

@@ -86,6 +86,36 @@ def fetch(client: MlflowClient, version: ModelVersion) -> FetchedReport:
     return FetchedReport(version.name, int(version.version), target, files)
 
 
+def summary(markdown: str) -> str | None:
+    r"""What a report says first: its title, the verdict and units, and the first section (the
+    headline and the table of every hedger against the strongest baseline), up to the first
+    figure or the next section. A report without that shape (an older release's) gives its
+    :func:`evaluation_table`.
+
+    >>> print(summary("# R\n\n**candidate**: why\n\n## Test\n\nline\n\n| a |\n|---|\n| 1 |"
+    ...               "\n\n![plot](p.png)\n\n## More\n\n| b |\n|---|\n| 2 |"))
+    # R
+    <BLANKLINE>
+    **candidate**: why
+    <BLANKLINE>
+    ## Test
+    <BLANKLINE>
+    line
+    <BLANKLINE>
+    | a |
+    |---|
+    | 1 |
+    """
+    lines = markdown.splitlines()
+    sections = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    figures = [i for i, line in enumerate(lines) if line.startswith("![")]
+    end = min([*sections[1:2], *figures[:1], len(lines)])
+    head = lines[:end]
+    if not any(line.startswith("**") for line in head) or not _tables(head):
+        return evaluation_table(markdown)
+    return "\n".join(head).rstrip()
+
+
 def evaluation_table(markdown: str) -> str | None:
     """The report's evaluation table: the first table after the first heading that mentions
     "evaluation" (returned with that heading), else the report's first table; None if it has
