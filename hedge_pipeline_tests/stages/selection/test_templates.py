@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 
+from hedge_pipeline.stages.market_data.features import REALIZED_VOL_MIN_BARS
+from hedge_pipeline.stages.selection.book import split_bars
 from hedge_pipeline.stages.selection.report import list_templates, template_info
 from hedge_pipeline.stages.selection.templates import (
     DEFAULT_TEMPLATE,
@@ -19,7 +23,13 @@ from hedge_pipeline.stages.selection.templates import (
     template_files,
 )
 
-PACKAGED = ("atm_book", "best_liquidity_single", "delta_gamma_book", "single_atm_call")
+PACKAGED = (
+    "atm_book",
+    "best_liquidity_single",
+    "daily_history",
+    "delta_gamma_book",
+    "single_atm_call",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -201,7 +211,8 @@ def test_unknown_name_lists_the_known_ones():
     with pytest.raises(TemplateError) as raised:
         load_template("atm_bok")
     assert "unknown portfolio template 'atm_bok'" in str(raised.value)
-    assert "known: atm_book, best_liquidity_single, delta_gamma_book" in str(raised.value)
+    known = "known: atm_book, best_liquidity_single, daily_history, delta_gamma_book"
+    assert known in str(raised.value)
 
 
 def test_portfolio_dir_adds_templates_and_overrides_packaged_names(tmp_path, monkeypatch):
@@ -238,3 +249,24 @@ def test_template_info_shows_the_settings_and_needs_no_warehouse(tmp_path):
     assert not missing.exists()
     with pytest.raises(TemplateError, match="unknown portfolio template 'nope'; known: atm_book"):
         template_info("nope", missing)
+
+
+def test_daily_history_fits_a_weekly_code_of_twenty_daily_bars():
+    """A history code is quoted on 21 daily bars, 20 with an ok IV (none at expiry), and
+    greeks_features' realized vol is unknown on its first REALIZED_VOL_MIN_BARS (the market
+    state drops those rows). The template must leave the CNN-LSTM a window in every split and
+    the specialists' one-step episodes (n_steps 1, rebalance_bars 1: 2 bars) room in each."""
+    template = load_template("daily_history")
+    params, series = template.training_params, template.time_series_params
+    bars = pl.Series([datetime(2008, 9, 19, 20, tzinfo=UTC) + timedelta(days=d) for d in range(20)])
+    cut = split_bars(bars, series.split_ratios, series.embargo_bars)
+    assert not isinstance(cut, str)
+    index = {ts: i for i, ts in enumerate(bars)}
+    train_end, val_start, val_end, test_start, test_end = (index[t] for t in cut[1:])
+    # Market-state rows known from REALIZED_VOL_MIN_BARS on; the last `horizon` of a segment
+    # are embargoed; a window needs `sequence_length` rows.
+    need = params.sequence_length + params.horizon
+    assert train_end + 1 - REALIZED_VOL_MIN_BARS >= need
+    assert val_end - val_start + 1 >= need and test_end - test_start + 1 >= need
+    assert val_end - val_start + 1 >= 2 and test_end - test_start + 1 >= 2
+    assert template.selection_criteria.min_data_size <= 20
