@@ -256,7 +256,8 @@ def _raise_first(table: _Table, column: str, bad: pl.Series, raw: pl.Series, rea
         )
 
 
-def _to_float(raw: pl.Series) -> pl.Series:
+def to_float(raw: pl.Series) -> pl.Series:
+    """Numbers; text is trimmed first; what does not parse (or another type) becomes null."""
     if raw.dtype == pl.String:
         return raw.str.strip_chars().cast(pl.Float64, strict=False)
     if raw.dtype.is_numeric():
@@ -266,7 +267,7 @@ def _to_float(raw: pl.Series) -> pl.Series:
 
 def _to_int(raw: pl.Series) -> pl.Series:
     """Integers, also when spelled ``12.0``; a fractional or non-finite value does not convert."""
-    values = _to_float(raw)
+    values = to_float(raw)
     integral = values.is_finite() & (values == values.round())
     return pl.select(pl.when(integral).then(values).cast(pl.Int64, strict=False)).to_series()
 
@@ -298,7 +299,7 @@ def _to_text(raw: pl.Series) -> pl.Series:
 
 
 _CONVERTERS: dict[pl.DataType, tuple[Callable[[pl.Series], pl.Series], str]] = {
-    pl.Float64(): (_to_float, "a number"),
+    pl.Float64(): (to_float, "a number"),
     pl.Int64(): (_to_int, "an integer"),
     UTC_TS: (to_utc, "an ISO-8601 timestamp"),
 }

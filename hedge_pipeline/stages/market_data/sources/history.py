@@ -103,7 +103,7 @@ from numpy.typing import NDArray
 
 from hedge_pipeline.quant.market_sim import FloatArray, SmileParams
 from hedge_pipeline.quant.pricing import bs_greeks
-from hedge_pipeline.stages.market_data.sources.files import read_csv_text
+from hedge_pipeline.stages.market_data.sources.files import read_csv_text, to_float
 from hedge_pipeline.stages.market_data.sources.files import to_utc as parse_utc_timestamps
 from hedge_pipeline.stages.market_data.sources.quoting import (
     atm_smile_iv,
@@ -261,14 +261,6 @@ def _read_table(path: Path, file: str) -> pl.DataFrame:
     return frame
 
 
-def _to_float(raw: pl.Series) -> pl.Series:
-    if raw.dtype == pl.String:
-        return raw.str.strip_chars().cast(pl.Float64, strict=False)
-    if raw.dtype.is_numeric():
-        return raw.cast(pl.Float64)
-    return pl.Series(raw.name, [None] * raw.len(), pl.Float64)
-
-
 def _to_date(raw: pl.Series) -> pl.Series:
     """Dates; a datetime at midnight counts as its date; anything else becomes null."""
     if raw.dtype == pl.Date:
@@ -344,7 +336,7 @@ def _parse(frame: pl.DataFrame, file: str, bad_rows: str) -> History:
     _flag(found, row, stamp.is_null() & ~time_blank, time_column, expected, raw_time)
 
     raw_close = frame.get_column("close")
-    close = _to_float(raw_close)
+    close = to_float(raw_close)
     close_blank = _blank(raw_close) | close.is_nan().fill_null(False)
     _flag(found, row, close_blank, "close", "missing close")
     _flag(found, row, close.is_null() & ~close_blank, "close", "not a number", raw_close)
@@ -356,7 +348,7 @@ def _parse(frame: pl.DataFrame, file: str, bad_rows: str) -> History:
         if column not in frame.columns:
             continue
         raw = frame.get_column(column)
-        value = _to_float(raw)
+        value = to_float(raw)
         blank = _blank(raw) | value.is_nan().fill_null(False)  # NaN: not given, as a blank
         _flag(found, row, value.is_null() & ~blank, column, "not a number", raw)
         bad_value = value.is_infinite() | (value <= 0)
