@@ -27,6 +27,7 @@ from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import TrainConfig, fit
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.registry.artifact import load_weights, save_artifact
+from hedge_pipeline.runtime.markdown import markdown_table
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import JointInputs
 from hedge_pipeline.stages.portfolio_models.ensemble import member_positions
@@ -116,13 +117,20 @@ def run(session: TrainingSession) -> None:
             metadata={
                 "registered_model": shared.JOINT_MODEL,
                 "versions": [m["version"] for m in members],
-                "members": {"raw_value": members, "type": "json"},
+                "members": {"raw_value": _members_table(members), "type": "md"},
                 "upstream_meta_controller_version": meta.version,
                 "upstream_specialists": inputs.portfolio.versions,
                 "curriculum": [phase.name for phase in CURRICULUM],
             },
             data_version="-".join(str(m["version"]) for m in members),
         )
+
+
+def _members_table(members: list[dict[str, Any]]) -> str:
+    """One row per registered member: version, seed and its validation figures."""
+    columns = list(members[0]) if members else ["version", "seed"]
+    rows = ([f"{m[c]:.4g}" if isinstance(m[c], float) else m[c] for c in columns] for m in members)
+    return markdown_table(columns, rows, right_from=0)
 
 
 def _curriculum(

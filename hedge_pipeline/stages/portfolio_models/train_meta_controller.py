@@ -19,6 +19,7 @@ from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.harness.trainer import FitResult, TrainConfig, fit
+from hedge_pipeline.hedging.comparison import Comparison, compare
 from hedge_pipeline.registry.artifact import load_weights, save_artifact
 from hedge_pipeline.stages.portfolio_models import stage as shared
 from hedge_pipeline.stages.portfolio_models.config import MetaControllerInputs
@@ -30,8 +31,9 @@ from hedge_pipeline.stages.portfolio_models.evaluation import (
     baseline_positions,
     score,
     specialist_rows,
+    window_blocks,
 )
-from hedge_pipeline.stages.portfolio_models.report import risk_table
+from hedge_pipeline.stages.portfolio_models.report import EXTRA_COLUMNS, risk_table
 from hedge_pipeline.stages.portfolio_models.task import PortfolioTask
 
 STAGE = "meta_controller"
@@ -45,6 +47,7 @@ class MetaControllerModel:
     registered_name: str = shared.META_MODEL
     result: FitResult | None = None
     test_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    comparison: Comparison | None = None
 
     def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
         cfg, portfolio = self.inputs.cfg, self.inputs.portfolio
@@ -82,12 +85,16 @@ class MetaControllerModel:
                 | specialist_rows(prop)
                 | {"meta_controller": meta_rollout(pp, test, prop, model).hedge}
             )
-        metrics, _ = score(pp, test, held, objective.risk, objective.var_limit)
+        metrics, pnls = score(pp, test, held, objective.risk, objective.var_limit)
         self.test_metrics = metrics
+        self.comparison = compare(
+            metrics, pnls, window_blocks(test), STAGE, seed=self.inputs.cfg["seed"]
+        )
         return StageResult(
             {f"test_replay_{h}_{k}": v for h, row in metrics.items() for k, v in row.items()},
             f"test ES10 (replay) {metrics['meta_controller']['es10']:.4g} vs specialists "
-            f"{metrics['specialists']['es10']:.4g}, BS delta {metrics['bs_delta']['es10']:.4g}",
+            f"{metrics['specialists']['es10']:.4g}; {self.comparison.headline}",
+            {"strongest_baseline": self.comparison.baseline},
         )
 
     def save(self, model: nn.Module, out: Path) -> Path:
@@ -118,7 +125,7 @@ def run(session: TrainingSession) -> None:
         if done is None:  # another torchrun rank: rank 0 registers and reports
             return
         result, metrics = model.result, model.test_metrics
-        assert result is not None
+        assert result is not None and model.comparison is not None
         session.report(
             metadata={
                 **done.metadata(),
@@ -127,11 +134,12 @@ def run(session: TrainingSession) -> None:
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),
                 "var_limit": objective.var_limit,
-                "test_replay": metrics,
-                "risk_table_test_replay": {
-                    "raw_value": risk_table(metrics),
+                **model.comparison.headline_metadata(),
+                "evaluation_test_replay": {
+                    "raw_value": model.comparison.table(metrics, EXTRA_COLUMNS),
                     "type": "md",
                 },
+                "all_metrics_test_replay": {"raw_value": risk_table(metrics), "type": "md"},
             },
             data_version=done.data_version,
         )

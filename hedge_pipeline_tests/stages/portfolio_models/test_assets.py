@@ -46,6 +46,10 @@ def _report_json(client, run_id: str) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def joint_members_table(result: dg.ExecuteInProcessResult) -> str:
+    return _metadata(result, "joint_model")["members"]
+
+
 def _metadata(result: dg.ExecuteInProcessResult, node: str) -> dict:
     return {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
 
@@ -65,7 +69,11 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
 
     meta = _metadata(result, "meta_controller")
     assert meta["codes"] == list(CODES)
-    assert set(meta["test_replay"]) >= {"bs_delta", "specialists", "meta_controller"}
+    for row in ("| bs_delta |", "| specialists |", "| **meta_controller** |"):
+        assert row in meta["evaluation_test_replay"], meta["evaluation_test_replay"]
+    assert meta["strongest_baseline"] in {"no_hedge", "bs_delta", "whalley_wilmott"}
+    assert meta["es10_vs_baseline_low"] <= meta["es10_vs_baseline_high"]
+    assert "| version | seed |" in joint_members_table(result)
     joint = _metadata(result, "joint_model")
     assert len(joint["versions"]) == 2  # the smoke profile's ensemble size
     ensemble = _metadata(result, "hedge_ensemble")
