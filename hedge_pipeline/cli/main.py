@@ -109,12 +109,22 @@ def _report(label: str, outcome: RunOutcome) -> bool:
     return outcome.success
 
 
+def _quiet_previews() -> None:
+    """Dagster's own notice that a Pipes API it calls is in preview, once per training step:
+    noise on the console of a user who never called it. Every process of ``hedge run`` (the
+    worker processes of per-code runs too) sets it."""
+    import dagster as dg
+
+    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
 def _run_code(job_name: str, code: str) -> RunOutcome:
     """One in-process run of ``job_name`` for ``code``: in this process, or as the task of a
     worker process, which builds its own instance and definitions from the environment it
     inherited."""
     from hedge_pipeline.definitions import defs
 
+    _quiet_previews()
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
         partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
@@ -188,9 +198,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Imported after the environment is set: the definitions read it when they load.
     import dagster as dg
 
-    # Dagster's own notice that a Pipes API it calls is in preview, once per training step:
-    # noise on the console of a user who never called it (the run's event log keeps it).
-    warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    _quiet_previews()
 
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions

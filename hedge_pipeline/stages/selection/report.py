@@ -73,7 +73,7 @@ def _settings(template: PortfolioTemplate) -> list[str]:
     hedge = template.hedge_option
     split = template.time_series_params
     ratios = split.split_ratios
-    training = template.training_params.model_dump()
+    training = template.training_params.model_dump(exclude_none=True)
     return [
         f"weekly codes:   {codes if codes == 'all' else ', '.join(codes)}",
         f"option type:    {criteria.option_type}",

@@ -107,6 +107,12 @@ class TrainingParams(BaseModel):
     epochs: int = Field(default=20, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0.0)
     hpo_trials: int = Field(default=0, ge=0, description="Optuna trials; 0 trains once")
+    n_steps: int | None = Field(
+        default=None, ge=1, description="specialists' decisions per episode; default: profile's"
+    )
+    rebalance_bars: int | None = Field(
+        default=None, ge=1, description="specialists' bars between decisions; default: profile's"
+    )
 
 
 class SplitRatios(_Strict):

@@ -21,6 +21,7 @@ from hedge_pipeline.runtime.datasets import export_parquet
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
 from hedge_pipeline.stages.market_data.assets import greeks_features
 from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.selection.templates import load_template
 from hedge_pipeline.stages.specialists.config import SpecialistChoices, SpecialistStageConfig
 from hedge_pipeline.tables import warehouse
 
@@ -57,7 +58,6 @@ def _cnn_lstm_version(context: dg.AssetExecutionContext, config: SpecialistConfi
 def _inputs(request: TrainingRequest) -> dict:
     """The code's merged config, its exported book and feature rows, the CNN-LSTM version."""
     code = request.context.partition_key
-    stage_config = SpecialistStageConfig.within(request.config, request.profile)
     with request.warehouse_db.connect(read_only=True) as con:
         selection = warehouse.query(con, SELECTION_OF_CODE, [code])
         features = warehouse.query(con, FEATURES_OF_SELECTION, [code])
@@ -69,6 +69,8 @@ def _inputs(request: TrainingRequest) -> dict:
             "materialized after the code arrived",
             allow_retries=False,
         )
+    params = load_template(selection["template"][0]).training_params
+    stage_config = SpecialistStageConfig.within(request.config, request.profile, params)
     exported = {
         "features": export_parquet(features, paths.datasets_dir()),
         "selection": export_parquet(selection, paths.datasets_dir()),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hedge_pipeline.harness.config import ChildInputs, StageConfig, check_criterion, given
 from hedge_pipeline.runtime.profiles import Profile, SpecialistSizes
+from hedge_pipeline.stages.selection.templates import TrainingParams
 
 Algorithm = Literal["deep_hedging", "ppo"]
 Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two equal)
@@ -74,16 +75,19 @@ class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
     mc_samples: int = Field(ge=1, description="the CNN-LSTM's MC-dropout samples per forecast")
 
     @classmethod
-    def within(cls, choices: SpecialistChoices, profile: Profile) -> Self:
+    def within(
+        cls, choices: SpecialistChoices, profile: Profile, params: TrainingParams | None = None
+    ) -> Self:
         """The cap rules, all of them:
 
         * ``epochs``: the choice, capped at the budget's ``max_epochs``; unset means the cap;
-        * ``n_steps`` and ``rebalance_bars``: the choice, else the budget's (episode shape is
+        * ``n_steps`` and ``rebalance_bars``: the choice, else the template's ``params`` (a
+          template for daily codes needs short episodes), else the budget's (episode shape is
           the problem's, not a cost, so it is not capped);
         * every size (:class:`SpecialistSizes`: paths, network, patience, threads) is the
           profile's, and so are the CNN-LSTM's MC samples per forecast.
         """
-        budget = profile.specialist
+        budget, template = profile.specialist, params or TrainingParams()
         chosen = choices.model_dump(include=set(SpecialistChoices.model_fields))
         sizes = budget.model_dump(include=set(SpecialistSizes.model_fields))
         return cls.parse(
@@ -91,8 +95,10 @@ class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
             | sizes
             | {
                 "epochs": min(given(choices.epochs, budget.max_epochs), budget.max_epochs),
-                "n_steps": given(choices.n_steps, budget.n_steps),
-                "rebalance_bars": given(choices.rebalance_bars, budget.rebalance_bars),
+                "n_steps": given(choices.n_steps, given(template.n_steps, budget.n_steps)),
+                "rebalance_bars": given(
+                    choices.rebalance_bars, given(template.rebalance_bars, budget.rebalance_bars)
+                ),
                 "mc_samples": profile.cnn_lstm.mc_samples,
             }
         )

@@ -10,6 +10,7 @@ import pytest
 from hedge_pipeline.harness.config import ConfigError
 from hedge_pipeline.hedging.deep_hedging import HEADS
 from hedge_pipeline.runtime.profiles import get_profile
+from hedge_pipeline.stages.selection.templates import load_template
 from hedge_pipeline.stages.specialists.asset import SpecialistConfig
 from hedge_pipeline.stages.specialists.config import (
     Head,
@@ -39,6 +40,19 @@ def test_cap_rules() -> None:
     assert (asked.epochs, asked.n_steps, asked.rebalance_bars) == (budget.max_epochs, 3, 2)
     assert asked.paths_per_step == budget.paths_per_step
     assert asked.mc_samples == SMOKE.cnn_lstm.mc_samples
+
+
+def test_a_template_sets_the_episode_shape_between_the_run_config_and_the_profile() -> None:
+    daily = load_template("daily_history").training_params
+    assert (daily.n_steps, daily.rebalance_bars) == (1, 1)
+    merged = SpecialistStageConfig.within(SpecialistChoices(), SMOKE, daily)
+    assert (merged.n_steps, merged.rebalance_bars) == (1, 1)
+    asked = SpecialistStageConfig.within(SpecialistChoices(n_steps=2), SMOKE, daily)
+    assert (asked.n_steps, asked.rebalance_bars) == (2, 1)
+    # A template that says nothing leaves the profile's shape, and the config (and its hash).
+    atm = load_template("atm_book").training_params
+    plain = SpecialistStageConfig.within(SpecialistChoices(), SMOKE)
+    assert SpecialistStageConfig.within(SpecialistChoices(), SMOKE, atm) == plain
 
 
 def test_zero_is_a_value_not_unset() -> None:
