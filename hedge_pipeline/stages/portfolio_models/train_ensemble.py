@@ -261,11 +261,11 @@ def run(session: TrainingSession) -> None:
         )
         ensemble, replay = done.model, stage.comparisons["test_replay"]
         session.report(
-            metadata={
-                **done.metadata(),
+            metadata={  # the verdict first: the UI lists entries in this order
                 "promotion": decision,
                 "promotion_reason": reason,
                 **replay.headline_metadata(),
+                **done.metadata(),
                 **{f"guard_share_{split}": v for split, v in stage.guard_share.items()},
                 "joint_versions": member_versions,
                 "member_weights": ensemble.weights.tolist(),

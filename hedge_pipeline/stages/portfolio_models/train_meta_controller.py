@@ -127,14 +127,14 @@ def run(session: TrainingSession) -> None:
         result, metrics = model.result, model.test_metrics
         assert result is not None and model.comparison is not None
         session.report(
-            metadata={
+            metadata={  # the verdict first: the UI lists entries in this order
+                **model.comparison.headline_metadata(),
                 **done.metadata(),
                 "codes": list(portfolio.market.codes),
                 "upstream_specialists": portfolio.versions,
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),
                 "var_limit": objective.var_limit,
-                **model.comparison.headline_metadata(),
                 "evaluation_test_replay": {
                     "raw_value": model.comparison.table(metrics, EXTRA_COLUMNS),
                     "type": "md",

@@ -389,9 +389,9 @@ def _report(session: TrainingSession, done: Registered, model: SpecialistModel) 
         )
     calibration = market.calibration.as_dict()
     session.report(
-        metadata={
-            **done.metadata(),
+        metadata={  # the verdict first: the UI lists entries in this order
             **replay.headline_metadata(),
+            **done.metadata(),
             "twins_beating_bs_delta": twins["share"],
             "twins": REPLAY_TWINS,
             "upstream_cnn_lstm_version": int(done.tags[f"upstream.{CNN_LSTM_MODEL}"]),
