@@ -68,10 +68,15 @@ BLOCKS = bash_blocks(README.read_text(encoding="utf-8"))
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    """The reader's shell: no ``HEDGE_*`` of the developer's, the data directory given."""
+    """The reader's shell: no ``HEDGE_*`` of the developer's and no parent ``make``, the data
+    directory given."""
     env = {k: v for k, v in os.environ.items() if k not in VARIABLES.values()}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("VIRTUAL_ENV", None)
+    # Under `make test` the parent make's level and flags would make every `make` here print
+    # "Entering/Leaving directory" lines; a reader's shell has none of them.
+    for name in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"):
+        env.pop(name, None)
     return {**env, **paths.instance_env(data_dir), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
 
 
