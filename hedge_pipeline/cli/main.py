@@ -109,6 +109,17 @@ def _report(label: str, outcome: RunOutcome) -> bool:
     return outcome.success
 
 
+def _active_codes(instance, as_of: str) -> list[str]:
+    """The weekly codes the selection just made holds alive at ``as_of``: the only ones whose
+    specialists the run trains (a history of ~1,000 codes trains its 4-5 active ones)."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("portfolio_selection"))
+    active = sorted(event.asset_materialization.metadata["active_codes"].value)
+    print(f"active weekly codes at {as_of}: {', '.join(active)}", flush=True)
+    return active
+
+
 def _quiet_previews() -> None:
     """Dagster's own notice that a Pipes API it calls is in preview, once per training step:
     noise on the console of a user who never called it. Every process of ``hedge run`` (the
@@ -236,8 +247,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             timings[asset] = time.perf_counter() - started
             continue
         run_config = {**QUIET}
-        if asset == "portfolio_selection" and args.template:
-            run_config["ops"] = {asset: {"config": {"template": args.template}}}
+        if asset == "portfolio_selection":
+            chosen = {"template": args.template, "as_of": args.as_of}
+            config = {key: value for key, value in chosen.items() if value is not None}
+            if config:
+                run_config["ops"] = {asset: {"config": config}}
         result = global_job.execute_in_process(
             asset_selection=[dg.AssetKey(asset)],
             instance=instance,
@@ -247,6 +261,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not _report(asset, _outcome(result, started)):
             return 1
         timings[asset] = time.perf_counter() - started
+        if asset == "portfolio_selection" and args.as_of:
+            codes = _active_codes(instance, args.as_of)
     _print_summary(instance, codes, timings)
     _print_where_to_look("hedge_ensemble" in plan)
     return 0
@@ -598,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--source", choices=get_args(SourceKind), help="HEDGE_SOURCE")
     run.add_argument("--profile", choices=get_args(ProfileName), help="HEDGE_PROFILE")
     run.add_argument("--template", help="portfolio template (default: atm_book)")
+    run.add_argument(
+        "--as-of",
+        help="portfolio_selection's as_of (ISO date or time): select, and train specialists "
+        "for, only the weekly codes alive then",
+    )
     run.add_argument(
         "--jobs",
         type=int,

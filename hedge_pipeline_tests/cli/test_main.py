@@ -137,3 +137,26 @@ def test_where_to_look_is_make_targets_that_run_as_printed(data_dir, monkeypatch
         )
         assert done.returncode == 0, done.stderr
         assert runs in done.stdout.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_as_of_selects_the_codes_alive_then_and_only_those_are_trained(data_dir):
+    codes = ["3CN5", "3IN5", "3MN5"]
+    args = ["--partition", codes[0], "--partition", codes[1], "--partition", codes[2]]
+    proc = _hedge(data_dir, "run", "--select", "market_data", *args)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    # 3CN5's last quote is on 2025-05-02: by the end of 2025-05-05 it is no longer alive.
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        last = dict(
+            con.execute("SELECT weekly_code, max(ts) FROM greeks_features GROUP BY 1").fetchall()
+        )
+    alive = sorted(c for c in codes if str(last[c].date()) > "2025-05-05")
+    assert alive == ["3IN5", "3MN5"]
+    proc = _hedge(data_dir, "run", "--select", "portfolio", "--as-of", "2025-05-05")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert f"active weekly codes at 2025-05-05: {', '.join(alive)}" in out, out
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        rows = con.execute("SELECT DISTINCT weekly_code FROM portfolio_selection").fetchall()
+    assert sorted(code for (code,) in rows) == alive
