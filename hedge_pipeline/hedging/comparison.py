@@ -111,12 +111,10 @@ def _cluster_counts(
     return counts, inverse
 
 
-def _resampled_es(pnl: Tensor, weights: Tensor, p: float) -> Tensor:
-    """ES ``p`` of each resample, the resample given as a count per window (``weights``
-    (R, n)): the worst ⌈p·N⌉ of its N outcomes, as :class:`ExpectedShortfall` takes them,
-    read off the P&L sorted once."""
-    order = torch.argsort(pnl)
-    sorted_pnl, w = pnl[order], weights[:, order]
+def _resampled_es(sorted_pnl: Tensor, w: Tensor, p: float) -> Tensor:
+    """ES ``p`` of each resample, the resample given as a count per window (``w`` (R, n), in
+    the order of ``sorted_pnl``, the P&L sorted ascending): the worst ⌈p·N⌉ of its N
+    outcomes, as :class:`ExpectedShortfall` takes them."""
     before = torch.cumsum(w, dim=1) - w
     total = w.sum(dim=1, keepdim=True)
     k = torch.clamp(torch.ceil(p * total - 1e-9), min=1.0)
@@ -159,11 +157,13 @@ def es_differences(
     )
     tail = (1.0 - level) / 2.0
     quantiles = torch.tensor([tail, 1.0 - tail], dtype=torch.float64)
+    # Each hedger's P&L sorted once; its windows' clusters in that order.
+    orders = {name: torch.argsort(pnl) for name, pnl in values.items()}
     resampled: dict[str, list[Tensor]] = {name: [] for name in values}
     for chunk in torch.split(counts, 100):  # (100, n) weights at a time: bounded memory
-        weights = chunk[:, window_cluster]
-        for name, pnl in values.items():
-            resampled[name].append(_resampled_es(pnl, weights, p))
+        for name, order in orders.items():
+            weights = chunk[:, window_cluster[order]]
+            resampled[name].append(_resampled_es(values[name][order], weights, p))
     reference = torch.cat(resampled[baseline])
     rows = {}
     for name, parts in resampled.items():
