@@ -18,6 +18,13 @@ than the ensemble: ``new_weekly_codes_sensor``'s ``new_code_job``) also makes a 
 once every active code has a specialist: the ensemble does not cover that code, and waiting
 for every other code to be retrained would leave it out until someone retrains them all.
 
+Active codes (``orchestration.partitions.active_weekly_codes``): every partition, unless the
+latest ``portfolio_selection`` was made with an ``as_of``; then only the codes alive then, and
+an expired code's missing or old specialist holds nothing back. The portfolio stages read the
+``portfolio_selection`` table, which that selection wrote from exactly these codes, so the run
+needs no config of its own (``portfolio_training_job`` has no ``portfolio_selection`` step to
+configure); it is tagged ``hedge/as_of``.
+
 A tick costs a fixed number of event-log queries however many codes there are: the latest
 specialist of every partition comes in one, the partitions materialized before the ensemble in
 another (with 1,000 codes, two queries per code made a tick take about 10 s; now ~30 ms).
@@ -29,7 +36,7 @@ import hashlib
 
 import dagster as dg
 
-from hedge_pipeline.orchestration.partitions import active_weekly_codes
+from hedge_pipeline.orchestration.partitions import ActiveSet, active_set
 
 SPECIALIST = dg.AssetKey("specialist_agents")
 ENSEMBLE = dg.AssetKey("hedge_ensemble")
@@ -42,11 +49,16 @@ def _latest_storage_id(instance: dg.DagsterInstance, key: dg.AssetKey) -> int | 
     return records[0].storage_id if records else None
 
 
-def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str]:
+def specialist_generation(
+    instance: dg.DagsterInstance, active: ActiveSet | None = None
+) -> tuple[str | None, str]:
     """``(run_key, reason)``: the run key of a generation that is due, else None and why not."""
-    codes = active_weekly_codes(instance)
+    active = active or active_set(instance)
+    codes = active.codes
     if not codes:
-        return None, "no weekly codes yet"
+        if active.as_of is None:
+            return None, "no weekly codes yet"
+        return None, f"no active weekly codes: none of {active.describe()} is a partition"
     ensemble = _latest_storage_id(instance, ENSEMBLE)
     by_code = instance.get_latest_storage_id_by_partition(
         SPECIALIST, dg.DagsterEventType.ASSET_MATERIALIZATION
@@ -66,9 +78,10 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
             else set()
         )
         joined = [c for c in newer if c not in before]
+    which = "codes" if active.as_of is None else f"codes active at as_of {active.as_of}"
     if stale and not joined:
         since = "since the last hedge_ensemble" if ensemble is not None else "yet"
-        return None, f"{len(stale)}/{len(codes)} codes have no new specialist {since}: " + (
+        return None, f"{len(stale)}/{len(codes)} {which} have no new specialist {since}: " + (
             ", ".join(stale[:10]) + (" …" if len(stale) > 10 else "")
         )
     digest = hashlib.sha256(
@@ -76,7 +89,7 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
     ).hexdigest()
     if stale:
         return f"specialists@{digest[:16]}", f"{', '.join(joined)} joined the portfolio"
-    return f"specialists@{digest[:16]}", f"every one of {len(codes)} codes has a new specialist"
+    return f"specialists@{digest[:16]}", f"every one of {len(codes)} {which} has a new specialist"
 
 
 @dg.sensor(
@@ -90,7 +103,8 @@ def specialist_generation(instance: dg.DagsterInstance) -> tuple[str | None, str
     ),
 )
 def portfolio_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    run_key, reason = specialist_generation(context.instance)
+    active = active_set(context.instance)
+    run_key, reason = specialist_generation(context.instance, active)
     if run_key is None:
         return dg.SensorResult(skip_reason=reason, cursor=context.cursor)
     if run_key == context.cursor:
@@ -98,9 +112,10 @@ def portfolio_retrain_sensor(context: dg.SensorEvaluationContext) -> dg.SensorRe
             skip_reason=f"generation {run_key} already requested", cursor=context.cursor
         )
     context.log.info(f"{reason}: requesting {PORTFOLIO_JOB} ({run_key})")
+    tags = {"hedge/trigger": "specialists_updated"}
+    if active.as_of is not None:
+        tags["hedge/as_of"] = active.as_of
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=run_key, tags={"hedge/trigger": "specialists_updated"})
-        ],
+        run_requests=[dg.RunRequest(run_key=run_key, tags=tags)],
         cursor=run_key,
     )

@@ -12,13 +12,22 @@ one ``new_code_job`` run (market data, ``portfolio_selection`` again, its specia
 which ``portfolio_retrain_sensor`` retrains the portfolio stages. Without that, nothing would
 ever select the new code's book or train its specialist, and the portfolio sensor would wait
 for it forever. The other codes' partitions are not rerun.
+
+Runs go to active codes only (``orchestration.partitions.active_weekly_codes``): every
+partition, unless the latest ``portfolio_selection`` was made with an ``as_of``. Then every new
+code is still added as a partition (so its data can be ingested: ``hedge run --select
+market_data --partition CODE``), but only a code among that selection's active codes gets a
+run, and a ``new_code_job`` passes the selection's ``as_of`` and template to
+``portfolio_selection``, so that the selection it makes again holds the same codes. An inactive
+code's new fingerprint is not recorded in the cursor, so its change is ingested on the first
+tick after it is active again.
 """
 
 import json
 
 import dagster as dg
 
-from hedge_pipeline.orchestration.partitions import weekly_code_partitions
+from hedge_pipeline.orchestration.partitions import active_set, weekly_code_partitions
 from hedge_pipeline.orchestration.resources import ChainSourceResource
 from hedge_pipeline.stages.market_data.jobs import market_data_job, new_code_job
 
@@ -35,7 +44,10 @@ def _new_code_job(instance: dg.DagsterInstance) -> str:
     jobs=[market_data_job, new_code_job],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds weekly codes found in the source and ingests new or changed ones.",
+    description=(
+        "Adds weekly codes found in the source and ingests the new or changed ones that are "
+        "active (every code, unless portfolio_selection was made with an as_of)."
+    ),
 )
 def new_weekly_codes_sensor(
     context: dg.SensorEvaluationContext, source: ChainSourceResource
@@ -51,13 +63,21 @@ def new_weekly_codes_sensor(
         for code, fingerprint in listing.items()
         if code in partitions and code in seen and seen[code] != fingerprint
     )
+    active = active_set(context.instance, partitions | set(new))
+    alive = set(active.codes)
+    idle = [code for code in new + changed if code not in alive]
+    new, changed = [c for c in new if c in alive], [c for c in changed if c in alive]
     new_job = _new_code_job(context.instance) if new else market_data_job.name
+    # A new code joining a trained portfolio makes the selection again: with the as_of and
+    # template of the one that defines the active codes, else it would select every code.
+    join_config = active.selection_run_config() if new_job == new_code_job.name else {}
     runs = [
         dg.RunRequest(
             job_name=new_job if code in new else market_data_job.name,
             partition_key=code,
             run_key=f"{code}@{listing[code][:16]}",
             tags={"hedge/trigger": "new" if code in new else "changed"},
+            run_config=join_config if code in new else {},
         )
         for code in new + changed
     ]
@@ -65,8 +85,19 @@ def new_weekly_codes_sensor(
         context.log.info(f"new weekly codes: {', '.join(new)} ({new_job})")
     if changed:
         context.log.info(f"changed weekly codes: {', '.join(changed)}")
+    if idle:
+        context.log.info(
+            f"{len(idle)} new or changed weekly codes are not active (active: {active.describe()})"
+            ", so no run: " + ", ".join(idle[:10]) + (" …" if len(idle) > 10 else "")
+        )
+    # Every new code becomes a partition, active or not. An inactive code's change is not
+    # recorded, so the tick after it becomes active ingests it.
+    added = sorted(code for code in listing if code not in partitions)
+    pending = {code: seen[code] for code in idle if code in partitions}
     return dg.SensorResult(
         run_requests=runs,
-        dynamic_partitions_requests=[weekly_code_partitions.build_add_request(new)] if new else [],
-        cursor=json.dumps({**seen, **listing}, sort_keys=True),
+        dynamic_partitions_requests=(
+            [weekly_code_partitions.build_add_request(added)] if added else []
+        ),
+        cursor=json.dumps({**seen, **listing, **pending}, sort_keys=True),
     )
