@@ -519,6 +519,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from hedge_pipeline.bench.cnn_lstm import run
 
         report = run(batch_size=args.batch_size, steps=args.steps)
+    elif args.suite == "walkforward":
+        from hedge_pipeline.bench.walkforward import markdown, run
+
+        report = run(
+            history=args.history, as_of=args.as_of, train_years=args.train_years,
+            test_months=args.test_months, cost=args.cost, criterion=args.criterion,
+            epochs=args.epochs, seed=args.seed, num_threads=args.threads,
+        )  # fmt: skip
+        if args.markdown:
+            print(markdown(report))
+            return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run
 
@@ -601,6 +612,26 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start the deep hedger's network at the BS delta hedge (zero band / correction)",
     )
+    walk = suites.add_parser(
+        "walkforward",
+        help="hedgers and vol forecasts fitted before each as_of, tested on what follows "
+        "(a real price history)",
+    )
+    walk.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
+    walk.add_argument(
+        "--as-of",
+        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
+        help="comma-separated dates (default: every June and December end with enough "
+        "history before and after)",
+    )
+    walk.add_argument("--train-years", type=float, default=4.0)
+    walk.add_argument("--test-months", type=int, default=6)
+    walk.add_argument("--cost", type=float, default=5e-4, help="proportional cost x notional")
+    walk.add_argument("--criterion", default="es:0.1", help="the deep hedger's training loss")
+    walk.add_argument("--epochs", type=int, default=30)
+    walk.add_argument("--seed", type=int, default=0)
+    walk.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    walk.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,8 +210,9 @@ class ConsoleReporter:
         """Nothing: ``info`` already prints the epoch's summary line."""
 
 
-class _SilentReporter:
-    """Ranks other than 0 report nothing (one voice per job)."""
+class SilentReporter:
+    """Reports nothing: ranks other than 0 (one voice per job), and benchmarks that train
+    many models and print only their results."""
 
     def info(self, message: str) -> None:
         pass
@@ -283,7 +284,7 @@ def fit(
     extra_state = dict(extra_state or {})
     check_loadable(extra_state, "extra_state")
     info = distributed.init_distributed()
-    reporter = reporter if info.is_main else _SilentReporter()
+    reporter = reporter if info.is_main else SilentReporter()
     _seed_everything(config.seed + info.rank)
     run = _Run.create(model, config, info, reporter, extra_state)
     checkpoints = CheckpointDir(Path(checkpoint_dir))

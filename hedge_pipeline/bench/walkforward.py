@@ -1,0 +1,388 @@
+"""``hedge bench walkforward``: hedgers trained before a date, tested on the codes listed after it.
+
+For each ``as_of`` date D, on the weekly codes of a ``history`` source (docs/design.md §4):
+
+* **fit** on the codes that expired in the ``train_years`` before D: everything they quote is
+  at or before D. The deep hedger trains on the older ones and stops early on the last
+  ``validation_weeks`` (the most recent regime, still before D); the minimum-variance delta's
+  three coefficients are fitted on both.
+* **test** on every code listed after D that expires within ``test_months``: none of its bars
+  was seen, and none of the underlying's moves after D either.
+
+Each code contributes its calls, each sold at the mid ``n_steps`` daily bars before expiry
+and hedged daily to expiry (``hedging.history_episodes``; P&L in percent of the strike, costs
+``cost`` × traded notional). Hedgers: no hedge, BS delta and Whalley–Wilmott at each bar's
+implied vol, Hull–White's minimum-variance delta and the deep hedger (the specialists'
+no-transaction-band network, trained in the same harness, seeing the ATM implied vol and the
+underlying's trailing realized vol). Every hedger is compared with BS delta and with the
+strongest baseline by the ES10 difference on the same episodes, with a 95 % bootstrap
+interval over blocks of four expiry weeks (a code's calls share one path, and codes four
+weeks apart share none): ``hedging.comparison``. The periods are pooled at the end.
+
+The same dates drive the realized-vol forecasts (``quant.vol_forecast``): persistence, EWMA,
+GARCH(1,1), HAR-RV and the CNN-LSTM, fitted before D and scored on the following
+``vol_test_days`` by MSE and QLIKE with intervals.
+
+The module imports neither Dagster nor MLflow; ``hedge bench walkforward`` prints ``run()``
+as JSON and ``--markdown`` its tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from hedge_pipeline.bench.machine import machine_info
+from hedge_pipeline.harness.threads import torch_threads
+from hedge_pipeline.harness.trainer import SilentReporter, TrainConfig, fit
+from hedge_pipeline.hedging.baselines import fit_minimum_variance_delta
+from hedge_pipeline.hedging.comparison import compare, es_differences
+from hedge_pipeline.hedging.deep_hedging import make_policy
+from hedge_pipeline.hedging.evaluation import baselines, evaluate
+from hedge_pipeline.hedging.history_episodes import (
+    HistoryEpisodes,
+    history_episodes,
+    history_problem,
+)
+from hedge_pipeline.hedging.simulator import HedgingProblem, market_features
+from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
+from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.market_data.features import compute_features
+from hedge_pipeline.stages.market_data.sources.history import HistorySource, daily_closes
+from hedge_pipeline.stages.specialists.task import HedgingTask
+
+CONTEXT = ("atm_iv", "rv_22d")
+RV_WINDOW = 22  # trading days of the trailing realized vol the hedger sees (one month)
+BLOCK_DAYS = 28  # a code lives four weeks: codes further apart share no bar
+MODEL = "deep_hedging"
+
+
+def trailing_realized_vol(
+    ts: np.ndarray, close: np.ndarray, window: int = RV_WINDOW
+) -> pl.DataFrame:
+    """``ts`` (UTC) and ``rv_22d``: the annualized root mean square of the last ``window``
+    daily log returns at each daily close, null until ``window`` returns exist. Only closes
+    at or before a bar enter its value.
+
+    >>> day = 86_400_000_000
+    >>> frame = trailing_realized_vol(np.arange(4) * day, np.array([100.0, 101, 100, 101]), 2)
+    >>> [None if v is None else round(v, 4) for v in frame["rv_22d"]]
+    [None, None, 0.158, 0.158]
+    """
+    closes = daily_closes(ts)
+    r2 = np.diff(np.log(close[closes]), prepend=np.nan) ** 2
+    mean = pl.Series(r2, nan_to_null=True).rolling_mean(window, min_samples=window)
+    return pl.DataFrame(
+        {
+            "ts": pl.Series(ts[closes].astype("datetime64[us]")).dt.replace_time_zone("UTC"),
+            "rv_22d": (mean * 252.0).sqrt(),
+        }
+    )
+
+
+def _months_after(day: np.datetime64, months: int) -> np.datetime64:
+    """The same day of the month ``months`` later (clipped to that month's end).
+
+    >>> day = np.datetime64("2008-08-31")
+    >>> str(_months_after(day, 6)), str(_months_after(day - 2, -1))
+    ('2009-02-28', '2008-07-29')
+    """
+    month = day.astype("datetime64[M]") + np.timedelta64(months, "M")
+    offset = day - day.astype("datetime64[M]").astype("datetime64[D]")
+    last = (month + np.timedelta64(1, "M")).astype("datetime64[D]") - np.timedelta64(1, "D")
+    return min(month.astype("datetime64[D]") + offset, last)
+
+
+def rolling_as_of(
+    first_bar: np.datetime64, last_bar: np.datetime64, train_years: float, test_months: int
+) -> list[str]:
+    """A walk-forward schedule over a whole history: an ``as_of`` at the end of every
+    ``test_months``-th month (June and December for 6), from the first with ``train_years``
+    of history before it to the last with ``test_months`` of history after it, so that the
+    test periods tile the history without overlap.
+
+    >>> rolling_as_of(np.datetime64("1999-01-04"), np.datetime64("2018-12-31"), 4.0, 6)[:2]
+    ['2003-06-30', '2003-12-31']
+    >>> rolling_as_of(np.datetime64("1999-01-04"), np.datetime64("2018-12-31"), 4.0, 6)[-1]
+    '2018-06-30'
+    """
+    start = first_bar + np.timedelta64(int(train_years * 365.25), "D")
+    dates = []
+    month = start.astype("datetime64[M]")
+    while True:
+        end = (month + np.timedelta64(1, "M")).astype("datetime64[D]") - np.timedelta64(1, "D")
+        if _months_after(end, test_months) > last_bar:
+            break
+        if (month.astype(int) + 1) % test_months == 0 and end >= start:
+            dates.append(str(end))
+        month += np.timedelta64(1, "M")
+    return dates
+
+
+def _blocks(expiry: np.ndarray) -> torch.Tensor:
+    """Cluster of each episode for the bootstrap: its expiry's block of ``BLOCK_DAYS``."""
+    days = expiry.astype("datetime64[D]").astype(np.int64)
+    return torch.as_tensor(days // BLOCK_DAYS)
+
+
+def _train_hedger(
+    problem: HedgingProblem,
+    train: HistoryEpisodes,
+    validation: HistoryEpisodes,
+    risk: RiskMeasure,
+    *,
+    epochs: int,
+    seed: int,
+    checkpoints: Path,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The specialists' deep hedger (NTB head started at the BS delta, inputs scaled on the
+    training episodes, the untrained policy competing as epoch 0) on resampled real
+    training episodes, stopped early on the validation episodes."""
+    torch.manual_seed(seed)
+    policy = make_policy("ntb", problem, width=32, n_layers=2, start_at_delta=True)
+    policy.inputs.fit(market_features(problem, train.episodes))
+
+    def sample(n: int, generator: torch.Generator):
+        pick = torch.randint(len(train), (n,), generator=generator).numpy()
+        return train.take(pick).episodes
+
+    task = HedgingTask(problem, sample, risk, validation.episodes, 10, 512, seed)
+    config = TrainConfig(
+        epochs=epochs,
+        lr=1e-3,
+        patience=5,
+        seed=seed,
+        schedule="plateau",
+        grad_clip=1.0,
+        device="cpu",
+        validate_initial=True,
+    )
+    result = fit(policy, task, config, checkpoints, SilentReporter())
+    return result.model.eval(), {"epochs": len(result.history), "best_epoch": result.best_epoch}
+
+
+def _period(
+    episodes: HistoryEpisodes,
+    as_of: np.datetime64,
+    *,
+    problem: HedgingProblem,
+    risk: RiskMeasure,
+    train_years: float,
+    validation_weeks: int,
+    test_months: int,
+    epochs: int,
+    seed: int,
+    scratch: Path,
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]:
+    end = as_of + np.timedelta64(1, "D")  # as_of is a date: its whole day is known
+    first = end - np.timedelta64(int(train_years * 365.25), "D")
+    split = end - np.timedelta64(7 * validation_weeks, "D")
+    expiry, start = episodes.expiry, episodes.start
+    train = episodes.take((expiry > first) & (expiry < split))
+    validation = episodes.take((expiry >= split) & (expiry < end))
+    test = episodes.take((start >= end) & (expiry < _months_after(end, test_months)))
+    if not (len(train) and len(validation) and len(test)):
+        raise ValueError(
+            f"as_of {as_of}: {len(train)} training, {len(validation)} validation and "
+            f"{len(test)} test episodes; every split needs some (is the date inside the history?)"
+        )
+    started = time.perf_counter()
+    fitted = episodes.take((expiry > first) & (expiry < end))
+    mv = fit_minimum_variance_delta(problem, fitted.episodes, fitted.mid)
+    policy, training = _train_hedger(
+        problem, train, validation, risk, epochs=epochs, seed=seed, checkpoints=scratch
+    )
+    hedgers = baselines(problem, risk) | {"mv_delta": mv, MODEL: policy}
+    evaluation = evaluate(problem, test.episodes, hedgers, risk)
+    clusters = _blocks(test.expiry)
+    vs_delta = es_differences(evaluation.pnl, "bs_delta", clusters, seed=seed)
+    strongest = compare(evaluation.metrics, evaluation.pnl, clusters, MODEL, seed=seed)
+
+    def span(part: HistoryEpisodes) -> dict[str, Any]:
+        codes = np.unique(part.code)
+        return {
+            "codes": int(codes.size),
+            "episodes": len(part),
+            "first_expiry": str(part.expiry.min().astype("datetime64[D]")),
+            "last_expiry": str(part.expiry.max().astype("datetime64[D]")),
+        }
+
+    report = {
+        "as_of": str(as_of),
+        "train": span(train),
+        "validation": span(validation),
+        "test": span(test) | {"blocks": int(torch.unique(clusters).numel())},
+        "mv_delta_coefficients": list(mv.coefficients),
+        "deep_hedging": training | {"seconds": time.perf_counter() - started},
+        "metrics": evaluation.metrics,
+        "vs_bs_delta": {name: row.as_dict() for name, row in vs_delta.items()},
+        "strongest_baseline": strongest.baseline,
+        "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
+    }
+    return report, evaluation.pnl, clusters
+
+
+def run(
+    history: str = "sp500",
+    as_of: Sequence[str] | None = None,
+    *,
+    train_years: float = 4.0,
+    validation_weeks: int = 26,
+    test_months: int = 6,
+    n_steps: int = 18,
+    cost: float = 5e-4,
+    criterion: str = "es:0.1",
+    epochs: int = 30,
+    seed: int = 0,
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Every period of ``as_of`` (module docstring; default :func:`rolling_as_of` over the
+    whole history) and their pool; a JSON-able document."""
+    started = time.perf_counter()
+    source = HistorySource(history)
+    bars = source.history.ts.astype("datetime64[us]").astype("datetime64[D]")
+    if as_of is None:
+        as_of = rolling_as_of(bars[0], bars[-1], train_years, test_months)
+    dates = [np.datetime64(day, "D") for day in as_of]
+    if not dates:
+        raise ValueError(
+            f"no as_of date: the history ({bars[0]} to {bars[-1]}) is shorter than "
+            f"{train_years} training years and {test_months} test months"
+        )
+    # The codes some period reads (a code's name ends with its expiry date), with a month
+    # of margin on each side.
+    margin = np.timedelta64(31, "D")
+    windows = [
+        (d - np.timedelta64(int(train_years * 365.25), "D") - margin,
+         _months_after(d, test_months) + margin)
+        for d in dates
+    ]  # fmt: skip
+    wanted = [
+        code
+        for code in source.list_codes()
+        if any(lo <= np.datetime64(code[-10:], "D") <= hi for lo, hi in windows)
+    ]
+    # Per code, as the pipeline's partitions compute them: the implied-vol solve iterates
+    # until its whole batch converges, so a batch holding later codes would move earlier
+    # codes' vols in the last digits.
+    features = pl.concat([compute_features(source.load(code)) for code in wanted])
+    market = trailing_realized_vol(source.history.ts, source.history.close)
+    episodes = history_episodes(features, n_steps, CONTEXT, market)
+    loaded = time.perf_counter() - started
+    problem = history_problem(n_steps, cost, CONTEXT)
+    risk = parse_criterion(criterion)
+    periods, pooled_pnl, pooled_clusters = [], [], []
+    with torch_threads(num_threads), tempfile.TemporaryDirectory() as scratch:
+        for i, day in enumerate(dates):
+            report, pnl, clusters = _period(
+                episodes,
+                day,
+                problem=problem,
+                risk=risk,
+                train_years=train_years,
+                validation_weeks=validation_weeks,
+                test_months=test_months,
+                epochs=epochs,
+                seed=seed,
+                scratch=Path(scratch) / f"period-{i}",
+            )
+            periods.append(report)
+            pooled_pnl.append(pnl)
+            # Periods never share a block: offset each period's block ids.
+            pooled_clusters.append(clusters + 1_000_000 * i)
+    pnls = {name: torch.cat([p[name] for p in pooled_pnl]) for name in pooled_pnl[0]}
+    clusters = torch.cat(pooled_clusters)
+    pooled_rows = es_differences(pnls, "bs_delta", clusters, seed=seed)
+    es10 = {name: {"es10": row.hedger} for name, row in pooled_rows.items()}
+    strongest = compare(es10, pnls, clusters, MODEL, seed=seed)
+    return {
+        "settings": {
+            "history": history,
+            "as_of": list(as_of),
+            "train_years": train_years,
+            "validation_weeks": validation_weeks,
+            "test_months": test_months,
+            "n_steps": n_steps,
+            "cost": cost,
+            "criterion": criterion,
+            "epochs": epochs,
+            "seed": seed,
+            "codes_loaded": len(wanted),
+            "episodes": len(episodes),
+            "load_seconds": loaded,
+            "seconds": time.perf_counter() - started,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "machine": machine_info("numpy", "torch", "polars")
+            | {"torch_threads": num_threads or torch.get_num_threads()},
+        },
+        "periods": periods,
+        "pooled": {
+            "vs_bs_delta": {name: row.as_dict() for name, row in pooled_rows.items()},
+            "strongest_baseline": strongest.baseline,
+            "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
+        },
+    }
+
+
+def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
+    """Table rows of :meth:`PairedDifference.as_dict` documents."""
+    out = []
+    for name, d in rows.items():
+        own = name == baseline
+        out.append(
+            [
+                name,
+                f"{d['hedger']:.3f}",
+                "baseline" if own else f"{d['difference']:+.3f}",
+                "" if own else f"{d['low']:+.3f} to {d['high']:+.3f}",
+                "" if own else f"{d['relative']:+.1%}",
+                "" if own else d["verdict"],
+            ]
+        )
+    return out
+
+
+_MARK = {"better": " ✓", "worse": " ✗", "undecided": ""}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The document's tables: each test period in a row (every hedger's ES10 minus BS delta's,
+    in % of the strike, ✓/✗ where its 95 % interval excludes 0: a relative change means little
+    where the hedged calls' vol premium leaves BS delta's ES10 near 0), then the pool against
+    BS delta and against the strongest baseline with the intervals."""
+    names = [n for n in report["pooled"]["vs_bs_delta"] if n != "bs_delta"]
+    deltas = [f"Δ {n}" for n in names]
+    header = ["as_of", "test expiries", "calls", "blocks", "bs_delta ES10", *deltas]
+    rows = []
+    for period in report["periods"]:
+        test, vs = period["test"], period["vs_bs_delta"]
+        rows.append(
+            [
+                period["as_of"],
+                f"{test['first_expiry']} to {test['last_expiry']}",
+                str(test["episodes"]),
+                str(test["blocks"]),
+                f"{vs['bs_delta']['hedger']:.3f}",
+                *(f"{vs[n]['difference']:+.3f}{_MARK[vs[n]['verdict']]}" for n in names),
+            ]
+        )
+    parts = [markdown_table(header, rows, right_from=2), ""]
+    pooled = report["pooled"]
+    head = ["hedger", "ES10 ↓ (% of strike)", "Δ vs {}", "95 % interval", "Δ %", "verdict"]
+    for baseline, table in (
+        ("bs_delta", pooled["vs_bs_delta"]),
+        (pooled["strongest_baseline"], pooled["vs_strongest"]),
+    ):
+        parts.append(
+            markdown_table([h.format(baseline) for h in head], _rows(table, baseline), right_from=1)
+        )
+        parts.append("")
+    return "\n".join(parts)

@@ -1,0 +1,82 @@
+"""``hedge bench walkforward``: what each period fits on and tests on, and its report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hedge_pipeline.bench.walkforward import markdown, rolling_as_of, run
+from hedge_pipeline.stages.market_data.sources.history import read_history
+
+
+@pytest.fixture(scope="module")
+def period() -> dict:
+    return run(as_of=["2008-06-30"], train_years=1.0, validation_weeks=13, test_months=3,
+               epochs=2, num_threads=1)  # fmt: skip
+
+
+def test_a_period_fits_before_as_of_and_tests_after_it(period: dict) -> None:
+    (p,) = period["periods"]
+    assert p["train"]["last_expiry"] < p["validation"]["first_expiry"]
+    assert p["validation"]["last_expiry"] <= "2008-06-30"
+    assert p["train"]["first_expiry"] >= "2007-06-30"
+    # Test codes are listed after as_of and expire within 3 months.
+    assert p["test"]["first_expiry"] >= "2008-07-01" and p["test"]["last_expiry"] <= "2008-09-30"
+    assert p["test"]["episodes"] == 9 * p["test"]["codes"]
+    names = set(p["metrics"])
+    assert names == {"no_hedge", "bs_delta", "whalley_wilmott", "mv_delta", "deep_hedging"}
+    assert p["vs_bs_delta"]["bs_delta"]["difference"] == 0.0
+    for row in p["vs_bs_delta"].values():
+        assert row["low"] <= row["difference"] <= row["high"] or row["clusters"] < 3
+
+
+def test_the_report_is_json_and_markdown(period: dict) -> None:
+    json.dumps(period)
+    text = markdown(period)
+    assert "| 2008-06-30 |" in text and "Δ deep_hedging" in text
+    assert f"Δ vs {period['pooled']['strongest_baseline']}" in text
+
+
+def test_nothing_after_as_of_changes_what_a_period_fits(tmp_path: Path) -> None:
+    """The history cut a month after the test window, and the same history with every close
+    after as_of replaced: the fitted minimum-variance delta and the deep hedger's training are
+    identical; only the test differs. (The fit's inputs are bitwise equal; LAPACK's least
+    squares is reproducible only to the last bits across allocations, hence ``approx``.)"""
+    history = read_history("sp500")
+    day = history.ts.astype("datetime64[us]").astype("datetime64[D]")
+    keep = day <= np.datetime64("2008-10-31")
+    close = history.close[keep].copy()
+    frame = pl.DataFrame({"date": day[keep].astype(str), "close": close})
+    # One file name (the symbol, which seeds the quotes' noise) in two folders.
+    (tmp_path / "cut").mkdir(), (tmp_path / "moved").mkdir()
+    frame.write_csv(tmp_path / "cut" / "spx.csv")
+    after = day[keep] > np.datetime64("2008-06-30")
+    close[after] = close[after] * np.exp(np.linspace(0.0, 0.3, int(after.sum())))
+    frame.with_columns(close=pl.Series(close)).write_csv(tmp_path / "moved" / "spx.csv")
+    kwargs = dict(as_of=["2008-06-30"], train_years=1.0, validation_weeks=13,
+                  test_months=3, epochs=2, num_threads=1)  # fmt: skip
+    cut = run(str(tmp_path / "cut" / "spx.csv"), **kwargs)["periods"][0]
+    moved = run(str(tmp_path / "moved" / "spx.csv"), **kwargs)["periods"][0]
+    assert cut["mv_delta_coefficients"] == pytest.approx(moved["mv_delta_coefficients"], rel=1e-12)
+    assert cut["deep_hedging"]["best_epoch"] == moved["deep_hedging"]["best_epoch"]
+    assert cut["train"] == moved["train"] and cut["validation"] == moved["validation"]
+    assert cut["metrics"] != moved["metrics"]
+
+
+def test_the_default_schedule_tiles_the_history() -> None:
+    dates = rolling_as_of(np.datetime64("1999-01-04"), np.datetime64("2018-12-31"), 4.0, 6)
+    assert len(dates) == 31 and dates[0] == "2003-06-30" and dates[-1] == "2018-06-30"
+    assert {"2008-06-30", "2011-06-30", "2015-06-30", "2015-12-31", "2017-12-31"} <= set(dates)
+
+
+def test_a_history_too_short_for_one_period_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    pl.DataFrame(
+        {"date": [f"2010-01-{d:02d}" for d in range(4, 30)], "close": np.linspace(100, 110, 26)}
+    ).write_csv(path)
+    with pytest.raises(ValueError, match=r"shorter than 4\.0 training years"):
+        run(str(path))
