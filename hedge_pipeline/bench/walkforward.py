@@ -54,36 +54,45 @@ from hedge_pipeline.hedging.history_episodes import (
 )
 from hedge_pipeline.hedging.simulator import HedgingProblem, market_features
 from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
+from hedge_pipeline.quant.vol_forecast import (
+    DEFAULT_CNN_LSTM,
+    HORIZON,
+    CnnLstmSettings,
+    daily_series,
+    har_features,
+    log_returns,
+    markdown_report,
+    pooled_comparison,
+    walk_forward_forecasts,
+)
 from hedge_pipeline.runtime.markdown import markdown_table
+from hedge_pipeline.stages.cnn_lstm.model import CnnLstm, CnnLstmConfig
 from hedge_pipeline.stages.market_data.features import compute_features
-from hedge_pipeline.stages.market_data.sources.history import HistorySource, daily_closes
+from hedge_pipeline.stages.market_data.sources.history import (
+    History,
+    HistorySource,
+    daily_closes,
+    fit_garch,
+)
 from hedge_pipeline.stages.specialists.task import HedgingTask
 
 CONTEXT = ("atm_iv", "rv_22d")
-RV_WINDOW = 22  # trading days of the trailing realized vol the hedger sees (one month)
 BLOCK_DAYS = 28  # a code lives four weeks: codes further apart share no bar
 MODEL = "deep_hedging"
 
 
-def trailing_realized_vol(
-    ts: np.ndarray, close: np.ndarray, window: int = RV_WINDOW
-) -> pl.DataFrame:
-    """``ts`` (UTC) and ``rv_22d``: the annualized root mean square of the last ``window``
-    daily log returns at each daily close, null until ``window`` returns exist. Only closes
-    at or before a bar enter its value.
-
-    >>> day = 86_400_000_000
-    >>> frame = trailing_realized_vol(np.arange(4) * day, np.array([100.0, 101, 100, 101]), 2)
-    >>> [None if v is None else round(v, 4) for v in frame["rv_22d"]]
-    [None, None, 0.158, 0.158]
-    """
-    closes = daily_closes(ts)
-    r2 = np.diff(np.log(close[closes]), prepend=np.nan) ** 2
-    mean = pl.Series(r2, nan_to_null=True).rolling_mean(window, min_samples=window)
+def trailing_realized_vol(history: History) -> pl.DataFrame:
+    """``ts`` (UTC) and ``rv_22d`` at each daily close: the annualized realized vol of the last
+    22 daily returns (HAR's monthly term, ``quant.vol_forecast.har_features``), null until
+    22 returns exist. Only closes at or before a bar enter its value."""
+    closes = daily_closes(history.ts)
+    monthly = har_features(log_returns(history.close[closes]))[:, -1]
     return pl.DataFrame(
         {
-            "ts": pl.Series(ts[closes].astype("datetime64[us]")).dt.replace_time_zone("UTC"),
-            "rv_22d": (mean * 252.0).sqrt(),
+            "ts": pl.Series(history.ts[closes].astype("datetime64[us]")).dt.replace_time_zone(
+                "UTC"
+            ),
+            "rv_22d": pl.Series(np.sqrt(monthly), nan_to_null=True),
         }
     )
 
@@ -243,9 +252,12 @@ def run(
     epochs: int = 30,
     seed: int = 0,
     num_threads: int | None = None,
+    vol_forecasts: bool = True,
+    cnn_lstm: CnnLstmSettings | None = DEFAULT_CNN_LSTM,
 ) -> dict[str, Any]:
     """Every period of ``as_of`` (module docstring; default :func:`rolling_as_of` over the
-    whole history) and their pool; a JSON-able document."""
+    whole history) and their pool; a JSON-able document. ``vol_forecasts`` adds the
+    realized-vol forecasts on the same dates (``cnn_lstm`` None: the baselines only)."""
     started = time.perf_counter()
     source = HistorySource(history)
     bars = source.history.ts.astype("datetime64[us]").astype("datetime64[D]")
@@ -274,7 +286,7 @@ def run(
     # until its whole batch converges, so a batch holding later codes would move earlier
     # codes' vols in the last digits.
     features = pl.concat([compute_features(source.load(code)) for code in wanted])
-    market = trailing_realized_vol(source.history.ts, source.history.close)
+    market = trailing_realized_vol(source.history)
     episodes = history_episodes(features, n_steps, CONTEXT, market)
     loaded = time.perf_counter() - started
     problem = history_problem(n_steps, cost, CONTEXT)
@@ -298,6 +310,9 @@ def run(
             pooled_pnl.append(pnl)
             # Periods never share a block: offset each period's block ids.
             pooled_clusters.append(clusters + 1_000_000 * i)
+        vol = None
+        if vol_forecasts:
+            vol = _vol_forecasts(source.history, as_of, test_months, seed, cnn_lstm)
     pnls = {name: torch.cat([p[name] for p in pooled_pnl]) for name in pooled_pnl[0]}
     clusters = torch.cat(pooled_clusters)
     pooled_rows = es_differences(pnls, "bs_delta", clusters, seed=seed)
@@ -329,7 +344,41 @@ def run(
             "strongest_baseline": strongest.baseline,
             "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
         },
+        "vol_forecasts": vol,
     }
+
+
+def _vol_forecasts(
+    history: History,
+    as_of: Sequence[str],
+    test_months: int,
+    seed: int,
+    cnn_lstm: CnnLstmSettings | None,
+) -> dict[str, Any]:
+    """The realized-vol forecasts of ``quant.vol_forecast`` on the hedging periods' dates: each
+    fitted before its ``as_of`` (expanding window), tested on the trading days of the next
+    ``test_months`` whose 5-day target is known, with the stage's own CNN-LSTM network."""
+
+    def network(settings: CnnLstmSettings, n_features: int) -> CnnLstm:
+        return CnnLstm(CnnLstmConfig(n_features=n_features, n_targets=1, **settings.sizes))
+
+    dates, closes, iv = daily_series(history)
+    results = walk_forward_forecasts(
+        dates,
+        closes,
+        as_of,
+        fit_garch=fit_garch,
+        network=network if cnn_lstm is not None else None,
+        # ~21 trading days a month, less the target's 5 days and one of slack.
+        test_days=21 * test_months - HORIZON - 1,
+        seed=seed,
+        cnn_lstm=cnn_lstm or DEFAULT_CNN_LSTM,
+        iv=iv,
+    )
+    pooled = pooled_comparison(results)
+    for result in results:
+        result.pop("daily")  # every day's forecasts: thousands of numbers, not a report
+    return {"periods": results, "pooled": pooled}
 
 
 def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
@@ -385,4 +434,7 @@ def markdown(report: dict[str, Any]) -> str:
             markdown_table([h.format(baseline) for h in head], _rows(table, baseline), right_from=1)
         )
         parts.append("")
+    vol = report.get("vol_forecasts")
+    if vol:
+        parts.append(markdown_report(vol["periods"], vol["pooled"]))
     return "\n".join(parts)

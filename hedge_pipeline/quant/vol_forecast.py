@@ -1,4 +1,4 @@
-"""Realized-volatility forecasts walked forward on a daily index history (issue 17).
+"""Realized-volatility forecasts walked forward on a daily index history.
 
 The CNN-LSTM stage claims to forecast realized volatility. That claim means something only
 beside the forecasts a desk would use instead, scored on the same days, with losses that rank

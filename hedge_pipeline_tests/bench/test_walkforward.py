@@ -10,13 +10,18 @@ import polars as pl
 import pytest
 
 from hedge_pipeline.bench.walkforward import markdown, rolling_as_of, run
+from hedge_pipeline.quant.vol_forecast import CnnLstmSettings
 from hedge_pipeline.stages.market_data.sources.history import read_history
+
+# The CNN-LSTM at its smallest: what is tested here is the bench, not the forecaster.
+TINY = CnnLstmSettings(sequence_length=8, conv_channels=4, lstm_hidden=4, attention_heads=0,
+                       embedding_dim=4, max_epochs=1)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def period() -> dict:
     return run(as_of=["2008-06-30"], train_years=1.0, validation_weeks=13, test_months=3,
-               epochs=2, num_threads=1)  # fmt: skip
+               epochs=2, num_threads=1, cnn_lstm=TINY)  # fmt: skip
 
 
 def test_a_period_fits_before_as_of_and_tests_after_it(period: dict) -> None:
@@ -34,11 +39,21 @@ def test_a_period_fits_before_as_of_and_tests_after_it(period: dict) -> None:
         assert row["low"] <= row["difference"] <= row["high"] or row["clusters"] < 3
 
 
+def test_the_vol_forecasts_share_the_dates_and_test_what_follows(period: dict) -> None:
+    (forecast,) = period["vol_forecasts"]["periods"]
+    assert forecast["as_of"] == "2008-06-30" and forecast["last_train_day"] == "2008-06-30"
+    assert forecast["train"]["last"] < forecast["test"]["first"] <= "2008-06-30"
+    assert forecast["test"]["target_end"] <= "2008-09-30"
+    assert set(forecast["losses"]) == {"persistence", "ewma", "garch", "har", "cnn_lstm"}
+    assert "daily" not in forecast
+
+
 def test_the_report_is_json_and_markdown(period: dict) -> None:
     json.dumps(period)
     text = markdown(period)
     assert "| 2008-06-30 |" in text and "Δ deep_hedging" in text
     assert f"Δ vs {period['pooled']['strongest_baseline']}" in text
+    assert "cnn_lstm" in text and "qlike" in text.lower()
 
 
 def test_nothing_after_as_of_changes_what_a_period_fits(tmp_path: Path) -> None:
@@ -58,7 +73,7 @@ def test_nothing_after_as_of_changes_what_a_period_fits(tmp_path: Path) -> None:
     close[after] = close[after] * np.exp(np.linspace(0.0, 0.3, int(after.sum())))
     frame.with_columns(close=pl.Series(close)).write_csv(tmp_path / "moved" / "spx.csv")
     kwargs = dict(as_of=["2008-06-30"], train_years=1.0, validation_weeks=13,
-                  test_months=3, epochs=2, num_threads=1)  # fmt: skip
+                  test_months=3, epochs=2, num_threads=1, vol_forecasts=False)  # fmt: skip
     cut = run(str(tmp_path / "cut" / "spx.csv"), **kwargs)["periods"][0]
     moved = run(str(tmp_path / "moved" / "spx.csv"), **kwargs)["periods"][0]
     assert cut["mv_delta_coefficients"] == pytest.approx(moved["mv_delta_coefficients"], rel=1e-12)
