@@ -406,7 +406,8 @@ def markdown(report: dict[str, Any]) -> str:
     """The document's tables: each test period in a row (every hedger's ES10 minus BS delta's,
     in % of the strike, ✓/✗ where its 95 % interval excludes 0: a relative change means little
     where the hedged calls' vol premium leaves BS delta's ES10 near 0), then the pool against
-    BS delta and against the strongest baseline with the intervals."""
+    BS delta and against the strongest baseline with the intervals; then the vol forecasts
+    the same way (each period's best baseline's QLIKE in bold, the others' difference)."""
     names = [n for n in report["pooled"]["vs_bs_delta"] if n != "bs_delta"]
     deltas = [f"Δ {n}" for n in names]
     header = ["as_of", "test expiries", "calls", "blocks", "bs_delta ES10", *deltas]
@@ -436,5 +437,31 @@ def markdown(report: dict[str, Any]) -> str:
         parts.append("")
     vol = report.get("vol_forecasts")
     if vol:
-        parts.append(markdown_report(vol["periods"], vol["pooled"]))
+        parts += [_vol_periods(vol["periods"]), "", markdown_report([], vol["pooled"])]
     return "\n".join(parts)
+
+
+def _vol_periods(periods: list[dict[str, Any]]) -> str:
+    """Each period's best baseline by QLIKE and every other forecaster's QLIKE against it
+    (95 % interval; ✓/✗ where it excludes 0): the forecasts' per-period table in one line
+    each (``quant.vol_forecast.markdown_report`` has every row)."""
+    names = list(periods[0]["losses"])
+    rows = []
+    for period in periods:
+        best = period["best_baseline"]
+        found = {
+            d["forecaster"]: d
+            for d in period["differences"]
+            if d["baseline"] == best and d["metric"] == "qlike"
+        }
+        cells = []
+        for name in names:
+            d = found.get(name)
+            if name == best:
+                cells.append(f"**{period['losses'][name]['qlike']:.3f}**")
+            else:
+                mark = _MARK[d["verdict"]] if d else ""
+                cells.append(f"{d['difference']:+.3f}{mark}" if d else "")
+        rows.append([period["as_of"], best, *cells])
+    header = ["as_of", "best baseline", *(f"QLIKE {n}" for n in names)]
+    return markdown_table(header, rows, right_from=2)

@@ -109,6 +109,35 @@ def _report(label: str, outcome: RunOutcome) -> bool:
     return outcome.success
 
 
+def _alive_in_source(lifetimes, as_of: str | None, listed: int) -> tuple[str, list[str]]:
+    """``as_of`` (default: ``latest_complete_as_of``, said on the console) and the codes of a
+    source that lists their lifetimes (a history) alive then: the only ones the run ingests,
+    since the selection will hold no other."""
+    from hedge_pipeline.stages.selection.book import (
+        SelectionError,
+        active_codes,
+        latest_bar,
+        latest_complete_as_of,
+        parse_as_of,
+    )
+
+    if as_of is None:
+        when = latest_complete_as_of(lifetimes)
+        as_of = when.isoformat()
+        print(
+            f"as_of not given: {as_of}, the latest whose weekly codes are quoted to expiry "
+            "(--as-of picks another; --as-of latest the codes alive at the last bar)"
+        )
+    with _user_errors(SelectionError):
+        when = parse_as_of(as_of, latest_bar(lifetimes))
+    codes = active_codes(lifetimes, when)
+    if not codes:
+        first, last = lifetimes["first_ts"].min(), lifetimes["last_ts"].max()
+        raise UserError(f"--as-of {as_of}: no weekly code is alive then (quotes {first} to {last})")
+    print(f"as_of {as_of}: {len(codes)} of {listed} weekly codes alive")
+    return as_of, codes
+
+
 def _active_codes(instance, as_of: str) -> list[str]:
     """The weekly codes the selection just made holds alive at ``as_of``: the only ones whose
     specialists the run trains (a history of ~1,000 codes trains its 4-5 active ones)."""
@@ -214,19 +243,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions
     from hedge_pipeline.orchestration.resources import ChainSourceResource
+    from hedge_pipeline.stages.selection.templates import HISTORY_TEMPLATE
     from hedge_pipeline.tables.schema import UnknownWeeklyCodeError
 
     if args.select not in SELECTIONS:
         choices = ", ".join(SELECTIONS)
         raise UserError(f"--select {args.select!r}: expected one of {choices}")
     plan = SELECTIONS[args.select]
+    chains = ChainSourceResource.from_env()
+    # A history lists ~1,000 weekly codes over 20 years: its run works on the codes alive at
+    # one as_of, with the template sized for daily bars, unless told otherwise.
+    history = chains.kind == "history"
+    as_of = args.as_of
+    template = args.template or (HISTORY_TEMPLATE if history else None)
     if "portfolio_selection" in plan:
-        _check_template(args.template)
+        _check_template(template)
     instance = _instance()
     name = weekly_code_partitions.name
     if "market_data" in plan:
-        available = ChainSourceResource.from_env().build().list_codes()
+        source = chains.build()
+        available = source.list_codes()
         codes = args.partition or sorted(available)
+        if not args.partition and hasattr(source, "lifetimes") and (as_of or history):
+            as_of, codes = _alive_in_source(source.lifetimes(), as_of, len(available))
         unknown = [c for c in codes if c not in available]
         if unknown:
             # A KeyError: its message as written is args[0] (str() would quote it).
@@ -248,7 +287,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             continue
         run_config = {**QUIET}
         if asset == "portfolio_selection":
-            chosen = {"template": args.template, "as_of": args.as_of}
+            chosen = {"template": template, "as_of": as_of}
             config = {key: value for key, value in chosen.items() if value is not None}
             if config:
                 run_config["ops"] = {asset: {"config": config}}
@@ -261,8 +300,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if not _report(asset, _outcome(result, started)):
             return 1
         timings[asset] = time.perf_counter() - started
-        if asset == "portfolio_selection" and args.as_of:
-            codes = _active_codes(instance, args.as_of)
+        if asset == "portfolio_selection" and as_of:
+            codes = _active_codes(instance, as_of)
     _print_summary(instance, codes, timings)
     _print_where_to_look("hedge_ensemble" in plan)
     return 0

@@ -160,3 +160,42 @@ def test_as_of_selects_the_codes_alive_then_and_only_those_are_trained(data_dir)
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
         rows = con.execute("SELECT DISTINCT weekly_code FROM portfolio_selection").fetchall()
     assert sorted(code for (code,) in rows) == alive
+
+
+@pytest.mark.slow
+def test_a_history_run_ingests_only_the_codes_alive_at_its_as_of(data_dir, tmp_path):
+    """~1,000 codes in a history: without --as-of the run takes the latest as_of whose codes
+    are quoted to expiry and ingests those four, not every code; --as-of latest the codes
+    alive at the last bar."""
+    import numpy as np
+    import polars as pl
+
+    from hedge_pipeline.stages.market_data.sources.history import read_history
+
+    history = read_history("sp500")
+    day = history.ts.astype("datetime64[us]").astype("datetime64[D]")
+    keep = (day >= np.datetime64("2007-01-01")) & (day <= np.datetime64("2008-12-31"))
+    path = tmp_path / "spx.csv"
+    pl.DataFrame({"date": day[keep].astype(str), "close": history.close[keep]}).write_csv(path)
+    env = {"HEDGE_SOURCE": "history", "HEDGE_HISTORY": str(path)}
+
+    def run(*args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-m", "hedge_pipeline.cli.main", "run", "--select", "market_data",
+             *args],
+            env={**os.environ, **paths.instance_env(data_dir), **env},
+            cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    out = run()
+    assert "as_of not given: 2008-12-05T20:59:59.999999+00:00" in out, out
+    assert "4 of " in out and "[4/4] market data SPX-2008-12-26: ok" in out, out
+    out = run("--as-of", "latest")
+    assert "as_of latest: 4 of " in out, out
+    assert "[4/4] market data SPX-2009-01-23: ok" in out, out
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        query = "SELECT count(DISTINCT weekly_code) FROM greeks_features"
+        (stored,) = con.execute(query).fetchone()
+    assert stored == 8

@@ -15,9 +15,12 @@ from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
 from hedge_pipeline.quant.pricing import bs_greeks, implied_vol
 
 # Realized vol looks back over one session of 5-minute bars; fewer than an hour of returns
-# gives no estimate rather than a noisy one.
+# gives no estimate rather than a noisy one. Daily bars (a history) need a week of returns:
+# twelve would leave a four-week code (20 bars) eight bars with an estimate.
 REALIZED_VOL_WINDOW = 75
 REALIZED_VOL_MIN_BARS = 12
+REALIZED_VOL_MIN_DAILY_BARS = 5
+_INTRADAY = 6 * 3600  # seconds: a median gap between bars longer than this is daily data
 # The smile's slope is fitted on quotes within two ATM standard deviations of the money.
 SKEW_FIT_STD = 2.0
 
@@ -63,7 +66,16 @@ def _with_iv_and_greeks(quotes: pl.DataFrame) -> pl.DataFrame:
     ).with_columns(pl.col(["iv", *GREEK_COLUMNS]).fill_nan(None))
 
 
+def _realized_vol_min_bars(ts: pl.Series) -> int:
+    """Returns a realized vol needs before it is given: an hour of 5-minute bars, a week of
+    daily ones (the median gap between distinct bars decides)."""
+    gaps = ts.unique().sort().diff().dt.total_seconds().drop_nulls()
+    daily = gaps.len() > 0 and gaps.median() > _INTRADAY
+    return REALIZED_VOL_MIN_DAILY_BARS if daily else REALIZED_VOL_MIN_BARS
+
+
 def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
+    min_bars = _realized_vol_min_bars(quotes["ts"])
     underlying = (
         quotes.group_by("weekly_code", "ts")
         .agg(pl.col("underlying_price").first())
@@ -73,7 +85,7 @@ def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
         )
         .with_columns(
             _sum_r2=(pl.col("underlying_log_return") ** 2)
-            .rolling_sum(REALIZED_VOL_WINDOW, min_samples=REALIZED_VOL_MIN_BARS)
+            .rolling_sum(REALIZED_VOL_WINDOW, min_samples=min_bars)
             .over("weekly_code"),
             _elapsed=(pl.col("ts") - pl.col("ts").shift(REALIZED_VOL_WINDOW).over("weekly_code"))
             .fill_null(pl.col("ts") - pl.col("ts").first().over("weekly_code"))

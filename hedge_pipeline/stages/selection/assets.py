@@ -28,6 +28,7 @@ from hedge_pipeline.stages.selection.book import (
     BOUNDARY_COLUMNS,
     SelectionError,
     active_codes,
+    latest_bar,
     parse_as_of,
     read_features,
     read_lifetimes,
@@ -65,8 +66,8 @@ class SelectionConfig(dg.Config):
     as_of: str | None = Field(
         default=None,
         description="ISO date or date/time (UTC unless an offset is given; a bare date is the "
-        "end of that day): select only the weekly codes alive then (first quote <= as_of < "
-        "last quote). Unset: every weekly code, as before",
+        "end of that day), or 'latest' (the warehouse's latest bar): select only the weekly "
+        "codes alive then (listed, not expired, still quoted). Unset: every weekly code",
     )
 
 
@@ -86,10 +87,12 @@ def portfolio_selection(
     try:
         source = find_template(config.template)
         template = load_template_file(source.path)
-        as_of = None if config.as_of is None else parse_as_of(config.as_of)
+        as_of = None
         with warehouse_db.connect(read_only=True) as con:
-            if as_of is not None:
-                codes = _alive(read_lifetimes(con, codes), as_of)
+            if config.as_of is not None:
+                lifetimes = read_lifetimes(con, codes)
+                as_of = parse_as_of(config.as_of, latest_bar(lifetimes))
+                codes = _alive(lifetimes, as_of)
             features = read_features(con, codes)
         selection = select_portfolio(features, template)
     except (TemplateError, SelectionError) as exc:

@@ -31,18 +31,20 @@ explicitly must match.
 The active set (``as_of``, docs/design.md §6): with ~1,000 weekly codes in a history, the
 training stages should work on the few codes a trader would hold at one moment, not on all of
 them. A code is *alive* at ``as_of`` when its first quote is at or before ``as_of`` (it is
-listed) and its last quote is after it (it has not expired: a code's last quote is its expiry
-bar, so at its last bar it is gone). Only the quote timestamps decide, not the ``expiry`` column,
-so the rule is the same for every source, and a code whose quotes stop early (a delisting, a
-feed that ends) stops being active at its last quote. ``as_of`` unset selects from every code,
-as before. Everything but ``read_features`` and ``read_lifetimes`` is pure.
+listed), it expires after ``as_of`` (at its expiry it is worth its payoff: nothing to hedge),
+and it is still quoted: its last quote is after ``as_of``, or is the warehouse's latest bar
+(the data ends there, not the code's quotes: at the latest bar the codes not yet expired are
+exactly the ones a trader holds). A code whose quotes stop early (a delisting, a feed that
+ends) stops being active at its last quote. ``as_of: latest`` is the warehouse's latest bar.
+``as_of`` unset selects from every code, as before. Everything but ``read_features`` and
+``read_lifetimes`` is pure.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 import polars as pl
@@ -112,24 +114,37 @@ def read_features(con: duckdb.DuckDBPyConnection, codes: list[str]) -> pl.DataFr
 
 
 def read_lifetimes(con: duckdb.DuckDBPyConnection, codes: list[str]) -> pl.DataFrame:
-    """``weekly_code, first_ts, last_ts`` of each of ``codes`` with greeks_features rows: the
-    code's first and last quote (UTC), what decides whether it is alive at an ``as_of``."""
+    """``weekly_code, first_ts, last_ts, expiry`` of each of ``codes`` with greeks_features
+    rows: the code's first and last quote and its (latest) expiry, UTC: what decides whether
+    it is alive at an ``as_of``."""
     return warehouse.query(
         con,
-        "SELECT weekly_code, min(ts) AS first_ts, max(ts) AS last_ts FROM greeks_features "
-        "WHERE list_contains($1, weekly_code) GROUP BY weekly_code ORDER BY weekly_code",
+        "SELECT weekly_code, min(ts) AS first_ts, max(ts) AS last_ts, max(expiry) AS expiry "
+        "FROM greeks_features WHERE list_contains($1, weekly_code) "
+        "GROUP BY weekly_code ORDER BY weekly_code",
         [codes],
     )
 
 
-def parse_as_of(text: str) -> datetime:
+LATEST = "latest"
+
+
+def parse_as_of(text: str, latest: datetime | None = None) -> datetime:
     """``as_of`` as an aware UTC datetime.
 
     ISO 8601 date or date/time; without an offset it is UTC (the warehouse's clock). A bare
     date means the end of that day, so ``as_of: 2008-10-10`` has seen every bar of the 10th
     (and the code expiring that day has expired), which is how "as of a date" reads.
+    ``latest`` is the latest bar, given as ``latest``.
+
+    >>> parse_as_of("latest", datetime(2018, 12, 31, 21, tzinfo=UTC)).isoformat()
+    '2018-12-31T21:00:00+00:00'
     """
     text = text.strip()
+    if text.lower() == LATEST:
+        if latest is None:
+            raise SelectionError("as_of 'latest': there is no bar yet")
+        return latest.astimezone(UTC)
     try:
         if len(text) == len("YYYY-MM-DD"):
             when = datetime.combine(date.fromisoformat(text), time.max)
@@ -145,13 +160,46 @@ def parse_as_of(text: str) -> datetime:
 
 def active_codes(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
     """The codes of ``lifetimes`` (:func:`read_lifetimes`) alive at ``as_of``, sorted: listed
-    at or before it (first quote <= as_of) and not yet expired (last quote > as_of)."""
+    (first quote <= as_of), not expired (expiry > as_of) and still quoted (last quote >
+    as_of, or the last quote is the latest bar of all: the data ends there)."""
     when = pl.lit(as_of, dtype=pl.Datetime("us", "UTC"))
     ts = pl.Datetime("us", "UTC")
+    last = pl.col("last_ts").cast(ts)
     alive = lifetimes.filter(
-        (pl.col("first_ts").cast(ts) <= when) & (pl.col("last_ts").cast(ts) > when)
+        (pl.col("first_ts").cast(ts) <= when)
+        & (pl.col("expiry").cast(ts) > when)
+        & ((last > when) | (last == last.max()))
     )
     return sorted(alive["weekly_code"])
+
+
+def latest_complete_as_of(lifetimes: pl.DataFrame) -> datetime:
+    """The latest ``as_of`` whose alive codes are all quoted to their expiry in ``lifetimes``:
+    just before the first code that expires after the latest bar is listed.
+
+    At the latest bar itself, the codes alive are the youngest: on a daily history of
+    four-week codes they hold 17, 12, 7 and 2 bars, too few to split into train, validation
+    and test. Just before the first of those was listed, the codes alive ran their whole
+    lives within the data: a backtest of the most recent complete set, what a history run
+    trains on unless told another ``as_of``.
+
+    >>> from datetime import timedelta
+    >>> t = datetime(2018, 11, 2, 21, tzinfo=UTC)
+    >>> week = timedelta(weeks=1)
+    >>> lifetimes = pl.DataFrame({"weekly_code": ["A", "B", "C"],
+    ...     "first_ts": [t, t + week, t + 2 * week], "last_ts": [t + 4 * week] * 3,
+    ...     "expiry": [t + 4 * week, t + 5 * week, t + 6 * week]})
+    >>> latest_complete_as_of(lifetimes).isoformat()  # B is cut off: just before its listing
+    '2018-11-09T20:59:59.999999+00:00'
+    """
+    last = lifetimes["last_ts"].max()
+    cut = lifetimes.filter(pl.col("expiry") > last)["first_ts"].min()
+    return (last if cut is None else min(cut, last)) - timedelta(microseconds=1)
+
+
+def latest_bar(lifetimes: pl.DataFrame) -> datetime | None:
+    """The latest quote of ``lifetimes``: what ``as_of: latest`` means."""
+    return lifetimes["last_ts"].max() if lifetimes.height else None
 
 
 def option_stats(features: pl.DataFrame) -> pl.DataFrame:

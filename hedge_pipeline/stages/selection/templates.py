@@ -34,6 +34,8 @@ from hedge_pipeline.tables.schema import WEEKLY_CODE_RE
 PACKAGED_DIR = Path(__file__).with_name("templates")
 ENV_DIR = Settings.variable("portfolio_dir")  # HEDGE_PORTFOLIO_DIR, read by runtime.settings
 DEFAULT_TEMPLATE = "atm_book"
+# What ``hedge run`` selects with on a history source (HEDGE_SOURCE=history): daily bars.
+HISTORY_TEMPLATE = "daily_history"
 RATIO_TOLERANCE = 1e-9
 
 OptionType = Literal["C", "P", "both"]

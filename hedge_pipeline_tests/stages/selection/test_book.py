@@ -22,6 +22,7 @@ from hedge_pipeline.stages.selection.book import (
     SELECTION_SCHEMA,
     SelectionError,
     active_codes,
+    latest_bar,
     option_stats,
     parse_as_of,
     select_portfolio,
@@ -355,17 +356,20 @@ def test_any_valid_template_gives_non_negative_weights_and_at_most_max_options(
             )
 
 
-def _lifetimes(**spans: tuple[datetime, datetime]) -> pl.DataFrame:
+def _lifetimes(**spans: tuple[datetime, ...]) -> pl.DataFrame:
+    """first quote, last quote and expiry (the last quote's time unless given)."""
     return pl.DataFrame(
         {
             "weekly_code": list(spans),
-            "first_ts": [first for first, _ in spans.values()],
-            "last_ts": [last for _, last in spans.values()],
+            "first_ts": [span[0] for span in spans.values()],
+            "last_ts": [span[1] for span in spans.values()],
+            "expiry": [span[-1] for span in spans.values()],
         },
         schema={
             "weekly_code": pl.String(),
             "first_ts": pl.Datetime("us", "UTC"),
             "last_ts": pl.Datetime("us", "UTC"),
+            "expiry": pl.Datetime("us", "UTC"),
         },
     )
 
@@ -378,10 +382,29 @@ def test_a_code_is_active_from_its_first_quote_until_before_its_last():
         LIVE=(START - 14 * day, START + 14 * day),
         NEW=(START, START + 28 * day),  # listed at as_of: alive
         LATER=(START + day, START + 29 * day),  # not listed yet
+        STOPPED=(START - 14 * day, START - day, START + 14 * day),  # quotes ended early
     )
     assert active_codes(lifetimes, START) == ["LIVE", "NEW"]
     assert active_codes(lifetimes, START - timedelta(microseconds=1)) == ["ENDS", "LIVE"]
     assert active_codes(lifetimes, START + 40 * day) == []
+
+
+def test_at_the_latest_bar_the_codes_not_yet_expired_are_active():
+    """The data ends at the latest bar, not the codes: every code quoted there that expires
+    later is held; one expiring at that bar is not (``as_of: latest``)."""
+    day = timedelta(days=1)
+    end = START + 10 * day
+    lifetimes = _lifetimes(
+        HELD=(START, end, end + 7 * day),
+        ALSO=(START + day, end, end + 21 * day),
+        EXPIRES=(START - 18 * day, end, end),
+        STOPPED=(START, end - day, end + 3 * day),
+    )
+    latest = latest_bar(lifetimes)
+    assert latest == end
+    assert active_codes(lifetimes, parse_as_of("latest", latest)) == ["ALSO", "HELD"]
+    with pytest.raises(SelectionError, match="no bar yet"):
+        parse_as_of("latest", latest_bar(lifetimes.clear()))
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from hedge_pipeline.stages.market_data.features import REALIZED_VOL_MIN_BARS
+from hedge_pipeline.stages.market_data.features import REALIZED_VOL_MIN_DAILY_BARS
 from hedge_pipeline.stages.selection.book import split_bars
 from hedge_pipeline.stages.selection.report import list_templates, template_info
 from hedge_pipeline.stages.selection.templates import (
@@ -251,22 +251,25 @@ def test_template_info_shows_the_settings_and_needs_no_warehouse(tmp_path):
         template_info("nope", missing)
 
 
-def test_daily_history_fits_a_weekly_code_of_twenty_daily_bars():
-    """A history code is quoted on 21 daily bars, 20 with an ok IV (none at expiry), and
-    greeks_features' realized vol is unknown on its first REALIZED_VOL_MIN_BARS (the market
-    state drops those rows). The template must leave the CNN-LSTM a window in every split and
-    the specialists' one-step episodes (n_steps 1, rebalance_bars 1: 2 bars) room in each."""
+@pytest.mark.parametrize("n_bars", [20, 18])
+def test_daily_history_fits_a_weekly_code_of_twenty_daily_bars(n_bars: int):
+    """A history code is quoted on 21 daily bars, 20 with an ok IV (none at expiry; 18 in a
+    month with two closures, December 2018), and greeks_features' realized vol is unknown on
+    its first REALIZED_VOL_MIN_DAILY_BARS (the market state drops those rows). The template
+    must leave the CNN-LSTM a window in every split and the specialists' one-step episodes
+    (n_steps 1, rebalance_bars 1: 2 bars) room in each."""
     template = load_template("daily_history")
     params, series = template.training_params, template.time_series_params
-    bars = pl.Series([datetime(2008, 9, 19, 20, tzinfo=UTC) + timedelta(days=d) for d in range(20)])
+    start = datetime(2008, 9, 19, 20, tzinfo=UTC)
+    bars = pl.Series([start + timedelta(days=d) for d in range(n_bars)])
     cut = split_bars(bars, series.split_ratios, series.embargo_bars)
     assert not isinstance(cut, str)
     index = {ts: i for i, ts in enumerate(bars)}
     train_end, val_start, val_end, test_start, test_end = (index[t] for t in cut[1:])
-    # Market-state rows known from REALIZED_VOL_MIN_BARS on; the last `horizon` of a segment
-    # are embargoed; a window needs `sequence_length` rows.
+    # Market-state rows known from REALIZED_VOL_MIN_DAILY_BARS on; the last `horizon` of a
+    # segment are embargoed; a window needs `sequence_length` rows.
     need = params.sequence_length + params.horizon
-    assert train_end + 1 - REALIZED_VOL_MIN_BARS >= need
+    assert train_end + 1 - REALIZED_VOL_MIN_DAILY_BARS >= need
     assert val_end - val_start + 1 >= need and test_end - test_start + 1 >= need
     assert val_end - val_start + 1 >= 2 and test_end - test_start + 1 >= 2
-    assert template.selection_criteria.min_data_size <= 20
+    assert template.selection_criteria.min_data_size <= n_bars

@@ -758,6 +758,21 @@ class HistorySource:
             out[code] = hashlib.sha256(head + digests[through]).hexdigest()
         return out
 
+    def lifetimes(self) -> pl.DataFrame:
+        """``weekly_code, first_ts, last_ts, expiry`` of every code (UTC), as
+        ``read_lifetimes`` reads them from the warehouse once the code is stored: which codes
+        an ``as_of`` needs is known before any is loaded."""
+        codes = self._codes
+        ts = self.history.ts
+        return pl.DataFrame(
+            {
+                "weekly_code": list(codes),
+                "first_ts": [ts[c.first] for c in codes.values()],
+                "last_ts": [ts[c.stop - 1] for c in codes.values()],
+                "expiry": [c.expiry_us for c in codes.values()],
+            },
+        ).with_columns(pl.exclude("weekly_code").cast(pl.Int64).cast(UTC_TS))
+
     def load(self, weekly_code: str) -> pl.DataFrame:
         """The code's quotes: canonical columns + lineage, sorted by (option_symbol, ts)."""
         spec = self._codes.get(weekly_code)

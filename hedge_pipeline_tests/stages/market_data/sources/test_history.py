@@ -388,3 +388,16 @@ def test_a_malformed_history_fails_the_run_and_stores_nothing(instance, tmp_path
 
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
         assert warehouse.read_partition(con, "raw_option_chains", code).is_empty()
+
+
+def test_lifetimes_say_before_loading_what_the_warehouse_will_read() -> None:
+    """``lifetimes`` (what ``hedge run`` picks an as_of's codes by) agrees with the quotes a
+    code loads: first and last bar, expiry."""
+    source = HistorySource("sp500")
+    lifetimes = source.lifetimes()
+    assert lifetimes.height == len(source.list_codes())
+    for code in ("SP500-2008-10-17", "SP500-2018-12-28", "SP500-2019-01-25"):
+        quotes = source.load(code)
+        row = lifetimes.filter(pl.col("weekly_code") == code).row(0, named=True)
+        assert row["first_ts"] == quotes["ts"].min() and row["last_ts"] == quotes["ts"].max()
+        assert row["expiry"] == quotes["expiry"][0]
