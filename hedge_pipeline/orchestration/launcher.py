@@ -9,6 +9,8 @@ writes a small JSON file named in its extras; the launcher turns it into a non-r
 ``dg.Failure`` with the child's message. Anything else (a killed process, a crash) is left to
 the asset's ``RetryPolicy``, and the child resumes from its checkpoint. A signal to the run
 itself (Ctrl-C, SIGTERM) is final too: the run stops, and its re-execution resumes.
+Messages come through :class:`~.pipes_messages.CompleteLineMessageReader`: whole lines only,
+however the child's writes of a long report are split.
 """
 
 import json
@@ -20,6 +22,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from hedge_pipeline.orchestration.pipes_messages import CompleteLineMessageReader
 from hedge_pipeline.runtime import paths
 
 
@@ -41,7 +44,9 @@ class TrainingLauncher(dg.ConfigurableResource):
     ) -> dg.MaterializeResult:
         with tempfile.TemporaryDirectory(prefix="hedge-failure-") as tmp:
             failure_file = Path(tmp) / "failure.json"
-            client = dg.PipesSubprocessClient(cwd=str(paths.REPO_ROOT))
+            client = dg.PipesSubprocessClient(
+                cwd=str(paths.REPO_ROOT), message_reader=CompleteLineMessageReader()
+            )
             try:
                 return client.run(
                     command=self.command(stage),
