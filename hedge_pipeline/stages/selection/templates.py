@@ -115,6 +115,9 @@ class TrainingParams(BaseModel):
     rebalance_bars: int | None = Field(
         default=None, ge=1, description="specialists' bars between decisions; default: profile's"
     )
+    warm_start: bool = Field(
+        default=False, description="specialists start from their predecessor's weights"
+    )
 
 
 class SplitRatios(_Strict):

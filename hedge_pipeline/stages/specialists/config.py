@@ -63,6 +63,11 @@ class SpecialistChoices(HedgingCosts):
     epochs: int | None = Field(default=None, ge=1, description="default and cap: the profile's")
     n_steps: int | None = Field(default=None, ge=1, description="decisions per episode")
     rebalance_bars: int | None = Field(default=None, ge=1, description="bars between decisions")
+    warm_start: bool | None = Field(
+        default=None,
+        description="start from the predecessor's specialist (an earlier code's of the same "
+        "underlying and shape, expired before this code's first bar); default: the template's",
+    )
     seed: int = 0
 
 
@@ -72,6 +77,7 @@ class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
     epochs: int = Field(ge=1)
     n_steps: int = Field(ge=1)
     rebalance_bars: int = Field(ge=1)
+    warm_start: bool = False
     mc_samples: int = Field(ge=1, description="the CNN-LSTM's MC-dropout samples per forecast")
 
     @classmethod
@@ -84,6 +90,7 @@ class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
         * ``n_steps`` and ``rebalance_bars``: the choice, else the template's ``params`` (a
           template for daily codes needs short episodes), else the budget's (episode shape is
           the problem's, not a cost, so it is not capped);
+        * ``warm_start``: the choice, else the template's (off unless it says so);
         * every size (:class:`SpecialistSizes`: paths, network, patience, threads) is the
           profile's, and so are the CNN-LSTM's MC samples per forecast.
         """
@@ -99,6 +106,7 @@ class SpecialistStageConfig(SpecialistChoices, SpecialistSizes, StageConfig):
                 "rebalance_bars": given(
                     choices.rebalance_bars, given(template.rebalance_bars, budget.rebalance_bars)
                 ),
+                "warm_start": given(choices.warm_start, template.warm_start),
                 "mc_samples": profile.cnn_lstm.mc_samples,
             }
         )

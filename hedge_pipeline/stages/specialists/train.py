@@ -80,6 +80,7 @@ from hedge_pipeline.stages.specialists.artifact import (
 from hedge_pipeline.stages.specialists.config import SpecialistInputs
 from hedge_pipeline.stages.specialists.objective import PerStateObjective
 from hedge_pipeline.stages.specialists.task import HedgingTask
+from hedge_pipeline.stages.specialists.warm_start import WarmStart, bar_tags, find_predecessor
 
 STAGE = "specialist"
 POLICY = "policy"  # the trained hedger's row in every risk table
@@ -164,8 +165,18 @@ def run(session: TrainingSession) -> None:
             + f"; CNN-LSTM v{cnn.version}"
         )
         identity["upstream"] = {**identity.get("upstream", {}), CNN_LSTM_MODEL: cnn.version}
-        model = SpecialistModel(market, forecasts, cfg, dist.world_size, name)
-        done = train_and_register(session, client, STAGE, model, identity, cfg)
+        tags = bar_tags(features)
+        warm = None
+        if cfg["warm_start"] and cfg["algorithm"] == "deep_hedging":
+            found = find_predecessor(client, code, tags, cfg, market.problem)
+            if isinstance(found, str):
+                session.info(f"{name}: starts from BS delta: {found}")
+                tags["warm_start"] = "none"
+            else:
+                session.info(f"{name}: starts from its predecessor {found.tag}")
+                warm, tags["warm_start"] = found, found.tag
+        model = SpecialistModel(market, forecasts, cfg, dist.world_size, name, warm)
+        done = train_and_register(session, client, STAGE, model, identity, cfg, tags)
         if done is None:  # another torchrun rank: rank 0 registers and reports
             return
         _report(session, done, model)
@@ -180,6 +191,7 @@ class SpecialistModel:
     cfg: dict[str, Any]
     world_size: int
     registered_name: str
+    warm: WarmStart | None = None  # the predecessor's weights to start from (warm_start)
     trained: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, Evaluation] = field(default_factory=dict)
     comparisons: dict[str, Comparison] = field(default_factory=dict)
@@ -189,7 +201,7 @@ class SpecialistModel:
     def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
         with torch_threads(self.cfg["num_threads"]):
             policy, self.trained = _train(
-                self.market, self.cfg, reporter, checkpoints, self.world_size
+                self.market, self.cfg, reporter, checkpoints, self.world_size, self.warm
             )
         return policy
 
@@ -257,6 +269,7 @@ def _train(
     reporter: TrackingReporter,
     checkpoints: Path,
     world_size: int,
+    warm: WarmStart | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     problem, risk, seed = market.problem, parse_criterion(cfg["criterion"]), cfg["seed"]
 
@@ -282,7 +295,8 @@ def _train(
             reporter.epoch(i, {"epoch": i, "train_loss": loss})
         return policy, {"history": [], "epochs": history.epochs, "seconds": history.seconds}
     torch.manual_seed(seed)
-    # Start from the Black-Scholes delta hedge, inputs at unit scale (see InputScale).
+    # Start from the Black-Scholes delta hedge, inputs at unit scale (see InputScale), or from
+    # the predecessor's weights (warm_start).
     policy = make_policy(
         cfg["head"],
         problem,
@@ -292,7 +306,11 @@ def _train(
         gamma_gated=cfg["head"] == "mlp",
     )
     generator = torch.Generator().manual_seed(seed + _VAL_SEED)
-    policy.inputs.fit(market_features(problem, sample(cfg["val_paths"], generator)))
+    scaling = sample(cfg["val_paths"], generator)  # drawn either way: the same validation set
+    if warm is None:
+        policy.inputs.fit(market_features(problem, scaling))
+    else:  # the predecessor's network, its input scaling included: the function it learned
+        policy.load_state_dict(warm.state)
     # per_state: episodes in groups sharing a start state, scored state by state
     # (PerStateObjective); pooled: the criterion of the whole batch (groups of one).
     per_state = cfg["objective"] == "per_state"
