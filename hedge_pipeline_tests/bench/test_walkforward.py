@@ -95,3 +95,17 @@ def test_a_history_too_short_for_one_period_says_so(tmp_path: Path) -> None:
     ).write_csv(path)
     with pytest.raises(ValueError, match=r"shorter than 4\.0 training years"):
         run(str(path))
+
+
+def test_a_garch_fit_on_its_persistence_bound_falls_back_to_arch() -> None:
+    """NASDAQ 1999–2005 is nearly integrated: the targeted fit gives up, arch's fit does not."""
+    from hedge_pipeline.bench.walkforward import _garch_or_arch
+    from hedge_pipeline.quant.vol_forecast import daily_series, log_returns
+    from hedge_pipeline.stages.market_data.sources.history import fit_garch
+
+    dates, closes, _ = daily_series(read_history("nasdaq"))
+    end = int(np.searchsorted(dates, np.datetime64("2006-01-01")))
+    returns = 100.0 * log_returns(closes)[1:end]
+    assert fit_garch(returns) is None
+    alpha, beta = _garch_or_arch(returns)
+    assert 0.0 < alpha < 0.2 and beta > 0.8 and alpha + beta < 1.0
