@@ -126,6 +126,8 @@ def smoke_lineage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # Nothing on the console that is not about the reader's run: no MLflow INFO chatter.
+    assert " INFO mlflow." not in done.stderr, done.stderr
     return data_dir, done.stdout
 
 

@@ -149,13 +149,17 @@ def _active_codes(instance, as_of: str) -> list[str]:
     return active
 
 
-def _quiet_previews() -> None:
-    """Dagster's own notice that a Pipes API it calls is in preview, once per training step:
-    noise on the console of a user who never called it. Every process of ``hedge run`` (the
-    worker processes of per-code runs too) sets it."""
+def _quiet_console() -> None:
+    """Two kinds of noise on the console of ``hedge run``, in every process it starts (worker
+    processes of per-code runs, and the training children, which inherit the environment):
+    Dagster's notice that a Pipes API it calls is in preview, once per training step, and
+    MLflow's INFO lines ("Creating initial MLflow database tables..."). Neither is about
+    anything the user did; MLflow's warnings still show (``MLFLOW_LOGGING_LEVEL`` set by the
+    user wins)."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _run_code(job_name: str, code: str) -> RunOutcome:
@@ -164,7 +168,7 @@ def _run_code(job_name: str, code: str) -> RunOutcome:
     inherited."""
     from hedge_pipeline.definitions import defs
 
-    _quiet_previews()
+    _quiet_console()
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
         partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
@@ -238,7 +242,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Imported after the environment is set: the definitions read it when they load.
     import dagster as dg
 
-    _quiet_previews()
+    _quiet_console()
 
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions
