@@ -20,8 +20,8 @@ interval over blocks of four expiry weeks (a code's calls share one path, and co
 weeks apart share none): ``hedging.comparison``. The periods are pooled at the end.
 
 The same dates drive the realized-vol forecasts (``quant.vol_forecast``): persistence, EWMA,
-GARCH(1,1), HAR-RV and the CNN-LSTM, fitted before D and scored on the following
-``vol_test_days`` by MSE and QLIKE with intervals.
+GARCH(1,1), HAR-RV and the CNN-LSTM, fitted before D and scored on the trading days of the
+following ``test_months`` whose 5-day target is known, by MSE and QLIKE with intervals.
 
 The module imports neither Dagster nor MLflow; ``hedge bench walkforward`` prints ``run()``
 as JSON and ``--markdown`` its tables.
