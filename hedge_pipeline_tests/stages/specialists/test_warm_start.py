@@ -27,6 +27,7 @@ from hedge_pipeline.tables import warehouse
 from hedge_pipeline.tables.schema import RAW_COLUMNS
 
 EARLIER, SAME_DAY, LATER = "SP500-2008-09-12", "SP500-2008-09-19", "SP500-2008-10-17"
+SAME_DAY_LAST_BAR = "2008-09-19T20:00:00+00:00"  # 16:00 New York, daylight saving time
 
 
 def _materialize(instance: dg.DagsterInstance, asset, partition: str | None = None, **config):
@@ -87,9 +88,6 @@ def test_a_specialist_starts_from_the_code_that_expired_before_it_was_listed(
     # Asked not to, it starts from BS delta and carries no warm_start tag.
     _materialize(instance, specialist_agents, LATER, warm_start=False)
     assert "warm_start" not in _tags(LATER)
-
-
-SAME_DAY_LAST_BAR = "2008-09-19T20:00:00+00:00"
 
 
 def test_the_lookup_reads_only_bars_of_the_code_itself():
