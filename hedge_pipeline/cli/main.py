@@ -115,7 +115,7 @@ def _alive_in_source(lifetimes, as_of: str | None, listed: int) -> tuple[str, li
     since the selection will hold no other."""
     from hedge_pipeline.stages.selection.book import (
         SelectionError,
-        active_codes,
+        alive_or_explain,
         latest_bar,
         latest_complete_as_of,
         parse_as_of,
@@ -129,11 +129,7 @@ def _alive_in_source(lifetimes, as_of: str | None, listed: int) -> tuple[str, li
             "(--as-of picks another; --as-of latest the codes alive at the last bar)"
         )
     with _user_errors(SelectionError):
-        when = parse_as_of(as_of, latest_bar(lifetimes))
-    codes = active_codes(lifetimes, when)
-    if not codes:
-        first, last = lifetimes["first_ts"].min(), lifetimes["last_ts"].max()
-        raise UserError(f"--as-of {as_of}: no weekly code is alive then (quotes {first} to {last})")
+        codes = alive_or_explain(lifetimes, parse_as_of(as_of, latest_bar(lifetimes)))
     print(f"as_of {as_of}: {len(codes)} of {listed} weekly codes alive")
     return as_of, codes
 

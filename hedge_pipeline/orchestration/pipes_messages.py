@@ -9,7 +9,7 @@ without its metadata. Seen under load on this machine, a specialist's report at 
 
 :class:`CompleteLineMessageReader` reads the same file, written by the same
 ``PipesFileMessageWriterChannel`` of ``open_dagster_pipes``, but keeps a partial line until
-its newline arrives (:func:`complete_lines`).
+its newline arrives (:func:`complete_lines` over Dagster's own ``tail_file`` polling loop).
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import os
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from dagster._utils import tail_file  # the loop Dagster's own readers poll the file with
 from dagster_pipes import PipesDefaultMessageWriter
-
-POLL_SECONDS = 0.01
 
 
 def complete_lines(chunks: Iterable[str]) -> Iterator[str]:
@@ -42,20 +40,6 @@ def complete_lines(chunks: Iterable[str]) -> Iterator[str]:
         if pending.endswith("\n"):
             yield pending
             pending = ""
-
-
-def _tail(path: str, done: threading.Event) -> Iterator[str]:
-    """What ``readline()`` returns from ``path`` as it grows, until ``done`` is set and the
-    file is read to its end."""
-    with open(path, encoding="utf-8") as stream:
-        while True:
-            chunk = stream.readline()
-            if chunk:
-                yield chunk
-            elif done.is_set():
-                return
-            else:
-                time.sleep(POLL_SECONDS)
 
 
 class CompleteLineMessageReader(dg.PipesMessageReader):
@@ -84,7 +68,7 @@ class CompleteLineMessageReader(dg.PipesMessageReader):
     @staticmethod
     def _read(path: str, handler: dg.PipesMessageHandler, done: threading.Event) -> None:
         try:
-            for line in complete_lines(_tail(path, done)):
+            for line in complete_lines(tail_file(path, done.is_set)):
                 handler.handle_message(json.loads(line))
         except Exception:
             handler.report_pipes_framework_exception(

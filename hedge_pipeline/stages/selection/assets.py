@@ -14,8 +14,6 @@ default is *not* the latest bar, because on the embedded synthetic market that w
 the last code(s) and change what ``make run`` trains. Both are recorded in the metadata.
 """
 
-from datetime import datetime
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -27,7 +25,7 @@ from hedge_pipeline.stages.market_data.assets import greeks_features
 from hedge_pipeline.stages.selection.book import (
     BOUNDARY_COLUMNS,
     SelectionError,
-    active_codes,
+    alive_or_explain,
     latest_bar,
     parse_as_of,
     read_features,
@@ -92,7 +90,7 @@ def portfolio_selection(
             if config.as_of is not None:
                 lifetimes = read_lifetimes(con, codes)
                 as_of = parse_as_of(config.as_of, latest_bar(lifetimes))
-                codes = _alive(lifetimes, as_of)
+                codes = alive_or_explain(lifetimes, as_of)
             features = read_features(con, codes)
         selection = select_portfolio(features, template)
     except (TemplateError, SelectionError) as exc:
@@ -146,16 +144,3 @@ def portfolio_selection(
             )
         ],
     )
-
-
-def _alive(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
-    """The active codes at ``as_of``; none is an error that says what the warehouse spans."""
-    alive = active_codes(lifetimes, as_of)
-    if not alive:
-        span = (
-            f"its codes' quotes span {lifetimes['first_ts'].min()} to {lifetimes['last_ts'].max()}"
-            if lifetimes.height
-            else "it holds no greeks_features rows of the weekly_code partitions"
-        )
-        raise SelectionError(f"no weekly code is alive at as_of {as_of.isoformat()}: {span}")
-    return alive

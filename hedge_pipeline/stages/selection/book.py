@@ -173,6 +173,20 @@ def active_codes(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
     return sorted(alive["weekly_code"])
 
 
+def alive_or_explain(lifetimes: pl.DataFrame, as_of: datetime) -> list[str]:
+    """:func:`active_codes` at ``as_of``; none is a :class:`SelectionError` that says what the
+    quotes span (what a user needs to pick another ``as_of``)."""
+    alive = active_codes(lifetimes, as_of)
+    if not alive:
+        span = (
+            f"its codes' quotes span {lifetimes['first_ts'].min()} to {lifetimes['last_ts'].max()}"
+            if lifetimes.height
+            else "it holds no greeks_features rows of the weekly_code partitions"
+        )
+        raise SelectionError(f"no weekly code is alive at as_of {as_of.isoformat()}: {span}")
+    return alive
+
+
 def latest_complete_as_of(lifetimes: pl.DataFrame) -> datetime:
     """The latest ``as_of`` whose alive codes are all quoted to their expiry in ``lifetimes``:
     just before the first code that expires after the latest bar is listed.

@@ -63,28 +63,18 @@ def bar_tags(features: pl.DataFrame) -> dict[str, str]:
 
 def _mismatch(spec: SpecialistSpec, cfg: dict[str, Any], problem: HedgingProblem) -> str | None:
     """The first shape in which the predecessor differs from this specialist, if any."""
-    book = problem.book
-    mine: dict[str, object] = {
-        "algorithm": cfg["algorithm"],
-        "head": cfg["head"],
-        "width": cfg["width"],
-        "n_layers": cfg["n_layers"],
-        "observation columns": list(problem.context),
-        "book (calls and puts)": list(book.is_call),
-        "hedge option": problem.instrument is not None,
-    }
-    theirs: dict[str, object] = {
-        "algorithm": spec.algorithm,
-        "head": spec.head,
-        "width": spec.width,
-        "n_layers": spec.n_layers,
-        "observation columns": spec.context,
-        "book (calls and puts)": spec.book.is_call,
-        "hedge option": spec.instrument is not None,
-    }
-    for key, value in mine.items():
-        if theirs[key] != value:
-            return f"its {key} is {theirs[key]}, this one's {value}"
+    shapes = (  # (what, the predecessor's, this specialist's)
+        ("algorithm", spec.algorithm, cfg["algorithm"]),
+        ("head", spec.head, cfg["head"]),
+        ("width", spec.width, cfg["width"]),
+        ("n_layers", spec.n_layers, cfg["n_layers"]),
+        ("observation columns", spec.context, list(problem.context)),
+        ("book (calls and puts)", spec.book.is_call, list(problem.book.is_call)),
+        ("hedge option", spec.instrument is not None, problem.instrument is not None),
+    )
+    for what, theirs, mine in shapes:
+        if theirs != mine:
+            return f"its {what} is {theirs}, this one's {mine}"
     return None
 
 

@@ -17,7 +17,6 @@ import pytest
 from hedge_pipeline.orchestration.partitions import active_set, active_weekly_codes
 from hedge_pipeline.orchestration.resources import ChainSourceResource, WarehouseResource
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.stages.automation.sensors import portfolio_retrain_sensor
 from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sensors import new_weekly_codes_sensor
 from hedge_pipeline.stages.market_data.sources.history import HistorySource
@@ -25,6 +24,11 @@ from hedge_pipeline.stages.selection.assets import portfolio_selection
 from hedge_pipeline.stages.selection.templates import ENV_DIR
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline.tables.schema import RAW_COLUMNS
+from hedge_pipeline_tests.stages.automation.events import (
+    portfolio_tick,
+    report_ensemble,
+    report_specialists,
+)
 
 EXPIRED = ["SP500-2008-10-03", "SP500-2008-10-10"]  # last quotes on 10-03 and 10-10
 ALIVE = ["SP500-2008-10-17", "SP500-2008-10-24", "SP500-2008-10-31", "SP500-2008-11-07"]
@@ -75,17 +79,6 @@ def _select(instance: dg.DagsterInstance, **config: str) -> dict:
     return result.asset_materializations_for_node("portfolio_selection")[0].metadata
 
 
-def _specialist(instance: dg.DagsterInstance, *codes: str) -> None:
-    for code in codes:
-        instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key="specialist_agents", partition=code)
-        )
-
-
-def _ensemble(instance: dg.DagsterInstance) -> None:
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="hedge_ensemble"))
-
-
 def _nightly(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     from hedge_pipeline.definitions import defs
 
@@ -95,10 +88,6 @@ def _nightly(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
         repository_def=defs.get_repository_def(),
     )
     return defs.resolve_schedule_def("nightly_retrain").evaluate_tick(context).run_requests
-
-
-def _portfolio_tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    return portfolio_retrain_sensor(dg.build_sensor_context(instance=instance, cursor=cursor))
 
 
 def _new_codes_tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
@@ -144,15 +133,15 @@ def test_a_code_stops_being_active_when_a_later_selection_leaves_it_out(history)
 
 
 def test_the_retrain_sensor_waits_for_the_alive_codes_only(history):
-    _specialist(history, *ALIVE[:3])
-    partial = _portfolio_tick(history)
+    report_specialists(history, *ALIVE[:3])
+    partial = portfolio_tick(history)
     assert not partial.run_requests
     message = partial.skip_reason.skip_message
     assert "1/4 codes active at as_of 2008-10-15" in message and ALIVE[3] in message
     assert not any(code in message for code in EXPIRED + UNLISTED)
 
-    _specialist(history, ALIVE[3])
-    [request] = _portfolio_tick(history).run_requests
+    report_specialists(history, ALIVE[3])
+    [request] = portfolio_tick(history).run_requests
     assert request.tags["hedge/as_of"] == "2008-10-15T23:59:59.999999+00:00"
     # portfolio_training_job reads the table that selection wrote: no config to pass.
     assert not request.run_config
@@ -167,11 +156,11 @@ def test_the_retrain_sensor_waits_for_the_alive_codes_only(history):
         assert [code for (code,) in selected.fetchall()] == ALIVE
 
     # A retrain of the alive codes is a generation; expired codes never had a specialist.
-    _ensemble(history)
-    _specialist(history, *EXPIRED)
-    assert not _portfolio_tick(history, request.run_key).run_requests
-    _specialist(history, *ALIVE)
-    [again] = _portfolio_tick(history, request.run_key).run_requests
+    report_ensemble(history)
+    report_specialists(history, *EXPIRED)
+    assert not portfolio_tick(history, request.run_key).run_requests
+    report_specialists(history, *ALIVE)
+    [again] = portfolio_tick(history, request.run_key).run_requests
     assert again.run_key != request.run_key
 
 
