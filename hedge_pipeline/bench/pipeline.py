@@ -54,7 +54,7 @@ Plan = list[tuple[str, list[str] | None]]  # (stage, its --partition codes or No
 
 
 @contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
+def environment(env: dict[str, str]) -> Iterator[None]:
     """``os.environ`` updated with ``env`` for the block (the source and the Dagster instance
     are configured from the environment)."""
     saved = dict(os.environ)
@@ -77,7 +77,7 @@ def list_codes(env: dict[str, str]) -> list[str]:
     """The source's weekly codes, in its own order, as ``hedge run`` would see them."""
     from hedge_pipeline.orchestration.resources import ChainSourceResource
 
-    with _environment(env):
+    with environment(env):
         return list(ChainSourceResource.from_env().build().list_codes())
 
 
@@ -134,7 +134,7 @@ def greeks_from_event_log(env: dict[str, str]) -> dict[str, dict[str, float]]:
     start, success = dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS
     wanted = {start, success, dg.DagsterEventType.ASSET_MATERIALIZATION}
     out: dict[str, dict[str, float]] = {}
-    with _environment(env), dg.DagsterInstance.get() as instance:
+    with environment(env), dg.DagsterInstance.get() as instance:
         for run in reversed(instance.get_runs()):  # oldest first: a later run of a code wins
             events = [
                 e

@@ -416,15 +416,16 @@ def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
 _MARK = {"better": " ✓", "worse": " ✗", "undecided": ""}
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], unit: str = "calls") -> str:
     """The document's tables: each test period in a row (every hedger's ES10 minus BS delta's,
-    in % of the strike, ✓/✗ where its 95 % interval excludes 0: a relative change means little
-    where the hedged calls' vol premium leaves BS delta's ES10 near 0), then the pool against
-    BS delta and against the strongest baseline with the intervals; then the vol forecasts
-    the same way (each period's best baseline's QLIKE in bold, the others' difference)."""
+    ✓/✗ where its 95 % interval excludes 0: a relative change means little where the hedged
+    calls' vol premium leaves BS delta's ES10 near 0), then the pool against BS delta and
+    against the strongest baseline with the intervals; then the vol forecasts the same way
+    (each period's best baseline's QLIKE in bold, the others' difference). ``unit``: what a
+    period's test counts (this bench's calls, ``bench.lineage``'s portfolio windows)."""
     names = [n for n in report["pooled"]["vs_bs_delta"] if n != "bs_delta"]
     deltas = [f"Δ {n}" for n in names]
-    header = ["as_of", "test expiries", "calls", "blocks", "bs_delta ES10", *deltas]
+    header = ["as_of", "test expiries", unit, "blocks", "bs_delta ES10", *deltas]
     rows = []
     for period in report["periods"]:
         test, vs = period["test"], period["vs_bs_delta"]

@@ -34,6 +34,7 @@ from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
 from hedge_pipeline.runtime.settings import ProfileName, SourceKind, UserError
+from hedge_pipeline.stages.selection.templates import SplitMode
 
 if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs none should not pay
     from mlflow import MlflowClient
@@ -135,13 +136,18 @@ def _alive_in_source(lifetimes, as_of: str | None, listed: int) -> tuple[str, li
 
 
 def _active_codes(instance, as_of: str) -> list[str]:
-    """The weekly codes the selection just made holds alive at ``as_of``: the only ones whose
-    specialists the run trains (a history of ~1,000 codes trains its 4-5 active ones)."""
+    """The weekly codes alive at ``as_of`` that the selection just made gave a book: the only
+    ones whose specialists the run trains (a history of ~1,000 codes trains its 4-5 active
+    ones; a walk-forward split skips those with too few bars before ``as_of``)."""
     import dagster as dg
 
     event = instance.get_latest_materialization_event(dg.AssetKey("portfolio_selection"))
-    active = sorted(event.asset_materialization.metadata["active_codes"].value)
+    metadata = event.asset_materialization.metadata
+    active = sorted(metadata["options_per_code"].value)
     print(f"active weekly codes at {as_of}: {', '.join(active)}", flush=True)
+    skipped = metadata["skipped_codes"].value
+    for code, why in sorted(skipped.items()):
+        print(f"  no book for {code}: {why}", flush=True)
     return active
 
 
@@ -287,7 +293,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             continue
         run_config = {**QUIET}
         if asset == "portfolio_selection":
-            chosen = {"template": template, "as_of": as_of}
+            chosen = {"template": template, "as_of": as_of, "split_mode": args.split_mode}
             config = {key: value for key, value in chosen.items() if value is not None}
             if config:
                 run_config["ops"] = {asset: {"config": config}}
@@ -569,6 +575,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.markdown:
             print(markdown(report))
             return 0
+    elif args.suite == "lineage":
+        from hedge_pipeline.bench.lineage import run
+        from hedge_pipeline.bench.walkforward import markdown
+
+        report = run(
+            history=args.history, as_of=args.as_of, weeks=args.weeks, profile=args.profile,
+            seed=args.seed, data_dir=args.data_dir,
+        )  # fmt: skip
+        if args.markdown:
+            print(markdown(report, unit="windows"))
+            return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run
 
@@ -671,6 +688,24 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     walk.add_argument("--seed", type=int, default=0)
     walk.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     walk.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
+    lineage = suites.add_parser(
+        "lineage",
+        help="the whole lineage trained at each as_of of a history (hedge run --split-mode "
+        "as_of), every stage tested on what followed",
+    )
+    lineage.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
+    lineage.add_argument(
+        "--as-of",
+        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
+        help="comma-separated dates (default: walkforward's, every June and December end)",
+    )
+    lineage.add_argument("--weeks", type=int, default=8, help="HEDGE_HISTORY_WEEKS of the runs")
+    lineage.add_argument("--profile", choices=get_args(ProfileName), default="default")
+    lineage.add_argument("--seed", type=int, default=0)
+    lineage.add_argument(
+        "--data-dir", type=Path, help="keep the runs' state here (default: a temporary dir)"
+    )
+    lineage.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -688,6 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--as-of",
         help="portfolio_selection's as_of (ISO date or time): select, and train specialists "
         "for, only the weekly codes alive then",
+    )
+    run.add_argument(
+        "--split-mode",
+        choices=get_args(SplitMode),
+        help="the template's time split, unless given; as_of (with --as-of): train and "
+        "validate on the bars up to as_of, test on those after it (a walk-forward test)",
     )
     run.add_argument(
         "--jobs",

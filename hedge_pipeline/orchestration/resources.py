@@ -47,6 +47,9 @@ class ChainSourceResource(dg.ConfigurableResource):
     bad_rows: str = Field(
         default="reject", description="history source: reject | quarantine bad history rows"
     )
+    history_weeks: int = Field(
+        default=4, description="history source: each weekly code's quoted life in weeks"
+    )
 
     def build(self) -> ChainSource:
         if self.kind == "synthetic":
@@ -78,7 +81,9 @@ class ChainSourceResource(dg.ConfigurableResource):
                     "the history source needs HEDGE_HISTORY: a CSV or Parquet path, or one of "
                     + ", ".join(EMBEDDED)
                 )
-            return HistorySource(self.history, self.history_symbol, bad_rows=self.bad_rows)
+            return HistorySource(
+                self.history, self.history_symbol, weeks=self.history_weeks, bad_rows=self.bad_rows
+            )
         raise ValueError(f"unknown source {self.kind!r}; expected one of {SOURCE_KINDS}")
 
     @classmethod
@@ -89,6 +94,7 @@ class ChainSourceResource(dg.ConfigurableResource):
                 kind=settings.source,
                 history=settings.history,
                 history_symbol=settings.history_symbol,
+                history_weeks=settings.history_weeks,
                 bad_rows=settings.bad_rows,
             )
         if settings.source != "alpaca":

@@ -16,6 +16,7 @@ Variable                  Field              Default
 ``HEDGE_ALPACA_SYMBOLS``  ``alpaca_symbols`` none (comma-separated)
 ``HEDGE_HISTORY``         ``history``        none (``sp500``, ``nasdaq`` or a CSV/Parquet path)
 ``HEDGE_HISTORY_SYMBOL``  ``history_symbol`` the history's name (file stem, upper-cased)
+``HEDGE_HISTORY_WEEKS``   ``history_weeks``  ``4`` (each weekly code's quoted life, 1 to 52)
 ``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``
 ``HEDGE_DEVICES``         ``devices``        ``1`` (>1 launches torchrun)
 ``HEDGE_NIGHTLY_CRON``    ``nightly_cron``   ``0 2 * * *``
@@ -76,6 +77,7 @@ VARIABLES: dict[str, str] = {
     "alpaca_symbols": "HEDGE_ALPACA_SYMBOLS",
     "history": "HEDGE_HISTORY",
     "history_symbol": "HEDGE_HISTORY_SYMBOL",
+    "history_weeks": "HEDGE_HISTORY_WEEKS",
     "bad_rows": "HEDGE_BAD_ROWS",
     "devices": "HEDGE_DEVICES",
     "nightly_cron": "HEDGE_NIGHTLY_CRON",
@@ -88,6 +90,7 @@ VARIABLES: dict[str, str] = {
 _EXPECTED = {
     "synthetic_seed": "an integer",
     "devices": "an integer >= 1",
+    "history_weeks": "an integer from 1 to 52",
 }
 
 
@@ -121,6 +124,7 @@ class Settings(BaseModel):
     alpaca_symbols: tuple[str, ...] = ()
     history: str | None = None
     history_symbol: str | None = None
+    history_weeks: int = Field(default=4, ge=1, le=52)
     bad_rows: BadRowPolicy = "reject"
     devices: int = Field(default=1, ge=1)
     nightly_cron: str = DEFAULT_NIGHTLY_CRON
@@ -133,7 +137,7 @@ class Settings(BaseModel):
     def _resolve(cls, value: Path) -> Path:
         return value.resolve()
 
-    @field_validator("synthetic_seed", "devices", mode="before")
+    @field_validator("synthetic_seed", "devices", "history_weeks", mode="before")
     @classmethod
     def _integer(cls, value: Any) -> Any:
         # int()'s grammar, as before: '7.0' is refused (pydantic alone would take it).

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from torch import Tensor
 
 from hedge_pipeline.harness.tracking import png_markdown
@@ -123,6 +124,15 @@ class Report:
     figures: dict[str, Path]
 
 
+def pnl_frame(pnls: Mapping[str, Tensor], labels: pl.DataFrame) -> pl.DataFrame:
+    """One row per window: its ``labels`` (front code, bootstrap block), then every hedger's
+    P&L. What a walk-forward pools across periods, and what a user re-tests with another
+    statistic than ES10, without re-running the stage."""
+    return labels.with_columns(
+        pl.Series(name, pnl.double().numpy(), dtype=pl.Float64) for name, pnl in pnls.items()
+    )
+
+
 def write(
     folder: Path,
     verdict: tuple[str, str],
@@ -130,11 +140,15 @@ def write(
     tables: Mapping[str, Mapping[str, Mapping[str, float]]],
     tails: Mapping[str, Any],
     pnls: Mapping[str, Mapping[str, Tensor]],
+    labels: Mapping[str, pl.DataFrame],
     document: Mapping[str, Any],
 ) -> Report:
-    """``report.md``, ``report.json`` (``document`` plus the comparisons) and the figures in
-    ``folder``; the markdown entries the asset shows."""
+    """``report.md``, ``report.json`` (``document`` plus the comparisons), the figures and
+    ``pnl_<split>.parquet`` (:func:`pnl_frame`, ``labels`` per split) in ``folder``; the
+    markdown entries the asset shows."""
     folder.mkdir(parents=True, exist_ok=True)
+    for split, frame in labels.items():
+        pnl_frame(pnls[split], frame).write_parquet(folder / f"pnl_{split}.parquet")
     decision, reason = verdict
     figures: dict[str, Path] = {}
     for split, result in comparisons.items():

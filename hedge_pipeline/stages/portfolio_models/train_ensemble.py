@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 from torch import nn
 
@@ -130,7 +131,7 @@ class EnsembleModel:
                 "test",
             ),
         }
-        pnls, blocks = {}, {}
+        pnls, blocks, labels = {}, {}, {}
         for split, ep in episodes.items():
             with torch.no_grad():
                 prop = proposals(pp, ep, portfolio.specialists)
@@ -156,6 +157,12 @@ class EnsembleModel:
             }
             self.guard_share[split] = float(guard.double().mean())
             blocks[split] = window_blocks(ep)
+            labels[split] = pl.DataFrame(
+                {
+                    "front_code": [pp.codes[i] for i in front_codes(ep).tolist()],
+                    "block": blocks[split].numpy(),
+                }
+            )
         self.comparisons = report.compare(self.tables, pnls, blocks, seed=cfg["seed"])
         champion = _champion_es10(inputs.client, portfolio, episodes["test_replay"], objective)
         decision, reason = _gate(
@@ -191,6 +198,7 @@ class EnsembleModel:
             self.tables,
             self.tails,
             pnls,
+            labels,
             document,
         ).metadata
         replay = self.comparisons["test_replay"]

@@ -39,6 +39,7 @@ from hedge_pipeline.stages.selection.templates import (
     TemplateError,
     find_template,
     load_template_file,
+    with_split_mode,
 )
 from hedge_pipeline.tables import warehouse
 
@@ -67,6 +68,11 @@ class SelectionConfig(dg.Config):
         "end of that day), or 'latest' (the warehouse's latest bar): select only the weekly "
         "codes alive then (listed, not expired, still quoted). Unset: every weekly code",
     )
+    split_mode: str | None = Field(
+        default=None,
+        description="the template's time split, unless set: per_code, global, or as_of (a "
+        "walk-forward test: train and validate on the bars up to as_of, test on the rest)",
+    )
 
 
 @dg.asset(
@@ -85,6 +91,8 @@ def portfolio_selection(
     try:
         source = find_template(config.template)
         template = load_template_file(source.path)
+        if config.split_mode is not None:
+            template = with_split_mode(template, config.split_mode)
         as_of = None
         with warehouse_db.connect(read_only=True) as con:
             if config.as_of is not None:
@@ -92,7 +100,7 @@ def portfolio_selection(
                 as_of = parse_as_of(config.as_of, latest_bar(lifetimes))
                 codes = alive_or_explain(lifetimes, as_of)
             features = read_features(con, codes)
-        selection = select_portfolio(features, template)
+        selection = select_portfolio(features, template, as_of)
     except (TemplateError, SelectionError) as exc:
         # A bad template or data that does not fit it does not get better on retry.
         raise dg.Failure(description=str(exc), allow_retries=False) from exc

@@ -23,7 +23,9 @@ The rules, per weekly code:
 6. A code's bars (timestamps at which any of its options has an ok row) are split by time
    into train, validation and test (ratios of the bars left after two embargoes of
    ``embargo_bars``), per code or once over the union of the selected codes' bars
-   (``split_mode``). Boundaries are inclusive timestamps.
+   (``split_mode``); or, for a walk-forward test of the lineage (``split_mode`` ``as_of``),
+   at ``as_of``: the test is every bar after it, the options are chosen from the rows
+   known at it (:func:`split_at`). Boundaries are inclusive timestamps.
 
 With ``weekly_codes = 'all'`` a code nothing matches is skipped (and reported); a code named
 explicitly must match.
@@ -243,19 +245,39 @@ def option_stats(features: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def select_portfolio(features: pl.DataFrame, template: PortfolioTemplate) -> Selection:
-    """Apply ``template`` to greeks_features rows (at least ``FEATURE_COLUMNS``)."""
+def select_portfolio(
+    features: pl.DataFrame, template: PortfolioTemplate, as_of: datetime | None = None
+) -> Selection:
+    """Apply ``template`` to greeks_features rows (at least ``FEATURE_COLUMNS``).
+
+    ``as_of`` matters to the ``as_of`` split mode only (required there): the options are then
+    chosen from the rows at or before it (moneyness, ok rows, liquidity as known then), and
+    each code's bars are cut at it (:func:`split_at`).
+    """
     if features.is_empty():
         raise SelectionError("greeks_features holds no rows for the active weekly codes")
-    stats = option_stats(features)
-    ok_bars = features.filter(pl.col("iv_status") == "ok").select("weekly_code", "ts").unique()
     params = template.time_series_params
+    known = features
+    if params.split_mode == "as_of":
+        if as_of is None:
+            raise SelectionError(
+                f"template {template.name!r}: split_mode 'as_of' needs the selection's as_of "
+                "(the date that ends training and starts the test)"
+            )
+        known = features.filter(pl.col("ts") <= as_of)
+        if known.is_empty():
+            raise SelectionError(f"no greeks_features row at or before as_of {as_of.isoformat()}")
+    stats = option_stats(known)
+    ok_bars = features.filter(pl.col("iv_status") == "ok").select("weekly_code", "ts").unique()
     books: dict[str, pl.DataFrame] = {}
     skipped: dict[str, str] = {}
     for code in _requested_codes(stats, template):
         book = _pick_code(stats.filter(pl.col("weekly_code") == code), template)
         if isinstance(book, pl.DataFrame) and params.split_mode == "per_code":
             book = _with_split(book, _bars_of(ok_bars, book), template)
+        elif isinstance(book, pl.DataFrame) and params.split_mode == "as_of":
+            assert as_of is not None
+            book = _with_split(book, _bars_of(ok_bars, book), template, as_of)
         if isinstance(book, str):
             skipped[code] = book
         else:
@@ -285,10 +307,18 @@ def _bars_of(ok_bars: pl.DataFrame, options: pl.DataFrame) -> pl.Series:
 
 
 def _with_split(
-    options: pl.DataFrame, bars: pl.Series, template: PortfolioTemplate
+    options: pl.DataFrame,
+    bars: pl.Series,
+    template: PortfolioTemplate,
+    as_of: datetime | None = None,
 ) -> pl.DataFrame | str:
     params = template.time_series_params
-    cut = split_bars(bars, params.split_ratios, params.embargo_bars)
+    if as_of is None:
+        cut = split_bars(bars, params.split_ratios, params.embargo_bars)
+    else:
+        training = template.training_params
+        episode = (training.n_steps or 1) * (training.rebalance_bars or 1) + 1
+        cut = split_at(bars, params.split_ratios, params.embargo_bars, as_of, episode)
     if isinstance(cut, str):
         return cut
     return options.with_columns(
@@ -417,6 +447,53 @@ def split_bars(ts: pl.Series, ratios: SplitRatios, embargo: int) -> tuple[dateti
         bars[val_first + n_val - 1],
         bars[test_first],
         bars[-1],
+    )
+
+
+def split_at(
+    ts: pl.Series, ratios: SplitRatios, embargo: int, as_of: datetime, min_bars: int = 1
+) -> tuple[datetime, ...] | str:
+    """The boundaries of :func:`split_bars` for a walk-forward test at ``as_of``: every bar
+    after ``as_of`` is test; the bars at or before it, less an embargo at each end (the last
+    ones' targets would look past ``as_of``), are cut into train and validation by the ratio
+    of their two shares. Each split needs ``min_bars`` (one episode's); otherwise, why the
+    bars cannot be cut so.
+
+    >>> from datetime import timedelta
+    >>> t = datetime(2008, 10, 1, 20, tzinfo=UTC)
+    >>> bars = pl.Series([t + timedelta(days=i) for i in range(10)])
+    >>> ratios = SplitRatios(train=0.6, validation=0.2, test=0.2)
+    >>> cut = split_at(bars, ratios, 1, t + timedelta(days=6), min_bars=2)
+    >>> [c.day for c in cut]  # 7 bars known: train 1-3, embargo 4, val 5-6, embargo 7
+    [1, 3, 5, 6, 8, 10]
+    >>> split_at(bars, ratios, 1, t + timedelta(days=8), min_bars=2)
+    '1 bar after as_of 2008-10-09T20:00:00+00:00: an episode needs 2'
+    """
+    bars = ts.unique().sort()
+    before = bars.filter(bars <= as_of)
+    after = bars.filter(bars > as_of)
+    if after.len() < max(min_bars, 1):
+        return (
+            f"{after.len()} bar{'' if after.len() == 1 else 's'} after as_of "
+            f"{as_of.isoformat()}: an episode needs {max(min_bars, 1)}"
+        )
+    usable = before.len() - 2 * embargo
+    n_train = int(usable * ratios.train / (ratios.train + ratios.validation))
+    n_val = usable - n_train
+    if min(n_train, n_val) < max(min_bars, 1):
+        return (
+            f"{before.len()} bars at or before as_of {as_of.isoformat()} are too few to split "
+            f"into train and validation of {max(min_bars, 1)} bars or more, with {embargo} "
+            "embargo bars at each boundary"
+        )
+    val_first = n_train + embargo
+    return (
+        before[0],
+        before[n_train - 1],
+        before[val_first],
+        before[val_first + n_val - 1],
+        after[0],
+        after[-1],
     )
 
 

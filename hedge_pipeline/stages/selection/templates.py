@@ -39,6 +39,7 @@ HISTORY_TEMPLATE = "daily_history"
 RATIO_TOLERANCE = 1e-9
 
 OptionType = Literal["C", "P", "both"]
+SplitMode = Literal["per_code", "global", "as_of"]
 SortKey = Literal["volume", "open_interest", "atm_distance", "spread"]
 Percentile = Annotated[float, Field(ge=0.0, le=100.0)]
 
@@ -145,12 +146,16 @@ class TimeSeriesParams(_Strict):
     test period. ``global`` makes one time split over the union of the codes' timelines: all
     codes share one underlying, so this keeps one code's test period from overlapping
     another's training period in calendar time (no leak through the common underlying), at
-    the price of early codes having little or no test data. ``embargo_bars`` bars are dropped
-    at each boundary so that targets looking ``horizon`` bars ahead never straddle it.
+    the price of early codes having little or no test data. ``as_of`` (a walk-forward test of
+    the lineage; the selection's ``as_of`` must be set) tests on every bar after ``as_of`` and
+    cuts the bars at or before it into train and validation by the ratios of those two: the
+    options are chosen, and every model trained, on what was known at ``as_of``.
+    ``embargo_bars`` bars are dropped at each boundary so that targets looking ``horizon``
+    bars ahead never straddle it.
     """
 
     split_ratios: SplitRatios = SplitRatios()
-    split_mode: Literal["per_code", "global"] = "per_code"
+    split_mode: SplitMode = "per_code"
     embargo_bars: int = Field(default=12, ge=0)
 
 
@@ -211,6 +216,21 @@ class PortfolioTemplate(_Strict):
                 f"{training.horizon}: targets would straddle the split boundaries"
             )
         return value
+
+
+def with_split_mode(template: PortfolioTemplate, split_mode: str) -> PortfolioTemplate:
+    """``template`` with another time split (the selection's run config may override it):
+    the same books, backtested at an ``as_of`` for instance.
+
+    Raises:
+        TemplateError: ``split_mode`` is none of :data:`SplitMode`.
+    """
+    if split_mode not in get_args(SplitMode):
+        raise TemplateError(
+            f"split_mode {split_mode!r}: expected one of {', '.join(get_args(SplitMode))}"
+        )
+    params = template.time_series_params.model_copy(update={"split_mode": split_mode})
+    return template.model_copy(update={"time_series_params": params})
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 import torch
 
 from hedge_pipeline.hedging.comparison import strongest_baseline
@@ -51,9 +52,26 @@ def test_the_report_puts_the_verdict_first_and_every_hedger_against_the_stronges
 
     tails = {s: {"ensemble": {"3CN5": {"windows": 60, "mean_loss": 1.0,
                                         "es10_contribution": 1.0}}} for s in tables}  # fmt: skip
+    labels = {
+        split: pl.DataFrame({"front_code": ["3CN5"] * 600, "block": blocks[split].numpy()})
+        for split in tables
+    }
     written = report.write(
-        tmp_path, ("candidate", "why"), comparisons, tables, tails, pnls, {"codes": ["3CN5"]}
+        tmp_path,
+        ("candidate", "why"),
+        comparisons,
+        tables,
+        tails,
+        pnls,
+        labels,
+        {"codes": ["3CN5"]},
     )
+    for split in tables:  # every window's P&L, for pooling and re-testing
+        frame = pl.read_parquet(tmp_path / f"pnl_{split}.parquet")
+        assert frame.columns == ["front_code", "block", *pnls[split]]
+        assert frame["block"].to_list() == blocks[split].tolist()
+        for name, pnl in pnls[split].items():
+            assert frame[name].to_list() == pnl.double().tolist()
     markdown = (tmp_path / "report.md").read_text()
     lines = markdown.splitlines()
     assert lines[0] == "# hedge-ensemble evaluation" and lines[2] == "**candidate**: why"
