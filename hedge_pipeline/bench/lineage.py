@@ -121,7 +121,7 @@ def run(
 
     started = time.perf_counter()
     series = HistorySource(history).history
-    bars = series.ts.astype("datetime64[D]")
+    bars = series.ts.astype("datetime64[us]").astype("datetime64[D]")
     if as_of is None:
         as_of = rolling_as_of(bars[0], bars[-1], train_years, test_months)
     dates = sorted(as_of)
