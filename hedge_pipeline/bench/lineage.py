@@ -44,8 +44,7 @@ import torch
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.bench.pipeline import environment, measure
-from hedge_pipeline.bench.walkforward import rolling_as_of
-from hedge_pipeline.hedging.comparison import compare, es_differences
+from hedge_pipeline.bench.walkforward import against_baselines, pool, rolling_as_of
 from hedge_pipeline.runtime import paths
 
 MODEL = "ensemble"
@@ -80,9 +79,6 @@ def _period(as_of: str, frame: pl.DataFrame, spot: float, seed: int, offset: int
     ]
     pnls = {name: torch.tensor(frame[name].to_numpy()) * (100.0 / spot) for name in hedgers}
     blocks = torch.tensor(frame["block"].to_numpy())
-    vs_delta = es_differences(pnls, "bs_delta", blocks, seed=seed)
-    es10 = {name: {"es10": row.hedger} for name, row in vs_delta.items()}
-    strongest = compare(es10, pnls, blocks, MODEL, seed=seed)
     fronts = frame["front_code"].unique().sort()
     return {
         "as_of": as_of,
@@ -94,9 +90,7 @@ def _period(as_of: str, frame: pl.DataFrame, spot: float, seed: int, offset: int
             "first_expiry": fronts[0][-10:],
             "last_expiry": fronts[-1][-10:],
         },
-        "vs_bs_delta": {name: row.as_dict() for name, row in vs_delta.items()},
-        "strongest_baseline": strongest.baseline,
-        "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
+        **against_baselines(pnls, blocks, MODEL, seed),
         "_pnl": pnls,
         "_blocks": blocks + offset,
     }
@@ -156,15 +150,8 @@ def run(
             period = _period(day, frame, spot, seed, offset=1_000_000 * i)
             period["hedge_ensemble_version"] = version
             periods.append(period)
-    pooled_pnl = {
-        name: torch.cat([p["_pnl"][name] for p in periods]) for name in periods[0]["_pnl"]
-    }
-    blocks = torch.cat([p.pop("_blocks") for p in periods])
-    for period in periods:
-        period.pop("_pnl")
-    pooled = es_differences(pooled_pnl, "bs_delta", blocks, seed=seed)
-    es10 = {name: {"es10": row.hedger} for name, row in pooled.items()}
-    strongest = compare(es10, pooled_pnl, blocks, MODEL, seed=seed)
+    pnls = [p.pop("_pnl") for p in periods]
+    blocks = [p.pop("_blocks") for p in periods]
     return {
         "settings": {
             "history": history,
@@ -172,16 +159,12 @@ def run(
             "weeks": weeks,
             "profile": profile,
             "seed": seed,
-            "windows": int(blocks.numel()),
+            "windows": sum(int(b.numel()) for b in blocks),
             "seconds": time.perf_counter() - started,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": machine_info("numpy", "torch", "polars", "dagster", "mlflow"),
         },
         "runs": runs,
         "periods": periods,
-        "pooled": {
-            "vs_bs_delta": {name: row.as_dict() for name, row in pooled.items()},
-            "strongest_baseline": strongest.baseline,
-            "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
-        },
+        "pooled": pool(pnls, blocks, MODEL, seed),
     }

@@ -313,11 +313,7 @@ def run(
         vol = None
         if vol_forecasts:
             vol = _vol_forecasts(source.history, as_of, test_months, seed, cnn_lstm)
-    pnls = {name: torch.cat([p[name] for p in pooled_pnl]) for name in pooled_pnl[0]}
-    clusters = torch.cat(pooled_clusters)
-    pooled_rows = es_differences(pnls, "bs_delta", clusters, seed=seed)
-    es10 = {name: {"es10": row.hedger} for name, row in pooled_rows.items()}
-    strongest = compare(es10, pnls, clusters, MODEL, seed=seed)
+    pooled = pool(pooled_pnl, pooled_clusters, MODEL, seed)
     return {
         "settings": {
             "history": history,
@@ -339,13 +335,37 @@ def run(
             | {"torch_threads": num_threads or torch.get_num_threads()},
         },
         "periods": periods,
-        "pooled": {
-            "vs_bs_delta": {name: row.as_dict() for name, row in pooled_rows.items()},
-            "strongest_baseline": strongest.baseline,
-            "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
-        },
+        "pooled": pooled,
         "vol_forecasts": vol,
     }
+
+
+def against_baselines(
+    pnls: dict[str, torch.Tensor], clusters: torch.Tensor, model: str, seed: int
+) -> dict[str, Any]:
+    """Every hedger's ES10 against BS delta's and against the strongest baseline's on the same
+    episodes, with block-bootstrap intervals over ``clusters``: the ``vs_bs_delta``,
+    ``strongest_baseline`` and ``vs_strongest`` entries of a period or of the pool."""
+    vs_delta = es_differences(pnls, "bs_delta", clusters, seed=seed)
+    es10 = {name: {"es10": row.hedger} for name, row in vs_delta.items()}
+    strongest = compare(es10, pnls, clusters, model, seed=seed)
+    return {
+        "vs_bs_delta": {name: row.as_dict() for name, row in vs_delta.items()},
+        "strongest_baseline": strongest.baseline,
+        "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
+    }
+
+
+def pool(
+    pnls: Sequence[dict[str, torch.Tensor]],
+    clusters: Sequence[torch.Tensor],
+    model: str,
+    seed: int,
+) -> dict[str, Any]:
+    """:func:`against_baselines` over every period's episodes at once; the periods' cluster
+    ids must not collide (a period's blocks are its own)."""
+    joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
+    return against_baselines(joined, torch.cat(list(clusters)), model, seed)
 
 
 def _garch_or_arch(returns: np.ndarray) -> tuple[float, float] | None:

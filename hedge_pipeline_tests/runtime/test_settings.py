@@ -44,6 +44,7 @@ def test_defaults_are_those_of_the_design():
     assert settings.synthetic_seed == 7
     assert settings.alpaca_symbols == ()
     assert settings.bad_rows == "reject"
+    assert settings.history_weeks == 4
     assert settings.devices == 1
     assert settings.nightly_cron == "0 2 * * *"
     assert settings.nightly_timezone == "UTC"
@@ -72,6 +73,7 @@ def test_every_field_has_one_hedge_variable():
         ("HEDGE_ALPACA_SYMBOLS", "", "alpaca_symbols", ()),
         ("HEDGE_BAD_ROWS", "quarantine", "bad_rows", "quarantine"),
         ("HEDGE_DEVICES", "4", "devices", 4),
+        ("HEDGE_HISTORY_WEEKS", "8", "history_weeks", 8),
         ("HEDGE_NIGHTLY_CRON", "30 23 * * 1-5", "nightly_cron", "30 23 * * 1-5"),
         ("HEDGE_NIGHTLY_TIMEZONE", "America/Chicago", "nightly_timezone", "America/Chicago"),
         ("HEDGE_PORTFOLIO_DIR", "/srv/templates", "portfolio_dir", Path("/srv/templates")),
@@ -104,6 +106,8 @@ def test_a_relative_data_dir_resolves_against_the_working_directory(tmp_path, mo
         ("HEDGE_SYNTHETIC_SEED", "7.0", "expected an integer"),
         ("HEDGE_DEVICES", "0", "expected an integer >= 1"),
         ("HEDGE_DEVICES", "two", "expected an integer >= 1"),
+        ("HEDGE_HISTORY_WEEKS", "0", "expected an integer from 1 to 52"),
+        ("HEDGE_HISTORY_WEEKS", "53", "expected an integer from 1 to 52"),
     ],
 )
 def test_a_bad_value_is_refused_naming_variable_value_and_choices(variable, value, accepted):
@@ -181,6 +185,11 @@ def test_consumers_follow_the_environment_between_calls(clean_env, tmp_path):
     assert resources["launcher"].devices == 3
     assert resources["profile"].name == "smoke"
     assert resources["warehouse_db"].path == str(tmp_path / "b" / "warehouse.duckdb")
+
+    clean_env.setenv("HEDGE_SOURCE", "history")
+    clean_env.setenv("HEDGE_HISTORY", "sp500")
+    clean_env.setenv("HEDGE_HISTORY_WEEKS", "8")
+    assert resources_from_env()["source"].build().weeks == 8
 
     clean_env.setenv("HEDGE_NIGHTLY_CRON", "15 3 * * *")
     assert nightly_retrain_from_env().cron_schedule == "15 3 * * *"

@@ -271,6 +271,10 @@ def select_portfolio(
     ok_bars = features.filter(pl.col("iv_status") == "ok").select("weekly_code", "ts").unique()
     books: dict[str, pl.DataFrame] = {}
     skipped: dict[str, str] = {}
+    if as_of is not None and known is not features:
+        unlisted = features.group_by("weekly_code").agg(pl.col("ts").min()).sort("weekly_code")
+        for code, first in unlisted.filter(pl.col("ts") > as_of).iter_rows():
+            skipped[code] = f"listed after as_of {as_of.isoformat()} (first row {first})"
     for code in _requested_codes(stats, template):
         book = _pick_code(stats.filter(pl.col("weekly_code") == code), template)
         if isinstance(book, pl.DataFrame) and params.split_mode == "per_code":

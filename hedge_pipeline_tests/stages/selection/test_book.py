@@ -253,6 +253,59 @@ def test_per_code_splits_cut_each_codes_life_and_global_cuts_the_union():
     assert sizes.select("val", "test").row(0) == (0, 0)
 
 
+def test_the_as_of_split_tests_after_as_of_and_chooses_from_what_was_known():
+    """A walk-forward of the lineage: AAA's bars up to as_of are train and validation (their
+    ratio, an embargo after each), every later bar is test; BBB, listed after as_of, gets no
+    book; and nothing after as_of (prices, volumes, rows) moves the options or the train and
+    validation boundaries."""
+    as_of = START + timedelta(minutes=5 * 149)  # AAA's 150th bar
+    wf = template(time_series_params__split_mode="as_of", selection_criteria__min_data_size=1)
+    selection = select_portfolio(FEATURES, wf, as_of)
+    bounds = selection.frame.unique("weekly_code")
+    assert bounds["weekly_code"].to_list() == ["AAA"]
+    assert "BBB" in selection.skipped
+    usable = 150 - 2 * 12
+    n_train = int(usable * 0.70 / 0.85)
+    bar = [START + timedelta(minutes=5 * i) for i in range(BARS)]
+    assert bounds.select(BOUNDARY_COLUMNS).row(0) == (
+        bar[0], bar[n_train - 1], bar[n_train + 12], bar[149 - 12], bar[150], bar[-1]
+    )  # fmt: skip
+    after = pl.col("ts") > as_of
+    moved = FEATURES.with_columns(
+        volume=pl.when(after & (pl.col("strike") == 90.0)).then(10_000).otherwise("volume"),
+        forward=pl.when(after).then(pl.col("forward") * 1.2).otherwise("forward"),
+    )
+    by_volume = wf.model_copy(
+        update={
+            "selection_criteria": wf.selection_criteria.model_copy(update={"sort_by": "volume"})
+        }
+    )
+    for changed in (moved, moved.filter(~after | (pl.col("strike") > 95.0))):
+        for tpl in (wf, by_volume):
+            again = select_portfolio(changed, tpl, as_of).frame
+            base = select_portfolio(FEATURES, tpl, as_of).frame
+            assert again.equals(base)
+
+
+def test_the_as_of_split_needs_an_as_of_and_room_for_an_episode_in_each_split():
+    wf = template(time_series_params__split_mode="as_of", selection_criteria__min_data_size=1)
+    with pytest.raises(SelectionError, match="split_mode 'as_of' needs the selection's as_of"):
+        select_portfolio(FEATURES, wf)
+    last = START + timedelta(minutes=5 * (BARS - 2))  # AAA's last bar but one
+    long = template(
+        time_series_params__split_mode="as_of",
+        selection_criteria__min_data_size=1,
+        selection_criteria__weekly_codes=["AAA"],
+        training_params__n_steps=3,
+        training_params__rebalance_bars=2,
+    )
+    with pytest.raises(SelectionError, match=r"1 bar after as_of .*: an episode needs 7"):
+        select_portfolio(FEATURES, long, last)
+    early = START + timedelta(minutes=5 * 30)  # 31 bars: 7 usable, too few for 7 and 7
+    with pytest.raises(SelectionError, match="31 bars at or before as_of"):
+        select_portfolio(FEATURES, long, early)
+
+
 def test_split_sizes_count_ok_rows_of_the_book_per_split():
     frame = select_portfolio(FEATURES, template()).frame
     sizes = split_sizes(FEATURES, frame).filter(pl.col("weekly_code") == "AAA").row(0, named=True)

@@ -16,11 +16,13 @@ from hedge_pipeline.stages.selection.report import list_templates, template_info
 from hedge_pipeline.stages.selection.templates import (
     DEFAULT_TEMPLATE,
     ENV_DIR,
+    HISTORY_TEMPLATE,
     PACKAGED_DIR,
     TemplateError,
     load_template,
     load_template_file,
     template_files,
+    with_split_mode,
 )
 
 PACKAGED = (
@@ -273,3 +275,14 @@ def test_daily_history_fits_a_weekly_code_of_twenty_daily_bars(n_bars: int):
     assert val_end - val_start + 1 >= need and test_end - test_start + 1 >= need
     assert val_end - val_start + 1 >= 2 and test_end - test_start + 1 >= 2
     assert template.selection_criteria.min_data_size <= n_bars
+
+
+def test_the_split_mode_can_be_overridden_and_only_with_a_known_one():
+    daily = load_template(HISTORY_TEMPLATE)
+    backtest = with_split_mode(daily, "as_of")
+    assert backtest.time_series_params.split_mode == "as_of"
+    assert backtest.model_dump(exclude={"time_series_params"}) == daily.model_dump(
+        exclude={"time_series_params"}
+    )
+    with pytest.raises(TemplateError, match="split_mode 'by_week': expected one of per_code"):
+        with_split_mode(daily, "by_week")
