@@ -14,8 +14,10 @@ validation are the bars up to it; every later bar is test), and each specialist 
 its predecessor's weights, trained at an earlier date (the nightly chain a user runs). The
 portfolio is the codes alive at ``as_of`` with enough bars before it (the template's
 ``min_data_size``); the test is their remaining life, hedged by the models of ``as_of``. A
-code lives ``weeks`` weeks: at 8 (the default here, where the source's default is 4) about
-four codes qualify, with 1 to 4 weeks left, so each period tests some 50 portfolio windows.
+code lives ``weeks`` weeks: at 8 (the default here, where the source's default is 4) four or
+five codes qualify, with 1 to 4 weeks left. A portfolio window of the ``daily_history``
+template is one decision of one bar, and the portfolio steps on its front code's bars, so a
+period tests some 20 windows: few alone, a test of the stages when pooled over 31 periods.
 
 Each run's ensemble logs every test window's P&L for every hedger and stage
 (``report/pnl_test_replay.parquet`` of its MLflow run: ``stages.portfolio_models.report``);
@@ -25,6 +27,10 @@ per period and pooled (periods never share a block). P&L is in percent of the un
 close at ``as_of`` (the books are a few options on the index: points of 2003 and of 2018
 would otherwise weigh differently in the pool). The document has the shape of
 ``bench.walkforward``'s, whose :func:`~hedge_pipeline.bench.walkforward.markdown` prints it.
+
+A run takes minutes, the whole schedule hours: with ``data_dir`` each finished period's P&L
+table is kept under ``periods/``, and a rerun (after a failure, or with more dates) resumes
+after them.
 """
 
 from __future__ import annotations
@@ -69,6 +75,31 @@ def _latest_report(env: dict[str, str]) -> tuple[int, Path]:
         client = registry.client()
         version = lineage.resolve(client, reports.ENSEMBLE)
         return int(version.version), reports.fetch(client, version).directory
+
+
+def _run_period(
+    day: str, profile: str, env: dict[str, str], root: Path, kept: Path, hint: str
+) -> dict[str, Any]:
+    """``hedge run`` at ``day``; its ensemble's replayed-test P&L table copied to ``kept``
+    (written last, under a temporary name: a killed run leaves none)."""
+    command = _command(day, profile)
+    log = root / f"run-{day}.log"
+    result = measure(command, env, log)
+    if result["returncode"] != 0:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        raise RuntimeError(f"hedge run at as_of {day} failed ({hint}):\n{text[-_LOG_TAIL:]}")
+    version, folder = _latest_report(env)
+    partial = kept.with_suffix(".partial")
+    pl.read_parquet(folder / f"pnl_{REPLAY}.parquet").write_parquet(partial)
+    partial.replace(kept)
+    return {
+        "as_of": day,
+        "command": shlex.join(["hedge", *command[3:]]),
+        "hedge_ensemble_version": version,
+        "wall_s": result["wall_s"],
+        "cpu_s": result["cpu_s"],
+        "peak_rss_mib": result["peak_rss_mib"],
+    }
 
 
 def _period(as_of: str, frame: pl.DataFrame, spot: float, seed: int, offset: int) -> dict[str, Any]:
@@ -127,29 +158,23 @@ def run(
             "HEDGE_HISTORY": history,
             "HEDGE_HISTORY_WEEKS": str(weeks),
         }
+        hint = (
+            f"the same command with --data-dir {root} resumes here"
+            if data_dir
+            else "with --data-dir a rerun resumes after the periods that finished"
+        )
+        done = root / "periods"  # each finished period's P&L table: a rerun resumes
+        done.mkdir(exist_ok=True)
         periods, runs = [], []
         for i, day in enumerate(dates):
-            log = root / f"run-{day}.log"
-            result = measure(_command(day, profile), env, log)
-            text = log.read_text(encoding="utf-8", errors="replace")
-            runs.append(
-                {
-                    "as_of": day,
-                    "command": shlex.join(["hedge", *_command(day, profile)[3:]]),
-                    "wall_s": result["wall_s"],
-                    "cpu_s": result["cpu_s"],
-                    "peak_rss_mib": result["peak_rss_mib"],
-                    "success": result["returncode"] == 0,
-                }
-            )
-            if result["returncode"] != 0:
-                raise RuntimeError(f"hedge run at as_of {day} failed:\n{text[-_LOG_TAIL:]}")
-            version, folder = _latest_report(env)
-            frame = pl.read_parquet(folder / f"pnl_{REPLAY}.parquet")
+            kept = done / f"{day}.parquet"
+            if kept.exists():
+                runs.append({"as_of": day, "resumed_from": str(kept)})
+            else:
+                runs.append(_run_period(day, profile, env, root, kept, hint))
+            frame = pl.read_parquet(kept)
             spot = float(series.close[np.searchsorted(bars, np.datetime64(day), "right") - 1])
-            period = _period(day, frame, spot, seed, offset=1_000_000 * i)
-            period["hedge_ensemble_version"] = version
-            periods.append(period)
+            periods.append(_period(day, frame, spot, seed, offset=1_000_000 * i))
     pnls = [p.pop("_pnl") for p in periods]
     blocks = [p.pop("_blocks") for p in periods]
     return {
