@@ -53,7 +53,9 @@ __all__ = [
     "NoHedge",
     "WhalleyWilmott",
     "delta_gamma",
+    "fit_minimum_variance",
     "fit_minimum_variance_delta",
+    "minimum_variance_correction",
     "option_cap",
     "whalley_wilmott_width",
 ]
@@ -174,6 +176,44 @@ def _vega_per_spot(delta: Tensor) -> Tensor:
     return torch.exp(-0.5 * d1 * d1).to(delta.dtype) / (2.0 * torch.pi) ** 0.5
 
 
+def minimum_variance_correction(
+    coefficients: tuple[float, float, float], call_delta: Tensor
+) -> Tensor:
+    """φ(d1)·(a + b·δ + c·δ²) per unit of an option whose call delta (a put's is its own
+    plus one: put–call parity at zero rates) is ``call_delta``: what Hull & White add to its
+    BS delta. Shape: (...) → (...)."""
+    a, b, c = coefficients
+    return _vega_per_spot(call_delta) * (a + b * call_delta + c * call_delta * call_delta)
+
+
+def fit_minimum_variance(
+    call_delta: Tensor, d_spot: Tensor, d_value: Tensor, used: Tensor | None = None
+) -> tuple[float, float, float]:
+    """Least squares of Hull & White: ΔV − δ·ΔS = φ(d1)·ΔS·(a + b·δ + c·δ²) + ε, over the
+    steps (of any options: broadcast shapes) where ``used`` holds and the call delta lies in
+    :data:`MV_DELTA_RANGE`. ``d_value`` is an option's price change over the step; a put's
+    residual equals its call's by parity, so calls and puts pool with their call deltas.
+
+    Raises:
+        ValueError: fewer than three steps to fit on.
+    """
+    delta = call_delta.double()
+    low, high = MV_DELTA_RANGE
+    inside = (delta > low) & (delta < high)
+    inside = inside if used is None else inside & used
+    if int(inside.sum()) < 3:
+        raise ValueError(
+            f"only {int(inside.sum())} steps have a delta in {MV_DELTA_RANGE}: cannot fit"
+        )
+    d_spot = d_spot.double().expand_as(delta)[inside]
+    base = _vega_per_spot(delta[inside]) * d_spot
+    x = torch.stack([base, base * delta[inside], base * delta[inside] ** 2], dim=1)
+    y = d_value.double().expand_as(delta)[inside] - delta[inside] * d_spot
+    solution = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]
+    a, b, c = solution.tolist()
+    return a, b, c
+
+
 class MinimumVarianceDelta:
     """Hull & White's (2017) minimum-variance delta of a call book: δ + φ(d1)·(a + b·δ + c·δ²)
     (module docstring); ``coefficients`` from :func:`fit_minimum_variance_delta`.
@@ -183,20 +223,19 @@ class MinimumVarianceDelta:
     """
 
     def __init__(self, coefficients: tuple[float, float, float]) -> None:
-        self.coefficients = tuple(float(c) for c in coefficients)
+        a, b, c = (float(x) for x in coefficients)
+        self.coefficients = (a, b, c)
 
     def __call__(self, obs: Tensor, prev_hedge: Tensor) -> Tensor:
-        a, b, c = self.coefficients
         delta = obs[:, DELTA]
-        return delta + _vega_per_spot(delta) * (a + b * delta + c * delta * delta)
+        return delta + minimum_variance_correction(self.coefficients, delta)
 
 
 def fit_minimum_variance_delta(
     problem: HedgingProblem, episodes: Episodes, option_price: Tensor
 ) -> MinimumVarianceDelta:
-    """Least squares of Hull & White: ΔV − δ·ΔS = φ(d1)·ΔS·(a + b·δ + c·δ²) + ε over every
-    step of ``episodes`` whose delta lies in :data:`MV_DELTA_RANGE`, with ``option_price`` the
-    book's mark at every bar (n_paths, n_steps + 1). Only a one-call book has this form.
+    """:func:`fit_minimum_variance` on a one-call book's steps, with ``option_price`` the
+    book's mark at every bar (n_paths, n_steps + 1).
 
     On prices whose implied vol falls by ``k`` per unit of log return (a sticky-moneyness
     skew), the fitted correction is negative at the money:
@@ -220,17 +259,6 @@ def fit_minimum_variance_delta(
     book = problem.book
     if len(book.strikes) != 1 or not book.is_call[0] or problem.instrument is not None:
         raise ValueError("the minimum-variance delta is fitted for a book of one call")
-    delta = market_features(problem, episodes)[..., DELTA].double()
-    d_spot = episodes.spot.diff(dim=1).double()
-    d_value = option_price.diff(dim=1).double()
-    low, high = MV_DELTA_RANGE
-    used = (delta > low) & (delta < high)
-    if int(used.sum()) < 3:
-        raise ValueError(
-            f"only {int(used.sum())} steps have a delta in {MV_DELTA_RANGE}: cannot fit"
-        )
-    base = (_vega_per_spot(delta) * d_spot)[used]
-    x = torch.stack([base, base * delta[used], base * delta[used] ** 2], dim=1)
-    y = (d_value - delta * d_spot)[used]
-    solution = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]
-    return MinimumVarianceDelta(tuple(solution.tolist()))
+    delta = market_features(problem, episodes)[..., DELTA]
+    coefficients = fit_minimum_variance(delta, episodes.spot.diff(dim=1), option_price.diff(dim=1))
+    return MinimumVarianceDelta(coefficients)

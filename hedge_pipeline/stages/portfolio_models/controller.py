@@ -86,6 +86,9 @@ class PortfolioProblem:
     trades at ``cost``/``slippage``/``fixed_fee``, and every comparison (specialists alone
     included) is scored at those costs. ``max_position``: the largest |H| allowed, in units of
     the underlying (None: twice the options held, more than any hedge of them needs).
+    ``mv_delta``: Hull and White's (a, b, c), fitted on the training windows
+    (:func:`.evaluation.fit_portfolio_mv`), that make the minimum-variance delta a baseline;
+    None leaves it out.
     """
 
     codes: tuple[str, ...]
@@ -94,6 +97,7 @@ class PortfolioProblem:
     slippage: float = 0.0
     fixed_fee: float = 0.0
     max_position: float | None = None
+    mv_delta: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if len(self.codes) != len(self.problems) or not self.codes:

@@ -4,7 +4,10 @@ Baselines trade the netted portfolio position: no hedge, Black–Scholes delta (
 books' deltas) and a Whalley–Wilmott band around it, sized by the portfolio's dollar gamma.
 With hedge options a fourth, ``bs_delta_gamma``: each code's book delta-gamma neutral with its
 option (:func:`~hedge_pipeline.hedging.baselines.delta_gamma`, capped as the specialists'
-baseline is), the underlying legs netted.
+baseline is), the underlying legs netted. Where the portfolio's problem carries fitted Hull and
+White coefficients (the stages fit them on the training windows), ``mv_delta``: every option's
+BS delta plus the expected effect of the spot's move on its implied vol, the analytic hedge to
+beat where implied vol moves with the spot (a skew, a leverage effect).
 The columns (:func:`portfolio_metrics`), per window of P&L X (the hedged portfolio, held from
 the window's first decision to its end):
 
@@ -40,10 +43,17 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from hedge_pipeline.hedging.baselines import delta_gamma, option_cap, whalley_wilmott_width
+from hedge_pipeline.hedging.baselines import (
+    delta_gamma,
+    fit_minimum_variance,
+    minimum_variance_correction,
+    option_cap,
+    whalley_wilmott_width,
+)
 from hedge_pipeline.hedging.comparison import time_blocks
 from hedge_pipeline.hedging.simulator import DELTA, SCALED_GAMMA
 from hedge_pipeline.quant.risk import EntropicRisk, ExpectedShortfall, RiskMeasure
+from hedge_pipeline.quant.torch_pricing import bs_greeks
 from hedge_pipeline.stages.portfolio_models.controller import (
     Hedge,
     PortfolioProblem,
@@ -57,7 +67,9 @@ from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 __all__ = [
     "analytic_hedge",
     "baseline_positions",
+    "fit_portfolio_mv",
     "front_codes",
+    "mv_delta_positions",
     "portfolio_delta",
     "portfolio_metrics",
     "score",
@@ -104,6 +116,72 @@ def analytic_hedge(pp: PortfolioProblem, ep: PortfolioEpisodes, feats: Tensor) -
     return Hedge(portfolio_delta(ep, feats))
 
 
+def _option_terms(pp: PortfolioProblem, ep: PortfolioEpisodes) -> list[dict[str, Tensor]]:
+    """Per code, each option's Black–Scholes ``delta``, and the ``call_price`` and
+    ``call_delta`` of the call of its strike (a put's plus the spot, less the strike, and plus
+    one: put–call parity at zero rates, where Hull and White's regression is stated), at every
+    bar at its own implied vol, and its ``weight``, broadcast over bars.
+    Shape: each (n, T + 1, n_options)."""
+    terms = []
+    for problem, book in zip(pp.problems, ep.books, strict=True):
+        options = problem.book
+        dtype = book.spot.dtype
+        calls = torch.tensor(options.is_call)
+        g = bs_greeks(
+            book.spot.unsqueeze(-1),
+            torch.tensor(options.strikes, dtype=dtype),
+            book.tau.unsqueeze(-1),
+            book.vol,
+            is_call=calls,
+        )
+        strikes = torch.tensor(options.strikes, dtype=dtype)
+        terms.append(
+            {
+                "call_price": torch.where(
+                    calls, g["price"], g["price"] + book.spot.unsqueeze(-1) - strikes
+                ),
+                "delta": g["delta"],
+                "call_delta": torch.where(calls, g["delta"], g["delta"] + 1.0),
+                "weight": torch.tensor(options.weights, dtype=dtype),
+            }
+        )
+    return terms
+
+
+def fit_portfolio_mv(pp: PortfolioProblem, ep: PortfolioEpisodes) -> tuple[float, float, float]:
+    """Hull and White's (a, b, c) fitted on every step of every present option of ``ep`` (the
+    training windows: the coefficients are the baseline's training), by
+    :func:`~hedge_pipeline.hedging.baselines.fit_minimum_variance`: one smile dynamic for the
+    underlying, shared by its codes as their implied vols are.
+
+    Raises:
+        ValueError: fewer than three steps with a delta to fit on.
+    """
+    deltas, spots, values, used = [], [], [], []
+    for c, t in enumerate(_option_terms(pp, ep)):
+        deltas.append(t["call_delta"][:, :-1].flatten())
+        steps = t["call_price"].diff(dim=1)
+        spots.append(ep.books[c].spot.diff(dim=1).unsqueeze(-1).expand_as(steps).flatten())
+        values.append(steps.flatten())
+        used.append((ep.present[:, c, None, None] > 0).expand_as(steps).flatten())
+    return fit_minimum_variance(
+        torch.cat(deltas), torch.cat(spots), torch.cat(values), torch.cat(used)
+    )
+
+
+def mv_delta_positions(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Tensor:
+    """The portfolio's minimum-variance delta: every present option's BS delta plus Hull and
+    White's correction (``pp.mv_delta``), weighted as its book holds it, summed over codes.
+    Shape: → (n_paths, n_steps)."""
+    assert pp.mv_delta is not None
+    total = torch.zeros_like(ep.spot[:, :-1])
+    for c, t in enumerate(_option_terms(pp, ep)):
+        delta, call_delta = t["delta"][:, :-1], t["call_delta"][:, :-1]
+        per_option = delta + minimum_variance_correction(pp.mv_delta, call_delta)
+        total = total + (per_option * t["weight"]).sum(dim=-1) * ep.present[:, c, None]
+    return total
+
+
 def specialist_rows(prop: Tensor) -> dict[str, Hedge]:
     """The specialists' proposals (:func:`.controller.proposals`)
     as two rows: each code trading for itself (``specialists``) and their underlying positions
@@ -139,6 +217,8 @@ def baseline_positions(
     }
     if pp.with_options:
         baselines["bs_delta_gamma"] = delta_gamma_hedge(pp, ep, feats)
+    if pp.mv_delta is not None:
+        baselines["mv_delta"] = mv_delta_positions(pp, ep)
     return baselines
 
 

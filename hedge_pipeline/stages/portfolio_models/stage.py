@@ -17,6 +17,7 @@ the most selected codes; codes of other underlyings are named in the log and lef
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +43,11 @@ from hedge_pipeline.stages.portfolio_models.controller import (
     fit_inputs,
     proposals,
 )
-from hedge_pipeline.stages.portfolio_models.evaluation import baseline_positions, score
+from hedge_pipeline.stages.portfolio_models.evaluation import (
+    baseline_positions,
+    fit_portfolio_mv,
+    score,
+)
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes, PortfolioMarket
 from hedge_pipeline.stages.portfolio_models.objective import PortfolioObjective, value_at_risk
@@ -128,6 +133,10 @@ def load_portfolio(
         fixed_fee=cfg["fixed_fee"],
         max_position=cfg.get("max_position"),
     )
+    # The minimum-variance delta's coefficients, on the replayed training windows only;
+    # without three steps to fit on, the baseline is left out (describe() says so).
+    with contextlib.suppress(ValueError):
+        problem = replace(problem, mv_delta=fit_portfolio_mv(problem, market.replay("train")))
     return Portfolio(
         market=market,
         problem=problem,
@@ -183,6 +192,11 @@ def describe(session: TrainingSession, portfolio: Portfolio) -> None:
         f"portfolio of {len(m.codes)} codes ({', '.join(m.codes)}); windows "
         + ", ".join(f"{s} {len(m._windows[s])}" for s in ("train", "val", "test"))
         + f"; specialists {portfolio.versions}"
+    )
+    mv = portfolio.problem.mv_delta
+    session.info(
+        "minimum-variance delta (a, b, c) on the training windows: "
+        + (", ".join(f"{x:.4g}" for x in mv) if mv else "not fitted (too few steps)")
     )
     if portfolio.excluded:
         session.warning(

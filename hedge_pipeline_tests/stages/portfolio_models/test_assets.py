@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
@@ -23,6 +24,9 @@ from hedge_pipeline.stages.specialists.asset import specialist_agents
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
 
 CODES = ("3CN5", "3IN5")
+# The textbook hedges of a portfolio of books without hedge options; the minimum-variance delta
+# fitted on the training windows.
+BASELINES = {"no_hedge", "bs_delta", "whalley_wilmott", "mv_delta"}
 
 
 def _materialize(instance, assets, partition: str | None = None, **config):
@@ -71,7 +75,7 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     assert meta["codes"] == list(CODES)
     for row in ("| bs_delta |", "| specialists |", "| **meta_controller** |"):
         assert row in meta["evaluation_test_replay"], meta["evaluation_test_replay"]
-    assert meta["strongest_baseline"] in {"no_hedge", "bs_delta", "whalley_wilmott"}
+    assert meta["strongest_baseline"] in BASELINES
     assert meta["es10_vs_baseline_low"] <= meta["es10_vs_baseline_high"]
     assert "| version | seed |" in joint_members_table(result)
     joint = _metadata(result, "joint_model")
@@ -82,11 +86,17 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     tables = report["evaluation"]
     rows = set(tables["test_replay"])
     assert rows == {
-        "no_hedge", "bs_delta", "whalley_wilmott", "specialists", "specialists_netted",
-        "meta_controller", "joint", "ensemble", "ensemble_without_cnn_lstm",
-        "bs_delta_without_costs",
+        *BASELINES, "specialists", "specialists_netted", "meta_controller", "joint",
+        "ensemble", "ensemble_without_cnn_lstm", "bs_delta_without_costs",
     }  # fmt: skip
     table = tables["test_replay"]
+    # Every window's P&L of every hedger, for pooling and re-testing (bench lineage).
+    windows = pl.read_parquet(
+        client.download_artifacts(ensemble["mlflow_run_id"], "report/pnl_test_replay.parquet")
+    )
+    assert windows.columns == ["front_code", "block", *table]
+    assert set(windows["front_code"]) <= set(CODES)
+    assert windows.height == report["comparisons"]["test_replay"]["ensemble"]["windows"]
     assert table["bs_delta_without_costs"]["es10"] <= table["bs_delta"]["es10"]
     for split in ("test_replay", "test_simulated"):
         for hedger, by_code in report["tail_by_front"][split].items():
@@ -101,10 +111,8 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
     # The headline: the ensemble against the strongest baseline, as numbers the UI plots.
     comparison = report["comparisons"]["test_replay"]
     baseline = comparison["baseline"]
-    assert baseline in {"no_hedge", "bs_delta", "whalley_wilmott"}
-    assert table[baseline]["es10"] == min(
-        table[b]["es10"] for b in ("no_hedge", "bs_delta", "whalley_wilmott")
-    )
+    assert baseline in BASELINES
+    assert table[baseline]["es10"] == min(table[b]["es10"] for b in BASELINES)
     assert ensemble["strongest_baseline"] == baseline
     assert ensemble["test_es10"] == table["ensemble"]["es10"]
     assert ensemble["strongest_baseline_es10"] == table[baseline]["es10"]

@@ -14,6 +14,7 @@ from hedge_pipeline.stages.portfolio_models.controller import Hedge, PortfolioPr
 from hedge_pipeline.stages.portfolio_models.evaluation import (
     TIE_TOLERANCE,
     baseline_positions,
+    fit_portfolio_mv,
     front_codes,
     score,
     tail_by_front,
@@ -110,3 +111,29 @@ def test_a_portfolio_hedges_with_options_for_every_code_or_for_none():
     pp, _ = two_books(options=True)
     with pytest.raises(ValueError, match="either every code's specialist trades a hedge option"):
         PortfolioProblem(pp.codes, (pp.problems[0], replace(pp.problems[1], instrument=None)))
+
+
+def test_the_minimum_variance_delta_is_bs_delta_where_vols_stay_and_less_where_they_fall():
+    """Hull and White on the portfolio (a call book and a put book): on constant-vol paths the
+    fitted correction is noise around 0; where each option's implied vol falls by 1 per unit
+    of log return, ΔV = vega·Δσ = −φ(d1)·√τ·ΔS, so the correction at the money is about
+    −√τ ≈ −0.24 (τ: E1's 30 days of 250, mid-life), and the baseline holds less than BS delta
+    in calls and more short in puts. Coefficients of 0 give BS delta exactly; none, no row."""
+    pp, ep = two_books()
+    assert "mv_delta" not in baseline_positions(pp, ep)
+    a, b, c = fit_portfolio_mv(pp, ep)
+    assert abs(a + b * 0.5 + c * 0.25) < 0.02
+    zero = baseline_positions(replace(pp, mv_delta=(0.0, 0.0, 0.0)), ep)
+    assert torch.equal(zero["mv_delta"], zero["bs_delta"])
+
+    def skewed(book):
+        return book._replace(vol=(0.2 - torch.log(book.spot)).clamp(min=0.05).unsqueeze(-1))
+
+    skew = ep._replace(books=tuple(skewed(b) for b in ep.books))
+    a, b, c = fit_portfolio_mv(pp, skew)
+    assert -0.30 < a + b * 0.5 + c * 0.25 < -0.18
+    held = baseline_positions(replace(pp, mv_delta=(a, b, c)), skew)
+    bs = baseline_positions(pp, skew)["bs_delta"]
+    # Near the money both books' corrections are negative: less long the call, more short.
+    near = (skew.spot[:, :-1] - 1.0).abs() < 0.02
+    assert bool((held["mv_delta"][near] < bs[near]).all())
