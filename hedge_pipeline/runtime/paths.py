@@ -60,14 +60,9 @@ reports_dir = _in_data_dir(
 
 
 def instance_env(base: Path | None = None) -> dict[str, str]:
-    """Environment variables that make ``dagster.yaml`` store everything under ``base``.
-
-    ``dagster.yaml`` reads its paths from these; ``hedge`` and the Makefile export them.
-    """
+    """Environment variables of a process that works on ``base`` (default: the data
+    directory): the repo's ``dagster.yaml`` (``DAGSTER_HOME``), whose storage classes
+    (``orchestration.instance_storage``) put Dagster's state under ``base``'s ``dagster/``,
+    and ``HEDGE_DATA_DIR`` itself. ``hedge`` and the Makefile export them."""
     base = (base or data_dir()).resolve()
-    return {
-        "DAGSTER_HOME": str(REPO_ROOT),
-        "HEDGE_DATA_DIR": str(base),
-        "HEDGE_DAGSTER_DIR": str(base / "dagster"),
-        "HEDGE_DAGSTER_COMPUTE_LOGS_DIR": str(base / "dagster" / "compute_logs"),
-    }
+    return {"DAGSTER_HOME": str(REPO_ROOT), "HEDGE_DATA_DIR": str(base)}

@@ -135,21 +135,44 @@ def _reset_signals() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def plain_dagster_env(data_dir: Path) -> dict[str, str]:
+    """What a user with nothing set has when running plain ``DAGSTER_HOME=$PWD dagster dev``
+    from the repository root: a PATH and a home, and ``HEDGE_DATA_DIR`` only so that a test
+    does not share the repository's ``data/``."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "DAGSTER_HOME": str(paths.REPO_ROOT),
+        "HEDGE_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 @contextmanager
-def running_ui(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[DagsterUI]:
-    """``hedge ui`` on a free port of 127.0.0.1 for ``data_dir``, smoke profile; stopped after."""
+def running_ui(
+    data_dir: Path, env: Mapping[str, str] | None = None, *, plain: bool = False
+) -> Iterator[DagsterUI]:
+    """``hedge ui`` on a free port of 127.0.0.1 for ``data_dir``, smoke profile; stopped after.
+    ``plain``: Dagster's own ``dagster dev -w workspace.yaml`` instead, from the repository
+    root in :func:`plain_dagster_env` (plus ``env``)."""
     port = free_port()
     log_path = data_dir.parent / f"hedge-ui-{port}.log"
-    full_env = {
-        **os.environ,
-        **paths.instance_env(data_dir),
-        "HEDGE_PROFILE": "smoke",
-        "PYTHONUNBUFFERED": "1",
-        **(env or {}),
-    }
+    if plain:
+        full_env = {**plain_dagster_env(data_dir), **(env or {})}
+        dagster = str(Path(sys.executable).with_name("dagster"))
+        command = [dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
+    else:
+        full_env = {
+            **os.environ,
+            **paths.instance_env(data_dir),
+            "HEDGE_PROFILE": "smoke",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        command = [HEDGE, "ui", "--port", str(port)]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [HEDGE, "ui", "--port", str(port)],
+            command,
             cwd=paths.REPO_ROOT,
             env=full_env,
             stdin=subprocess.DEVNULL,

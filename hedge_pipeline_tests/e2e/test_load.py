@@ -131,7 +131,7 @@ def test_eight_codes_backfilled_four_runs_at_a_time_store_exact_rows_without_loc
             materialized = instance.get_materialized_partitions(dg.AssetKey(asset))
             assert sorted(materialized) == codes
 
-        compute_logs = Path(paths.instance_env(data_dir)["HEDGE_DAGSTER_COMPUTE_LOGS_DIR"])
+        compute_logs = data_dir / "dagster" / "compute_logs"
         logs = [p for p in compute_logs.rglob("*") if p.is_file()]
         assert logs, f"no compute logs under {compute_logs}"
         assert not _lock_mentions(instance, [r.dagster_run.run_id for r in records], logs)

@@ -55,7 +55,7 @@ KEYS = {"ALPACA_API_KEY": API_KEY, "ALPACA_SECRET_KEY": SECRET_KEY}
 KEYS_FIELDS = {"alpaca_api_key": "ALPACA_API_KEY", "alpaca_secret_key": "ALPACA_SECRET_KEY"}
 CODE = "3CN5"
 ALPACA_CODE, REFUSED_CODE = "SPY-2026-11-27", "QQQ-2026-11-27"
-# Where Dagster writes next to dagster.yaml if an instance path ever escapes HEDGE_DAGSTER_DIR.
+# Where Dagster writes next to dagster.yaml if an instance path ever escapes the data directory.
 REPO_STATE = ("history", "storage", "logs", "schedules", ".logs_queue", "mlruns")
 
 RUNS = """

@@ -168,7 +168,7 @@ def test_consumers_follow_the_environment_between_calls(clean_env, tmp_path):
     assert paths.warehouse_path() == tmp_path / "a" / "warehouse.duckdb"
     clean_env.setenv("HEDGE_DATA_DIR", str(tmp_path / "b"))
     assert paths.dagster_dir() == tmp_path / "b" / "dagster"
-    assert paths.instance_env()["HEDGE_DAGSTER_DIR"] == str(tmp_path / "b" / "dagster")
+    assert paths.instance_env()["HEDGE_DATA_DIR"] == str(tmp_path / "b")
 
     assert get_profile().name == "default"
     clean_env.setenv("HEDGE_PROFILE", "smoke")
