@@ -436,13 +436,14 @@ def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
 _MARK = {"better": " ✓", "worse": " ✗", "undecided": ""}
 
 
-def markdown(report: dict[str, Any], unit: str = "calls") -> str:
+def markdown(report: dict[str, Any], unit: str = "calls", intervals: bool = False) -> str:
     """The document's tables: each test period in a row (every hedger's ES10 minus BS delta's,
     ✓/✗ where its 95 % interval excludes 0: a relative change means little where the hedged
     calls' vol premium leaves BS delta's ES10 near 0), then the pool against BS delta and
     against the strongest baseline with the intervals; then the vol forecasts the same way
     (each period's best baseline's QLIKE in bold, the others' difference). ``unit``: what a
-    period's test counts (this bench's calls, ``bench.lineage``'s portfolio windows)."""
+    period's test counts (this bench's calls, ``bench.lineage``'s portfolio windows);
+    ``intervals``: also every period's every hedger with its interval, one row each."""
     names = [n for n in report["pooled"]["vs_bs_delta"] if n != "bs_delta"]
     deltas = [f"Δ {n}" for n in names]
     header = ["as_of", "test expiries", unit, "blocks", "bs_delta ES10", *deltas]
@@ -470,10 +471,35 @@ def markdown(report: dict[str, Any], unit: str = "calls") -> str:
             markdown_table([h.format(baseline) for h in head], _rows(table, baseline), right_from=1)
         )
         parts.append("")
+    if intervals:
+        parts += [_period_intervals(report["periods"], names), ""]
     vol = report.get("vol_forecasts")
     if vol:
         parts += [_vol_periods(vol["periods"]), "", markdown_report([], vol["pooled"])]
     return "\n".join(parts)
+
+
+def _period_intervals(periods: list[dict[str, Any]], names: list[str]) -> str:
+    """One row per period and hedger: its ES10, the difference from BS delta's with the 95 %
+    interval and verdict, and the period's strongest baseline (a period's table in full)."""
+    rows = []
+    for period in periods:
+        vs = period["vs_bs_delta"]
+        for name in names:
+            d = vs[name]
+            rows.append(
+                [
+                    period["as_of"],
+                    name,
+                    f"{d['hedger']:.3f}",
+                    f"{d['difference']:+.3f}",
+                    f"{d['low']:+.3f} to {d['high']:+.3f}",
+                    d["verdict"],
+                    period["strongest_baseline"],
+                ]
+            )
+    header = ["as_of", "hedger", "ES10", "Δ vs bs_delta", "95 % interval", "verdict", "strongest"]
+    return markdown_table(header, rows, right_from=2)
 
 
 def _vol_periods(periods: list[dict[str, Any]]) -> str:

@@ -584,7 +584,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             seed=args.seed, data_dir=args.data_dir,
         )  # fmt: skip
         if args.markdown:
-            print(markdown(report, unit="windows"))
+            print(markdown(report, unit="windows", intervals=True))
             return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run

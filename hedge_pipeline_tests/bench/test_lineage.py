@@ -68,6 +68,9 @@ def test_periods_pool_without_sharing_blocks_and_print_as_windows():
     ensemble = pooled["vs_bs_delta"]["ensemble"]
     assert ensemble["windows"] == 180 and ensemble["clusters"] == 90
     assert ensemble["verdict"] == "better" and ensemble["high"] < 0
-    text = markdown({"periods": periods, "pooled": pooled}, unit="windows")
+    text = markdown({"periods": periods, "pooled": pooled}, unit="windows", intervals=True)
     assert "| as_of | test expiries | windows | blocks | bs_delta ES10 |" in text
     assert "| 2011-06-30 | 2008-10-24 to 2008-11-07 | 60 | 30 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 2015-06-30 | ensemble |"))
+    d = periods[2]["vs_bs_delta"]["ensemble"]
+    assert f"| {d['difference']:+.3f} | {d['low']:+.3f} to {d['high']:+.3f} |" in row
