@@ -166,11 +166,18 @@ def test_hedge_run_ends_with_the_verdict_and_where_the_time_went(smoke_lineage: 
     assert re.fullmatch(r"hedge-ensemble v1: (promoted|candidate): .+", promotion), promotion
     # The ensemble against the strongest baseline, with the interval and the windows.
     assert re.fullmatch(
-        r"test \(replay\): ensemble ES10 \S+ vs (no_hedge|bs_delta|whalley_wilmott) \S+ "
+        r"test \(replay\): ensemble ES10 \S+ vs (no_hedge|bs_delta|whalley_wilmott|mv_delta) \S+ "
         r"\(strongest baseline\): Δ \S+ \(\S+%\), 95 % interval \S+ to \S+, "
         r"(better|worse|undecided); \d+ windows in \d+ blocks; lower is better",
         verdict,
     ), verdict
+    # While each stage trained, a line per epoch (the ensemble only weighs its members).
+    for stage in ("cnn_lstm", f"specialist {CODE}", "meta_controller", "joint"):
+        assert re.search(
+            rf"^  {stage}: epoch 1/\d+ val_loss \S+ \(best \S+ at 1\); \d+ s so far, at most ",
+            out,
+            re.MULTILINE,
+        ), out
     stages = [part.split()[0] for part in timing.removeprefix("time: ").split("; ")]
     assert stages == ["market_data", "portfolio_selection", "cnn_lstm_model", "specialists",
                       "meta_controller", "joint_model", "hedge_ensemble", "total"]  # fmt: skip

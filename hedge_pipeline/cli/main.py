@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, get_args
 
 from hedge_pipeline.cli import backfill
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
+from hedge_pipeline.harness.progress import duration
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.orphans import stop_with_parent
-from hedge_pipeline.runtime.settings import ProfileName, SourceKind, UserError
+from hedge_pipeline.runtime.settings import ProfileName, Settings, SourceKind, UserError
 from hedge_pipeline.stages.selection.templates import SplitMode
 
 if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs none should not pay
@@ -152,16 +153,18 @@ def _active_codes(instance, as_of: str) -> list[str]:
 
 
 def _quiet_console() -> None:
-    """Two kinds of noise on the console of ``hedge run``, in every process it starts (worker
-    processes of per-code runs, and the training children, which inherit the environment):
-    Dagster's notice that a Pipes API it calls is in preview, once per training step, and
-    MLflow's INFO lines ("Creating initial MLflow database tables..."). Neither is about
-    anything the user did; MLflow's warnings still show (``MLFLOW_LOGGING_LEVEL`` set by the
-    user wins)."""
+    """The console of ``hedge run``, in every process it starts (worker processes of per-code
+    runs, and the training children, which inherit the environment): without two kinds of
+    noise, Dagster's notice that a Pipes API it calls is in preview, once per training step,
+    and MLflow's INFO lines ("Creating initial MLflow database tables..."), neither about
+    anything the user did (MLflow's warnings still show; ``MLFLOW_LOGGING_LEVEL`` set by the
+    user wins); with a line per training epoch (``HEDGE_PROGRESS``)."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    if Settings.from_env().progress is None:  # HEDGE_PROGRESS=0 keeps it off
+        os.environ[Settings.variable("progress")] = "1"
 
 
 def _run_code(job_name: str, code: str) -> RunOutcome:
@@ -353,18 +356,8 @@ def _print_summary(instance, codes: list[str], timings: dict[str, float]) -> Non
         if "verdict" in ensemble:
             print(f"  test (replay): {ensemble['verdict']}")
     total = sum(timings.values())
-    parts = "; ".join(f"{asset} {_duration(seconds)}" for asset, seconds in timings.items())
-    print(f"  time: {parts}; total {_duration(total)}")
-
-
-def _duration(seconds: float) -> str:
-    """``38 s`` or ``11 min 38 s``.
-
-    >>> _duration(38.4), _duration(698.0)
-    ('38 s', '11 min 38 s')
-    """
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+    parts = "; ".join(f"{asset} {duration(seconds)}" for asset, seconds in timings.items())
+    print(f"  time: {parts}; total {duration(total)}")
 
 
 def _make(target: str) -> str:

@@ -63,6 +63,7 @@ from hedge_pipeline.harness.checkpoint import (
 from hedge_pipeline.harness.config import config_hash
 from hedge_pipeline.harness.distributed import DistInfo
 from hedge_pipeline.harness.monitor import TrainingDiverged, TrainingMonitor
+from hedge_pipeline.harness.progress import HISTORY_KEYS, epoch_summary, start_message
 
 __all__ = [
     "HISTORY_KEYS",
@@ -78,17 +79,6 @@ __all__ = [
 
 CHECKPOINT_FORMAT = 1
 Schedule = Literal["plateau", "cosine", "none"]
-HISTORY_KEYS = (
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "lr",
-    "grad_norm",
-    "train_val_ratio",
-    "seconds",
-    "samples_per_second",
-)
-"""The loop's own columns of ``FitResult.history``; the task's metrics follow them."""
 
 
 @dataclass(frozen=True)
@@ -322,7 +312,7 @@ def fit(
             periodic = epoch if epoch % config.checkpoint_every == 0 else None
             _save(run, checkpoints, progress, best=improved, periodic_epoch=periodic)
             reporter.epoch(epoch, row)
-            reporter.info(_epoch_summary(row, config.epochs, improved))
+            reporter.info(epoch_summary(row, config.epochs, improved))
             if distributed.any_rank(signals.requested, run.device):
                 raise _interrupted(checkpoints, progress, epoch, signals)
 
@@ -827,9 +817,8 @@ def _start_message(run: _Run, progress: _Progress) -> str:
         if progress.batches_done:
             where += f" and {progress.batches_done} batches of epoch {progress.epoch + 1}"
     precision = str(run.amp_dtype).removeprefix("torch.") if run.amp_dtype else "fp32"
-    return (
-        f"training {where} on {run.device} ({precision}, {run.info.world_size} process"
-        f"{'es' if run.info.world_size > 1 else ''}), config {run.config.config_hash()}"
+    return start_message(
+        where, str(run.device), precision, run.info.world_size, run.config.config_hash()
     )
 
 
@@ -838,14 +827,4 @@ def _early_stop_message(progress: _Progress, config: TrainConfig) -> str:
         f"early stopping: val_loss has not improved by more than {config.min_delta:g} for "
         f"{progress.stale_epochs} epochs (best {progress.best_val_loss:.4g} at epoch "
         f"{progress.best_epoch})"
-    )
-
-
-def _epoch_summary(row: dict[str, float], epochs: int, improved: bool) -> str:
-    extra = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in HISTORY_KEYS)
-    return (
-        f"epoch {row['epoch']}/{epochs} train_loss={row['train_loss']:.4g} "
-        f"val_loss={row['val_loss']:.4g} {extra + ' ' if extra else ''}lr={row['lr']:.1e} "
-        f"grad_norm={row['grad_norm']:.3g} {row['samples_per_second']:,.0f} samples/s"
-        + (" (best)" if improved else "")
     )

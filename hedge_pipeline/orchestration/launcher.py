@@ -10,7 +10,8 @@ writes a small JSON file named in its extras; the launcher turns it into a non-r
 the asset's ``RetryPolicy``, and the child resumes from its checkpoint. A signal to the run
 itself (Ctrl-C, SIGTERM) is final too: the run stops, and its re-execution resumes.
 Messages come through :class:`~.pipes_messages.CompleteLineMessageReader`: whole lines only,
-however the child's writes of a long report are split.
+however the child's writes of a long report are split. With ``HEDGE_PROGRESS`` set (``hedge
+run`` sets it) each epoch of the child is printed as it ends (``harness.progress``).
 """
 
 import json
@@ -22,8 +23,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from hedge_pipeline.harness.progress import ConsoleProgress
 from hedge_pipeline.orchestration.pipes_messages import CompleteLineMessageReader
 from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.settings import Settings
 
 
 class TrainingLauncher(dg.ConfigurableResource):
@@ -44,9 +47,8 @@ class TrainingLauncher(dg.ConfigurableResource):
     ) -> dg.MaterializeResult:
         with tempfile.TemporaryDirectory(prefix="hedge-failure-") as tmp:
             failure_file = Path(tmp) / "failure.json"
-            client = dg.PipesSubprocessClient(
-                cwd=str(paths.REPO_ROOT), message_reader=CompleteLineMessageReader()
-            )
+            reader = CompleteLineMessageReader(observer=_progress(context, stage))
+            client = dg.PipesSubprocessClient(cwd=str(paths.REPO_ROOT), message_reader=reader)
             try:
                 return client.run(
                     command=self.command(stage),
@@ -72,3 +74,13 @@ class TrainingLauncher(dg.ConfigurableResource):
                     failure = json.loads(failure_file.read_text(encoding="utf-8"))
                     raise dg.Failure(description=failure["message"], allow_retries=False) from None
                 raise
+
+
+def _progress(context: dg.AssetExecutionContext, stage: str) -> ConsoleProgress | None:
+    """The epoch lines on stdout when ``HEDGE_PROGRESS`` asks for them (``hedge run`` does:
+    its terminal is this process's stdout, or its worker's), labelled with the stage and the
+    partition."""
+    if not Settings.from_env().progress:
+        return None
+    label = f"{stage} {context.partition_key}" if context.has_partition_key else stage
+    return ConsoleProgress(label)

@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import dagster as dg
@@ -43,10 +43,20 @@ def complete_lines(chunks: Iterable[str]) -> Iterator[str]:
 
 
 class CompleteLineMessageReader(dg.PipesMessageReader):
-    """Reads the child's messages from a temporary file, whole messages only (module doc)."""
+    """Reads the child's messages from a temporary file, whole messages only (module doc).
 
-    def __init__(self, include_stdio_in_messages: bool = False) -> None:
+    ``observer`` also sees every message as it arrives (``harness.progress.ConsoleProgress``
+    prints the training's epochs from them); an error of its own is reported, never allowed
+    to stop the reading.
+    """
+
+    def __init__(
+        self,
+        include_stdio_in_messages: bool = False,
+        observer: Callable[[dict], None] | None = None,
+    ) -> None:
         self._include_stdio = include_stdio_in_messages
+        self._observer = observer
 
     @contextmanager
     def read_messages(self, handler: dg.PipesMessageHandler) -> Iterator[dict]:
@@ -54,7 +64,9 @@ class CompleteLineMessageReader(dg.PipesMessageReader):
             path = os.path.join(folder, "messages")
             open(path, "w", encoding="utf-8").close()
             done = threading.Event()
-            thread = threading.Thread(target=self._read, args=(path, handler, done), daemon=True)
+            thread = threading.Thread(
+                target=self._read, args=(path, handler, done, self._observer), daemon=True
+            )
             thread.start()
             try:
                 yield {
@@ -66,10 +78,23 @@ class CompleteLineMessageReader(dg.PipesMessageReader):
                 thread.join()
 
     @staticmethod
-    def _read(path: str, handler: dg.PipesMessageHandler, done: threading.Event) -> None:
+    def _read(
+        path: str,
+        handler: dg.PipesMessageHandler,
+        done: threading.Event,
+        observer: Callable[[dict], None] | None,
+    ) -> None:
         try:
             for line in complete_lines(tail_file(path, done.is_set)):
-                handler.handle_message(json.loads(line))
+                message = json.loads(line)
+                handler.handle_message(message)
+                if observer is not None:
+                    try:
+                        observer(message)
+                    except Exception:  # a progress line is not worth a lost message
+                        handler.report_pipes_framework_exception(
+                            "CompleteLineMessageReader observer", sys.exc_info()
+                        )
         except Exception:
             handler.report_pipes_framework_exception(
                 "CompleteLineMessageReader reader thread", sys.exc_info()

@@ -23,6 +23,7 @@ Variable                  Field              Default
 ``HEDGE_NIGHTLY_TIMEZONE`` ``nightly_timezone`` ``UTC``
 ``HEDGE_PORTFOLIO_DIR``   ``portfolio_dir``  none (packaged templates only)
 ``HEDGE_UI_URL``          ``ui_url``         ``http://127.0.0.1:3000``
+``HEDGE_PROGRESS``        ``progress``       unset: off, on in ``hedge run`` (epoch lines)
 
 The nightly cron and time zone are checked where the schedule is built (that takes Dagster),
 with a ``SettingsError`` that names its variable. ``SettingsError`` is a ``UserError``: the
@@ -84,6 +85,7 @@ VARIABLES: dict[str, str] = {
     "nightly_timezone": "HEDGE_NIGHTLY_TIMEZONE",
     "portfolio_dir": "HEDGE_PORTFOLIO_DIR",
     "ui_url": "HEDGE_UI_URL",
+    "progress": "HEDGE_PROGRESS",
 }
 
 # What a variable accepts, for the error message (Literal fields list their choices instead).
@@ -91,6 +93,7 @@ _EXPECTED = {
     "synthetic_seed": "an integer",
     "devices": "an integer >= 1",
     "history_weeks": "an integer from 1 to 52",
+    "progress": "0 or 1",
 }
 
 
@@ -131,6 +134,7 @@ class Settings(BaseModel):
     nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
     portfolio_dir: Path | None = None
     ui_url: str = DEFAULT_UI_URL
+    progress: bool | None = None
 
     @field_validator("data_dir")
     @classmethod

@@ -50,6 +50,7 @@ def test_defaults_are_those_of_the_design():
     assert settings.nightly_timezone == "UTC"
     assert settings.portfolio_dir is None
     assert settings.ui_url == "http://127.0.0.1:3000"
+    assert settings.progress is None  # off, unless hedge run turns it on
 
 
 def test_every_field_has_one_hedge_variable():
@@ -74,6 +75,8 @@ def test_every_field_has_one_hedge_variable():
         ("HEDGE_BAD_ROWS", "quarantine", "bad_rows", "quarantine"),
         ("HEDGE_DEVICES", "4", "devices", 4),
         ("HEDGE_HISTORY_WEEKS", "8", "history_weeks", 8),
+        ("HEDGE_PROGRESS", "1", "progress", True),
+        ("HEDGE_PROGRESS", "0", "progress", False),
         ("HEDGE_NIGHTLY_CRON", "30 23 * * 1-5", "nightly_cron", "30 23 * * 1-5"),
         ("HEDGE_NIGHTLY_TIMEZONE", "America/Chicago", "nightly_timezone", "America/Chicago"),
         ("HEDGE_PORTFOLIO_DIR", "/srv/templates", "portfolio_dir", Path("/srv/templates")),
@@ -108,6 +111,7 @@ def test_a_relative_data_dir_resolves_against_the_working_directory(tmp_path, mo
         ("HEDGE_DEVICES", "two", "expected an integer >= 1"),
         ("HEDGE_HISTORY_WEEKS", "0", "expected an integer from 1 to 52"),
         ("HEDGE_HISTORY_WEEKS", "53", "expected an integer from 1 to 52"),
+        ("HEDGE_PROGRESS", "sometimes", "expected 0 or 1"),
     ],
 )
 def test_a_bad_value_is_refused_naming_variable_value_and_choices(variable, value, accepted):
