@@ -54,6 +54,7 @@ from hedge_pipeline.bench.walkforward import against_baselines, pool, rolling_as
 from hedge_pipeline.runtime import paths
 
 MODEL = "ensemble"
+PNL_UNIT = "% of the index at as_of"
 REPLAY = "test_replay"
 READINGS = ("_without_costs",)  # columns that are readings of a hedger, not hedgers
 _LOG_TAIL = 3_000

@@ -436,14 +436,20 @@ def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
 _MARK = {"better": " ✓", "worse": " ✗", "undecided": ""}
 
 
-def markdown(report: dict[str, Any], unit: str = "calls", intervals: bool = False) -> str:
+def markdown(
+    report: dict[str, Any],
+    unit: str = "calls",
+    intervals: bool = False,
+    pnl_unit: str = "% of strike",
+) -> str:
     """The document's tables: each test period in a row (every hedger's ES10 minus BS delta's,
     ✓/✗ where its 95 % interval excludes 0: a relative change means little where the hedged
     calls' vol premium leaves BS delta's ES10 near 0), then the pool against BS delta and
     against the strongest baseline with the intervals; then the vol forecasts the same way
     (each period's best baseline's QLIKE in bold, the others' difference). ``unit``: what a
-    period's test counts (this bench's calls, ``bench.lineage``'s portfolio windows);
-    ``intervals``: also every period's every hedger with its interval, one row each."""
+    period's test counts (this bench's calls, ``bench.lineage``'s portfolio windows) and
+    ``pnl_unit`` what its P&L is in; ``intervals``: also every period's every hedger with its
+    interval, one row each."""
     names = [n for n in report["pooled"]["vs_bs_delta"] if n != "bs_delta"]
     deltas = [f"Δ {n}" for n in names]
     header = ["as_of", "test expiries", unit, "blocks", "bs_delta ES10", *deltas]
@@ -462,7 +468,7 @@ def markdown(report: dict[str, Any], unit: str = "calls", intervals: bool = Fals
         )
     parts = [markdown_table(header, rows, right_from=2), ""]
     pooled = report["pooled"]
-    head = ["hedger", "ES10 ↓ (% of strike)", "Δ vs {}", "95 % interval", "Δ %", "verdict"]
+    head = ["hedger", f"ES10 ↓ ({pnl_unit})", "Δ vs {}", "95 % interval", "Δ %", "verdict"]
     for baseline, table in (
         ("bs_delta", pooled["vs_bs_delta"]),
         (pooled["strongest_baseline"], pooled["vs_strongest"]),

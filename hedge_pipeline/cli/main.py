@@ -569,7 +569,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(markdown(report))
             return 0
     elif args.suite == "lineage":
-        from hedge_pipeline.bench.lineage import run
+        from hedge_pipeline.bench.lineage import PNL_UNIT, run
         from hedge_pipeline.bench.walkforward import markdown
 
         report = run(
@@ -577,7 +577,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             seed=args.seed, data_dir=args.data_dir,
         )  # fmt: skip
         if args.markdown:
-            print(markdown(report, unit="windows", intervals=True))
+            print(markdown(report, "windows", intervals=True, pnl_unit=PNL_UNIT))
             return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run
