@@ -3,7 +3,9 @@
 Every source (synthetic, files, alpaca) returns a Polars frame with exactly
 ``RAW_COLUMNS`` plus two lineage columns, ``source_file`` and ``source_row``, which name where
 each row came from so that a validation error can point at a file, a row and a column. The
-lineage columns are dropped before the rows reach DuckDB.
+lineage columns never enter ``raw_option_chains``: they stay with the staged rows while the
+blocking checks audit them (so that a failed check names file and row too) and are published
+beside them, in table ``raw_lineage`` (``tables.warehouse``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ RAW_KEY: list[str] = ["weekly_code", "option_symbol", "ts"]
 
 LINEAGE_SCHEMA: dict[str, pl.DataType] = {"source_file": pl.String(), "source_row": pl.Int64()}
 LINEAGE_COLUMNS: list[str] = list(LINEAGE_SCHEMA)
+
+# How DuckDB spells each Polars type of the market-data frames: the types the schema check
+# expects of a table, and those of the lineage columns a staged partition adds.
+DUCKDB_TYPES: dict[pl.DataType, str] = {
+    pl.String(): "VARCHAR",
+    pl.Float64(): "DOUBLE",
+    pl.Int64(): "BIGINT",
+    UTC_TS: "TIMESTAMP",
+}
 
 # Columns that may be null in a valid quote: a quote without a trade has no `last`, and many
 # feeds publish no volume or open interest.

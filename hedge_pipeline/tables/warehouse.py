@@ -4,6 +4,19 @@ Writes replace one weekly code's rows in one transaction (delete, then insert), 
 re-materialized partition never duplicates rows and a failed write leaves the table as it was.
 Connections are short-lived: DuckDB lets one process hold the file read-write, so every step
 computes in memory first and holds the file only to read its inputs or write its outputs.
+
+The market-data assets write-audit-publish (``staged_partition``). A partition is first
+written to staging tables of its own in schema ``staging`` of the same file, one per
+published table and code (``staging."raw_option_chains__3CN5"``). Each is created afresh as a
+copy of the published table's columns and types, without its constraints: the rows are cast
+exactly as publishing would cast them, so the schema check sees the types they would get, and
+a duplicate key reaches the ``unique_keys`` check instead of stopping the insert with a
+constraint error. The raw rows keep their lineage (``source_file``, ``source_row``) there. The
+blocking checks read the staged rows; only if all pass does ``publish`` replace the partition
+of every published table (``raw_option_chains``, ``raw_lineage``, ``quarantined_quotes``) in
+one transaction that also drops the staging tables. Otherwise the staging tables are dropped
+and the published tables were never touched. A process killed in between leaves staging
+tables behind, never a published change; the next staging of that code replaces them.
 """
 
 from __future__ import annotations
@@ -16,7 +29,13 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from hedge_pipeline.tables.schema import DUCKDB_RAW_DDL
+from hedge_pipeline.tables.schema import (
+    DUCKDB_RAW_DDL,
+    DUCKDB_TYPES,
+    LINEAGE_COLUMNS,
+    LINEAGE_SCHEMA,
+    check_weekly_code,
+)
 
 _RAW_DDL_COLUMNS = DUCKDB_RAW_DDL.split("(", 1)[1].rsplit("PRIMARY KEY", 1)[0].rstrip().rstrip(",")
 
@@ -41,6 +60,15 @@ TABLE_DDL: dict[str, str] = {
             source_file VARCHAR, source_row BIGINT, "column" VARCHAR, reason VARCHAR
         )
     """,
+    # Where each published raw row came from (file and 1-based row of data), published with
+    # the rows: a later check (greeks_features' IV solve rate) names file and row with it.
+    "raw_lineage": """
+        CREATE TABLE IF NOT EXISTS raw_lineage (
+            weekly_code VARCHAR NOT NULL, option_symbol VARCHAR NOT NULL, ts TIMESTAMP NOT NULL,
+            source_file VARCHAR NOT NULL, source_row BIGINT NOT NULL,
+            PRIMARY KEY (weekly_code, option_symbol, ts)
+        )
+    """,
     # Written whole by the portfolio_selection asset (hedge_pipeline.stages.selection.book).
     "portfolio_selection": """
         CREATE TABLE IF NOT EXISTS portfolio_selection (
@@ -59,6 +87,8 @@ TABLE_DDL: dict[str, str] = {
 # How long a step waits for another process to release the DuckDB file. Writers queue behind
 # the `duckdb_writer` pool, so this only covers readers and writers outside Dagster.
 LOCK_TIMEOUT_S = 120.0
+
+STAGING_SCHEMA = "staging"
 
 
 class WarehouseLockTimeout(RuntimeError):
@@ -119,20 +149,108 @@ def replace_rows(
     refuses (type, NOT NULL, duplicate key) aborts the whole transaction, leaving every table
     as it was.
     """
+    with _transaction(con):
+        for table, frame in tables.items():
+            con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
+            _insert(con, table, frame)
+
+
+@contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Everything in the block commits together, or (on any exception) nothing does."""
     con.execute("BEGIN TRANSACTION")
     try:
-        for table, frame in tables.items():
-            columns = [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
-            quoted = ", ".join(f'"{c}"' for c in columns)
-            con.execute(f"DELETE FROM {table} WHERE {where}", params or [])
-            if frame.height:
-                con.register("incoming", _naive_utc(frame.select(columns)).to_arrow())
-                con.execute(f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM incoming")
-                con.unregister("incoming")
+        yield
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    """Append ``frame``'s rows to ``table``, by column name, in the table's column order."""
+    if not frame.height:
+        return
+    columns = _columns(con, table)
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    con.register("incoming", _naive_utc(frame.select(columns)).to_arrow())
+    con.execute(f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM incoming")
+    con.unregister("incoming")
+
+
+class StagedPartition:
+    """One weekly code's rows in staging tables: read them, audit them, publish them or not.
+
+    Made by ``staged_partition``, valid inside its block only.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, names: dict[str, str]) -> None:
+        self._con = con
+        self._names = names  # published table -> its staging table
+
+    def read(self, table: str) -> pl.DataFrame:
+        """The staged rows of ``table`` (with their lineage where they carry it), in key order."""
+        return query(self._con, f"SELECT * FROM {self._names[table]} ORDER BY option_symbol, ts")
+
+    def types(self, table: str) -> dict[str, str]:
+        """DuckDB types of the staged columns ``table`` publishes: the types its rows would get."""
+        published = set(_columns(self._con, table))
+        return {
+            name: typ
+            for name, typ, *_ in self._con.execute(f"DESCRIBE {self._names[table]}").fetchall()
+            if name in published
+        }
+
+    def publish(self, weekly_code: str, sources: dict[str, str]) -> None:
+        """Replace ``weekly_code``'s rows of each published table with the staged rows of
+        ``sources[table]`` (columns by name), and drop the staging tables, in ONE transaction:
+        a reader sees every table's old partition or every table's new one. A staged table may
+        fill several (the staged raw rows fill ``raw_option_chains`` and ``raw_lineage``)."""
+        with _transaction(self._con):
+            for table, source in sources.items():
+                quoted = ", ".join(f'"{c}"' for c in _columns(self._con, table))
+                self._con.execute(f"DELETE FROM {table} WHERE weekly_code = ?", [weekly_code])
+                self._con.execute(
+                    f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM {self._names[source]}"
+                )
+            self.discard()
+
+    def discard(self) -> None:
+        """Drop the staging tables (``publish`` does, in its transaction)."""
+        for name in self._names.values():
+            self._con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+@contextmanager
+def staged_partition(
+    con: duckdb.DuckDBPyConnection, weekly_code: str, tables: dict[str, pl.DataFrame]
+) -> Iterator[StagedPartition]:
+    """Stage ``weekly_code``'s new rows of each published table (write-audit-publish, see the
+    module docstring); the block audits them and calls ``publish`` if they pass. Whatever is
+    still staged when the block ends (not published, or an exception) is dropped."""
+    names = {t: f'{STAGING_SCHEMA}."{t}__{check_weekly_code(weekly_code)}"' for t in tables}
+    with _transaction(con):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
+        for table, frame in tables.items():
+            lineage = "".join(
+                f", NULL::{DUCKDB_TYPES[LINEAGE_SCHEMA[c]]} AS {c}"
+                for c in LINEAGE_COLUMNS
+                if c in frame.columns and c not in _columns(con, table)
+            )
+            con.execute(
+                f"CREATE OR REPLACE TABLE {names[table]} AS SELECT *{lineage} FROM {table} LIMIT 0"
+            )
+            _insert(con, names[table], frame)
+    staged = StagedPartition(con, names)
+    try:
+        yield staged
+    finally:
+        with _transaction(con):
+            staged.discard()
 
 
 def read_partition(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> pl.DataFrame:
@@ -165,11 +283,15 @@ def _naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def partition_hash(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> str:
-    """Order-independent content hash of one partition (data version and idempotence tests)."""
+    """Order-independent content hash of one partition (data version and idempotence tests).
+
+    Fetched to the end (``fetchall``): DuckDB 2 refuses the connection's next relation query
+    while a result is left unfinished, as ``fetchone`` leaves it.
+    """
     columns = ", ".join(f'"{row[0]}"' for row in con.execute(f"DESCRIBE {table}").fetchall())
-    (digest,) = con.execute(
+    [(digest,)] = con.execute(
         f"SELECT coalesce(bit_xor(hash({columns})), 0)::VARCHAR || ':' || count(*) "
         f"FROM {table} WHERE weekly_code = ?",
         [weekly_code],
-    ).fetchone()
+    ).fetchall()
     return digest

@@ -12,8 +12,12 @@ optional cell, a UTF-8 BOM). Every case must end in one of three ways:
   with its column and reason, and what is stored passes the rules again;
 * a clean load, allowed only when no corruption had to fail.
 
-Through Dagster (``materialize`` into a real DuckDB file), a failed case must leave every
-table as it was: the previous good version of the partition and another code's rows alike.
+Rows that load and pass the rules are then audited (``market_data.quality``, the blocking checks
+of the staged partition): a price near but above its static bound passes the parser's tolerance
+and fails ``static_no_arbitrage``. Through Dagster (``materialize`` into a real DuckDB file), a
+failed case, at parse time or at the audit, must leave every table as it was: the previous good
+version of the partition and another code's rows alike; an audit failure names file, row and
+column of its worst offenders, as a parse error does.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,8 +38,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from hedge_pipeline.orchestration.resources import WarehouseResource
+from hedge_pipeline.orchestration.resources import DataQualityResource, WarehouseResource
 from hedge_pipeline.runtime import paths
+from hedge_pipeline.stages.market_data import quality
 from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sources.files import (
     CANONICAL_DEFAULTS,
@@ -52,6 +58,7 @@ from hedge_pipeline.stages.selection.templates import (
 )
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline.tables.schema import (
+    DUCKDB_TYPES,
     NULLABLE_COLUMNS,
     RAW_COLUMNS,
     RAW_SCHEMA,
@@ -63,6 +70,7 @@ from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
 from hedge_pipeline_tests.stages.market_data.sources.malformed_corpus import (
     CALL,
     CONTRACT,
+    PUT,
     canonical_drop,
     per_option_drop,
     to_parquet,
@@ -79,6 +87,9 @@ JUNK = st.text(alphabet="bcdghjklmopqrsuvwxz/?", min_size=1, max_size=8)
 NON_FINITE = st.sampled_from(["NaN", "nan", "inf", "-inf", "Infinity", "1e400"])
 BAD_DATES = st.sampled_from(["30/06/2025 14:05", "2025-13-45", "2025-06-31T25:00", "yesterday"])
 LATE = "2031-01-02T03:04:05Z"  # after every expiry of the drops
+# Option prices far above any static bound of the drops (their strikes and underlying prices
+# are near 111): the measured 1e308, and prices a thousandfold too high.
+INFLATED = st.sampled_from(["1e308", "1.5e5", "99999.99"])
 
 
 # --- quote drops -----------------------------------------------------------------------------
@@ -200,7 +211,16 @@ NEGATIVE_FAILS = {"underlying_price", "strike", "bid", "ask", "last", "volume", 
 
 def _cell_fails(drop: Drop, name: str, sheet: Sheet, column: str, kind: str) -> bool:
     """Whether a cell corruption of ``kind`` must end in an error or in quarantine."""
-    if kind in ("junk", "blank", "non_finite", "bad_date", "fraction", "other_code", "crossed"):
+    if kind in (
+        "junk",
+        "blank",
+        "non_finite",
+        "bad_date",
+        "fraction",
+        "other_code",
+        "crossed",
+        "inflated",
+    ):
         return True
     if kind == "missing":
         return not _nullable(drop, name, sheet, column)
@@ -293,6 +313,21 @@ def _cross_quote(draw: st.DrawFn, drop: Drop) -> None:
     bid = _number(sheet, row, "ask") + draw(st.floats(0.01, 10.0))
     sheet.set(row, "bid", f"{bid:.4f}", "crossed")
     drop.notes.append(f"{name} row {row + 1} crossed bid {bid:.4f}")
+
+
+@st.composite
+def _inflate_price(draw: st.DrawFn, drop: Drop) -> None:
+    """An option's bid, ask or last far above what the option can be worth: the parser's
+    static-bound rule refuses it (a bid that high is also a crossed quote)."""
+    name = draw(st.sampled_from(sorted(n for n in drop.sheets if n != UNDERLYING)))
+    sheet = drop.sheets[name]
+    columns = [c for c in ("bid", "ask", "last", "price") if c in sheet.header]
+    rows = sheet.untouched()
+    if not columns or not rows:
+        return
+    row, column, value = draw(st.sampled_from(rows)), draw(st.sampled_from(columns)), draw(INFLATED)
+    sheet.set(row, column, value, "inflated")
+    drop.notes.append(f"{name} row {row + 1} {column}={value}")
 
 
 def _number(sheet: Sheet, row: int, column: str) -> float | None:
@@ -445,7 +480,7 @@ def malformed_drops(draw: st.DrawFn) -> Drop:
     layout = draw(st.sampled_from(["canonical", "per_option"]))
     drop = valid_drop(layout, parquet=layout == "canonical" and draw(st.booleans()))
     # Row-level corruptions come up more often: they are the ones quarantine can set aside.
-    edits = [_edit_cell] * 3 + [_cross_quote, _duplicate_row, _truncate_line]
+    edits = [_edit_cell] * 3 + [_cross_quote, _inflate_price, _duplicate_row, _truncate_line]
     edits += [_drop_or_rename_column]
     edits += [_edit_text_cell] if layout == "canonical" else [_break_contract]
     for _ in range(draw(st.integers(1, 3))):
@@ -459,6 +494,22 @@ def crossed_call_quote() -> Drop:
     """One crossed quote: quarantined under 'quarantine', an error under 'reject'."""
     drop = valid_drop("per_option")
     drop.sheets[CALL].set(1, "bid", "9.99", "crossed")
+    return drop
+
+
+def inflated_put_price() -> Drop:
+    """The measured problem: a put quoted at 1e308, refused at parse time."""
+    drop = valid_drop("per_option")
+    drop.sheets[PUT].set(2, "price", "1e308", "inflated")
+    return drop
+
+
+def call_quoted_above_its_bound() -> Drop:
+    """A call bid and asked 4-5% above the underlying price: within the parser's tolerance,
+    above the discounted bound, so the audit of the staged rows refuses the partition."""
+    drop = valid_drop("per_option")
+    drop.sheets[CALL].set(1, "bid", "116.00", "near_bound")
+    drop.sheets[CALL].set(1, "ask", "117.00", "near_bound")
     return drop
 
 
@@ -507,7 +558,7 @@ def _check_error(error: ChainDataError, drop: Drop) -> None:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # 'error', 'quarantine' or 'clean'
+    kind: str  # 'error', 'audit' (a blocking check of the staged rows fails), 'quarantine', 'clean'
     stored: int = 0  # rows fit to store
     quarantined: int = 0
 
@@ -526,15 +577,20 @@ def judge(root: Path, drop: Drop, policy: str) -> Outcome:
         source_file=pl.lit("kept"), source_row=pl.int_range(1, pl.len() + 1)
     )
     validate_chain(kept, "reject")
-    outcome = Outcome("clean", result.valid.height, result.quarantined.height)
     if result.quarantined.height:
         assert policy == "quarantine"
         assert result.quarantined["reason"].null_count() == 0
         assert set(result.quarantined["column"]) <= set(RAW_COLUMNS)
-        return Outcome("quarantine", result.valid.height, result.quarantined.height)
-    reasons = drop.must_fail()
-    assert not reasons, f"loaded cleanly despite {reasons}"
-    return outcome
+    else:
+        reasons = drop.must_fail()
+        assert not reasons, f"loaded cleanly despite {reasons}"
+    # The staged rows' audit, as the asset runs it on rows of the contract's types.
+    types = {column: DUCKDB_TYPES[dtype] for column, dtype in RAW_SCHEMA.items()}
+    rate = DataQualityResource().max_arbitrage_violation_rate
+    if not quality.all_passed(quality.audit_raw(result.valid, types, rate)):
+        return Outcome("audit")
+    kind = "quarantine" if result.quarantined.height else "clean"
+    return Outcome(kind, result.valid.height, result.quarantined.height)
 
 
 @settings(
@@ -544,6 +600,7 @@ def judge(root: Path, drop: Drop, policy: str) -> Outcome:
 )
 @given(drop=malformed_drops(), policy=st.sampled_from(["reject", "quarantine"]))
 @example(drop=canonical_without_option_symbol(), policy="reject")
+@example(drop=inflated_put_price(), policy="quarantine")
 def test_generated_drops_end_in_a_clear_error_or_quarantine(tmp_path, drop, policy):
     """The source and the row rules alone, on many cases (each one writes its own folder)."""
     _write(tmp_path, drop)
@@ -578,6 +635,8 @@ def seeded_warehouse(instance, data_dir: Path, synthetic_code_frame) -> Iterator
 @given(drop=malformed_drops(), policy=st.sampled_from(["reject", "quarantine"]))
 @example(drop=crossed_call_quote(), policy="quarantine")
 @example(drop=canonical_without_option_symbol(), policy="reject")
+@example(drop=inflated_put_price(), policy="reject")
+@example(drop=call_quoted_above_its_bound(), policy="reject")
 def test_generated_drops_through_dagster_change_nothing_when_they_fail(
     instance, data_dir, seeded_warehouse, drop, policy
 ):
@@ -600,6 +659,20 @@ def test_generated_drops_through_dagster_change_nothing_when_they_fail(
         assert failure.step_key == "raw_option_chains"
         message = failure.step_failure_data.user_failure_data.description
         assert message.startswith(CODE), message  # the code's folder or a file in it
+        assert after == before
+        return
+    if expected.kind == "audit":
+        assert not result.success
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "raw_option_chains"
+        message = failure.step_failure_data.user_failure_data.description
+        assert message.startswith(f"raw_option_chains {CODE!r} not published"), message
+        # Each offender named: a file of the drop, a row of it, a column of the layout.
+        named = re.findall(r"\n  ([^,\n]+), row (\d+), column '(\w+)': ", message)
+        assert named, message
+        files = {f"{CODE}/{name}" for name in drop.files()}
+        for file, row, column in named:
+            assert file in files and int(row) >= 1 and column in RAW_COLUMNS, message
         assert after == before
         return
     [stored] = result.asset_materializations_for_node("raw_option_chains")

@@ -1,13 +1,17 @@
 """``raw_option_chains`` and ``greeks_features``: one weekly code per partition, in DuckDB.
 
-Both assets are thin: the source parses, ``validation`` judges, ``features``
-computes, ``tables.warehouse`` replaces the partition in one transaction. Each step's checks
-run on what was stored and come back with the materialization; the failed blocking ones stop
-downstream assets. Both write behind pool ``duckdb_writer`` (limit 1), so writers queue in
-Dagster rather than on DuckDB's file lock.
+Both assets are thin: the source parses, ``validation`` judges, ``features`` computes, and
+both write-audit-publish: ``tables.warehouse`` stages the partition, ``quality`` audits the
+staged rows with the blocking checks, and only if every one passes is the partition published
+(in one transaction). A failed check publishes nothing: its evaluation (passed=False, with
+the worst offenders in its metadata) is recorded before the step fails, once and without a
+retry, with a message naming file, row and column of those offenders. Dagster allows check
+results ahead of (and without) a materialization for this pattern; they then point at no
+materialization (dagster-io/dagster#16178, #16732). Both write behind pool ``duckdb_writer``
+(limit 1), so writers queue in Dagster rather than on DuckDB's file lock.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -22,35 +26,29 @@ from hedge_pipeline.orchestration.resources import (
 )
 from hedge_pipeline.stages.market_data import quality
 from hedge_pipeline.stages.market_data.features import compute_features, iv_status_rates
+from hedge_pipeline.stages.market_data.quality import FEATURE_CHECKS, RAW_CHECKS, CheckOutcome
 from hedge_pipeline.stages.market_data.validation import validate_chain
 from hedge_pipeline.tables import warehouse
-from hedge_pipeline.tables.schema import RAW_SCHEMA, ChainDataError, UnknownWeeklyCodeError
+from hedge_pipeline.tables.schema import ChainDataError, UnknownWeeklyCodeError
 
-RAW_CHECKS = (
-    "schema_and_types",
-    "unique_keys",
-    "bid_le_ask",
-    "non_negative_prices",
-    "within_contract_life",
-    "static_no_arbitrage",
-)
-FEATURE_CHECKS = ("schema_and_types", "iv_solve_rate")
 PREVIEW_COLUMNS = ["ts", "option_symbol", "strike", "bid", "ask", "underlying_price"]
 FEATURE_PREVIEW = ["ts", "option_symbol", "mid", "tau", "log_moneyness", "iv", "iv_status", "delta"]
-DUCKDB_TYPES = {
-    pl.String(): "VARCHAR",
-    pl.Float64(): "DOUBLE",
-    pl.Int64(): "BIGINT",
-    pl.Datetime("us", "UTC"): "TIMESTAMP",
+# Which published table each staged one fills: the staged raw rows carry their lineage, which
+# raw_lineage takes and raw_option_chains leaves.
+RAW_PUBLISH = {
+    "raw_option_chains": "raw_option_chains",
+    "raw_lineage": "raw_option_chains",
+    "quarantined_quotes": "quarantined_quotes",
 }
+FEATURE_PUBLISH = {"greeks_features": "greeks_features"}
 
 
 def _partition_writer(
     asset: str, checks: tuple[str, ...], deps: list[dg.AssetsDefinition] | None = None
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """The decorator of both assets: one weekly code per partition, written to DuckDB behind
-    pool ``duckdb_writer``, its ``checks`` blocking, a failed run retried twice (bad input
-    raises ``dg.Failure`` with retries off)."""
+    pool ``duckdb_writer``, its ``checks`` blocking, a failed run retried twice (bad input and
+    a failed audit raise ``dg.Failure`` with retries off)."""
     return dg.asset(
         partitions_def=weekly_code_partitions,
         group_name="market_data",
@@ -62,8 +60,17 @@ def _partition_writer(
     )
 
 
-def _table_types(con, table: str) -> dict[str, str]:
-    return {row[0]: row[1] for row in con.execute(f"DESCRIBE {table}").fetchall()}
+def _audited(
+    asset: str, code: str, checks: tuple[str, ...], outcomes: dict[str, CheckOutcome]
+) -> Iterator[dg.AssetCheckResult]:
+    """Nothing when the staged partition passed (its check results go with the
+    materialization); otherwise every check's result, then the run's failure."""
+    message = quality.audit_failure(asset, code, outcomes)
+    if message is None:
+        return
+    for name in checks:
+        yield check_result(name, outcomes[name])
+    raise dg.Failure(description=message, allow_retries=False)
 
 
 @_partition_writer("raw_option_chains", RAW_CHECKS)
@@ -72,7 +79,7 @@ def raw_option_chains(
     source: ChainSourceResource,
     warehouse_db: WarehouseResource,
     quality_policy: DataQualityResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     """Quotes of every option of one weekly code, in the canonical schema (docs/design.md §3)."""
     code = context.partition_key
     try:
@@ -82,25 +89,20 @@ def raw_option_chains(
         # Bad input does not get better on retry: fail once, clearly, with nothing written.
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
     quarantined = result.quarantined.with_columns(pl.lit(code).alias("weekly_code"))
+    incoming = {"raw_option_chains": result.valid, "quarantined_quotes": quarantined}
     with warehouse_db.connect() as con:
-        warehouse.replace_partition(
-            con, code, {"raw_option_chains": result.valid, "quarantined_quotes": quarantined}
-        )
-        stored = warehouse.read_partition(con, "raw_option_chains", code)
-        types = _table_types(con, "raw_option_chains")
+        with warehouse.staged_partition(con, code, incoming) as staged:
+            stored = staged.read("raw_option_chains")
+            outcomes = quality.audit_raw(
+                stored,
+                staged.types("raw_option_chains"),
+                quality_policy.max_arbitrage_violation_rate,
+            )
+            if quality.all_passed(outcomes):
+                staged.publish(code, RAW_PUBLISH)
         version = warehouse.partition_hash(con, "raw_option_chains", code)
-    expected = {c: DUCKDB_TYPES[t] for c, t in RAW_SCHEMA.items()}
-    outcomes = {
-        "schema_and_types": quality.schema_matches(types, expected),
-        "unique_keys": quality.unique_keys(stored),
-        "bid_le_ask": quality.bid_le_ask(stored),
-        "non_negative_prices": quality.non_negative_prices(stored),
-        "within_contract_life": quality.within_contract_life(stored),
-        "static_no_arbitrage": quality.static_no_arbitrage(
-            stored, quality_policy.max_arbitrage_violation_rate
-        ),
-    }
-    return dg.MaterializeResult(
+    yield from _audited("raw_option_chains", code, RAW_CHECKS, outcomes)
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": stored.height,
             "options": stored["option_symbol"].n_unique(),
@@ -122,7 +124,7 @@ def greeks_features(
     context: dg.AssetExecutionContext,
     warehouse_db: WarehouseResource,
     quality_policy: DataQualityResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     """Mid, implied vol, Greeks, moneyness, tau and market features of one weekly code."""
     code = context.partition_key
     with warehouse_db.connect(read_only=True) as con:
@@ -138,16 +140,21 @@ def greeks_features(
         )
     features = compute_features(raw)
     with warehouse_db.connect() as con:
-        warehouse.replace_partition(con, code, {"greeks_features": features})
-        types = _table_types(con, "greeks_features")
+        lineage = warehouse.read_partition(con, "raw_lineage", code)
+        with warehouse.staged_partition(con, code, {"greeks_features": features}) as staged:
+            outcomes = quality.audit_features(
+                staged.read("greeks_features"),
+                staged.types("greeks_features"),
+                features.schema,
+                lineage,
+                quality_policy.iv_solve_rate_floor,
+            )
+            if quality.all_passed(outcomes):
+                staged.publish(code, FEATURE_PUBLISH)
         version = warehouse.partition_hash(con, "greeks_features", code)
+    yield from _audited("greeks_features", code, FEATURE_CHECKS, outcomes)
     rates = iv_status_rates(features)
-    expected = {c: DUCKDB_TYPES[t] for c, t in features.schema.items()}
-    outcomes = {
-        "schema_and_types": quality.schema_matches(types, expected),
-        "iv_solve_rate": quality.iv_solve_rate(features, quality_policy.iv_solve_rate_floor),
-    }
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": features.height,
             "options": features["option_symbol"].n_unique(),

@@ -1,26 +1,64 @@
-"""Data-quality checks on a stored weekly-code partition (the asset checks' logic).
+"""Data-quality checks on a staged weekly-code partition: the audit of write-audit-publish.
 
-Ingest validation (``market_data.validation``) already refuses bad rows; these checks re-verify
-what is actually in the warehouse, so data written by any other path is caught too, and add
-the checks that need a whole cross-section: static no-arbitrage bounds and monotonicity in
-strike at each timestamp, and the implied-vol solve rate.
+The market-data assets stage a partition (``tables.warehouse.staged_partition``), run these
+checks on the staged rows and publish only if every one passes: all are blocking, and a
+failed one fails the run with ``audit_failure``'s message while the published tables stay as
+they were. Ingest validation (``market_data.validation``) already refuses bad rows; these
+checks re-verify the rows as DuckDB holds them, so data written by any other path is caught
+too, and add the checks that need a whole cross-section: static no-arbitrage bounds and
+monotonicity in strike at each timestamp, and the implied-vol solve rate.
 
-Each check returns a ``CheckOutcome``; the Dagster layer turns it into an ``AssetCheckResult``.
-A failed check with severity ``ERROR`` blocks downstream assets.
+``bid_le_ask``, ``non_negative_prices`` and ``within_contract_life`` judge with validation's
+own rules (``CROSSED_QUOTE``, ...), and ``unique_keys`` with the staged key: rows that came
+through ``validate_chain`` never fail them (it refused those rows first, and by the same
+rules), so they fail only for rows staged by another path; their tests call them directly.
+
+Each check returns a ``CheckOutcome`` naming its worst offenders as validation names a bad
+row (``ChainDataError``: ``3CN5/CALL_111.5.csv, row 17, column 'bid': reason``), from the
+rows' lineage columns (``source_file``, ``source_row``) where the frame carries them, else by
+key. The Dagster layer turns an outcome into an ``AssetCheckResult``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import polars as pl
 
 from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
-from hedge_pipeline.tables.schema import RAW_KEY
+from hedge_pipeline.stages.market_data.validation import (
+    AFTER_EXPIRY,
+    CROSSED_QUOTE,
+    NEGATIVE_PRICE,
+    NON_POSITIVE,
+    Rule,
+    judge,
+)
+from hedge_pipeline.tables.schema import (
+    DUCKDB_TYPES,
+    LINEAGE_COLUMNS,
+    RAW_KEY,
+    RAW_SCHEMA,
+    ChainDataError,
+    Location,
+)
 
 # Prices are compared with this absolute slack so that float rounding is never a violation.
 PRICE_EPS = 1e-9
+# Offenders a failed check names (worst first); the last one counts the rest.
+WORST_SHOWN = 3
+
+RAW_CHECKS = (
+    "schema_and_types",
+    "unique_keys",
+    "bid_le_ask",
+    "non_negative_prices",
+    "within_contract_life",
+    "static_no_arbitrage",
+)
+FEATURE_CHECKS = ("schema_and_types", "iv_solve_rate")
 
 
 @dataclass(frozen=True)
@@ -29,61 +67,134 @@ class CheckOutcome:
     description: str
     severity: Literal["ERROR", "WARN"] = "ERROR"
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The worst offending rows (at most WORST_SHOWN), each located like a parse error.
+    worst: tuple[ChainDataError, ...] = ()
 
 
-def _count_check(frame: pl.DataFrame, bad: pl.Expr, what: str) -> CheckOutcome:
-    offenders = frame.filter(bad)
-    sample = offenders.head(5).select(RAW_KEY).rows()
+def _located(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` with ``_file`` and ``_row``: where each row came from. Rows without lineage
+    (a partition published before ``raw_lineage`` existed) are named by their key instead."""
+    key = pl.format(
+        "{} {} at {}", pl.col("weekly_code"), pl.col("option_symbol"), pl.col("ts").cast(pl.String)
+    )
+    if set(LINEAGE_COLUMNS) <= set(frame.columns):
+        return frame.with_columns(
+            _file=pl.coalesce(pl.col("source_file"), key), _row=pl.col("source_row")
+        )
+    return frame.with_columns(_file=key, _row=pl.lit(None, pl.Int64))
+
+
+def _worst(offenders: pl.DataFrame) -> tuple[ChainDataError, ...]:
+    """The first ``WORST_SHOWN`` of ``offenders`` (located, worst first, with ``column`` and
+    ``reason``) as errors; the last one says how many more there are."""
+    shown = offenders.head(WORST_SHOWN).rows(named=True)
+    more = offenders.height - len(shown)
+    return tuple(
+        ChainDataError(
+            Location(r["_file"], r["_row"], r["column"]),
+            r["reason"],
+            more=more if i == len(shown) - 1 else 0,
+        )
+        for i, r in enumerate(shown)
+    )
+
+
+def _outcome(
+    passed: bool,
+    description: str,
+    offenders: pl.DataFrame,
+    metadata: dict[str, Any],
+    severity: Literal["ERROR", "WARN"] = "ERROR",
+) -> CheckOutcome:
+    worst = _worst(offenders)
     return CheckOutcome(
+        passed=passed,
+        description=description,
+        severity=severity,
+        metadata={**metadata, "worst_offenders": [str(e) for e in worst]},
+        worst=worst,
+    )
+
+
+def _rule_check(frame: pl.DataFrame, rules: tuple[Rule, ...], what: str) -> CheckOutcome:
+    """Rows breaking any of ``rules``, first in file and row order, as validation reports them."""
+    offenders = _located(judge(frame, rules).filter(pl.col("column").is_not_null()))
+    offenders = offenders.sort("_file", "_row", nulls_last=True)
+    return _outcome(
         passed=offenders.is_empty(),
         description=f"{offenders.height} rows with {what}" if offenders.height else f"no {what}",
-        metadata={"violations": offenders.height, "sample": [list(map(str, r)) for r in sample]},
+        offenders=offenders,
+        metadata={"violations": offenders.height},
     )
+
+
+DUPLICATE_KEY = Rule(
+    "ts",
+    pl.len().over(RAW_KEY) > 1,
+    pl.format(
+        "quote for ({}, {}, {}) is one of {} with that key: the key must be unique",
+        pl.col("weekly_code"),
+        pl.col("option_symbol"),
+        pl.col("ts").cast(pl.String),
+        pl.len().over(RAW_KEY),
+    ),
+)
 
 
 def unique_keys(frame: pl.DataFrame) -> CheckOutcome:
-    return _count_check(
-        frame, pl.len().over(RAW_KEY) > 1, "duplicate (weekly_code, option_symbol, ts)"
-    )
+    """Every copy of a duplicated key counts (validation keeps the first and refuses the rest;
+    a staged duplicate came by another path, and no copy is known to be the right one)."""
+    return _rule_check(frame, (DUPLICATE_KEY,), "duplicate (weekly_code, option_symbol, ts)")
 
 
 def bid_le_ask(frame: pl.DataFrame) -> CheckOutcome:
-    return _count_check(frame, pl.col("bid") > pl.col("ask"), "bid > ask")
+    return _rule_check(frame, (CROSSED_QUOTE,), "bid > ask")
 
 
 def non_negative_prices(frame: pl.DataFrame) -> CheckOutcome:
-    bad = (pl.col("bid") < 0) | (pl.col("ask") < 0) | (pl.col("last") < 0).fill_null(False)
-    bad = bad | (pl.col("underlying_price") <= 0) | (pl.col("strike") <= 0)
-    return _count_check(frame, bad, "negative prices or non-positive strike/underlying")
+    return _rule_check(
+        frame, (*NON_POSITIVE, *NEGATIVE_PRICE), "negative prices or non-positive strike/underlying"
+    )
 
 
 def within_contract_life(frame: pl.DataFrame) -> CheckOutcome:
-    return _count_check(frame, pl.col("ts") > pl.col("expiry"), "quotes after expiry")
+    return _rule_check(frame, (AFTER_EXPIRY,), "quotes after expiry")
 
 
-def schema_matches(actual: dict[str, str], expected: dict[str, str]) -> CheckOutcome:
-    """Compare a table's ``DESCRIBE`` types with the contract's."""
+def schema_matches(actual: dict[str, str], expected: dict[str, str], *, table: str) -> CheckOutcome:
+    """Compare a (staged) table's ``DESCRIBE`` types with the contract's; an offender is a
+    column of ``table``."""
     problems = {
         col: f"expected {typ}, found {actual.get(col, 'nothing')}"
         for col, typ in expected.items()
         if actual.get(col) != typ
     }
-    return CheckOutcome(
+    offenders = pl.DataFrame(
+        {
+            "_file": [f"table {table}"] * len(problems),
+            "_row": pl.Series([None] * len(problems), dtype=pl.Int64),
+            "column": list(problems),
+            "reason": list(problems.values()),
+        },
+        schema={"_file": pl.String, "_row": pl.Int64, "column": pl.String, "reason": pl.String},
+    )
+    return _outcome(
         passed=not problems,
         description="schema matches the contract" if not problems else f"schema drift: {problems}",
+        offenders=offenders,
         metadata={"columns": len(actual), "problems": problems},
     )
 
 
-def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> CheckOutcome:
-    """Mids inside the static bounds and monotone in strike, each within the quoted spread.
+def _round(col: str) -> pl.Expr:
+    """A computed price for a message: six significant digits, not float noise."""
+    return pl.col(col).round_sig_figs(6).cast(pl.String)
 
-    Bounds: discounted intrinsic ≤ price ≤ e^{-rτ}F (call) or e^{-rτ}K (put). In strike, at
-    each timestamp, call mids must not rise and put mids must not fall by more than the two
-    half-spreads. Real books hold a few stale quotes, so the check fails (and blocks) only
-    above ``max_violation_rate``; below it, any violation is a warning.
-    """
-    f = frame.filter(pl.col("ask") > 0).with_columns(
+
+def _with_static_bounds(frame: pl.DataFrame) -> pl.DataFrame:
+    """Each quote's mid, half-spread and static bounds: the discounted intrinsic value below,
+    e^{-rτ}F (call) or e^{-rτ}K (put) above."""
+    f = frame.with_columns(
         _mid=(pl.col("bid") + pl.col("ask")) / 2,
         _half=(pl.col("ask") - pl.col("bid")) / 2,
         _tau=((pl.col("expiry") - pl.col("ts")).dt.total_microseconds() / 1e6 / SECONDS_PER_YEAR),
@@ -99,28 +210,104 @@ def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> Check
     )
     is_call = pl.col("option_type") == "C"
     sign = pl.when(is_call).then(1.0).otherwise(-1.0)
-    lower = pl.col("_df") * (sign * (pl.col("_fwd") - pl.col("strike"))).clip(lower_bound=0.0)
-    upper = pl.col("_df") * pl.when(is_call).then(pl.col("_fwd")).otherwise(pl.col("strike"))
-    bounds_bad = (pl.col("_mid") + pl.col("_half") < lower - PRICE_EPS) | (
-        pl.col("_mid") - pl.col("_half") > upper + PRICE_EPS
+    return f.with_columns(
+        _lower=pl.col("_df") * (sign * (pl.col("_fwd") - pl.col("strike"))).clip(lower_bound=0.0),
+        _upper=pl.col("_df") * pl.when(is_call).then(pl.col("_fwd")).otherwise(pl.col("strike")),
+    )
+
+
+_OFFENDER_COLUMNS = ["_file", "_row", "column", "reason", "_excess"]
+
+
+def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> CheckOutcome:
+    """Mids inside the static bounds and monotone in strike, each within the quoted spread.
+
+    Bounds: discounted intrinsic ≤ price ≤ e^{-rτ}F (call) or e^{-rτ}K (put). In strike, at
+    each timestamp, call mids must not rise and put mids must not fall by more than the two
+    half-spreads. Real books hold a few stale quotes, so the check fails (and blocks) only
+    above ``max_violation_rate``; below it, any violation is a warning. Validation refuses
+    prices far above the bounds at parse time; what is left here is the quotes near them.
+
+    Offending rows, worst (furthest outside, in price) first: the ask of a quote entirely
+    below its intrinsic value, the bid of one entirely above its bound, and the bid of the
+    quote that breaks monotonicity by being dearer than its neighbour (a call than the call
+    one strike below, a put than the put one strike above).
+    """
+    f = _with_static_bounds(frame.filter(pl.col("ask") > 0))
+    below = pl.col("_mid") + pl.col("_half") < pl.col("_lower") - PRICE_EPS
+    above = pl.col("_mid") - pl.col("_half") > pl.col("_upper") + PRICE_EPS
+    bounds = _located(f.filter(below | above)).with_columns(
+        column=pl.when(below).then(pl.lit("ask")).otherwise(pl.lit("bid")),
+        reason=pl.when(below)
+        .then(
+            pl.format(
+                "ask {} is below the discounted intrinsic value {}",
+                pl.col("ask").cast(pl.String),
+                _round("_lower"),
+            )
+        )
+        .otherwise(
+            pl.format(
+                "bid {} is above the static upper bound {} (e^-rτ·{})",
+                pl.col("bid").cast(pl.String),
+                _round("_upper"),
+                pl.when(pl.col("option_type") == "C").then(pl.lit("F")).otherwise(pl.lit("K")),
+            )
+        ),
+        _excess=pl.when(below)
+        .then(pl.col("_lower") - pl.col("ask"))
+        .otherwise(pl.col("bid") - pl.col("_upper")),
     )
     group = ["weekly_code", "ts", "option_type"]
+    is_call = pl.col("option_type") == "C"
+
+    def neighbour(col: str) -> pl.Expr:
+        return (
+            pl.when(is_call)
+            .then(pl.col(col).shift(1).over(group))
+            .otherwise(pl.col(col).shift(-1).over(group))
+        )
+
     ordered = f.sort([*group, "strike"]).with_columns(
-        _rise=sign * (pl.col("_mid").shift(-1).over(group) - pl.col("_mid")),
-        _slack=pl.col("_half") + pl.col("_half").shift(-1).over(group),
+        _rise=pl.col("_mid") - neighbour("_mid"),
+        _slack=pl.col("_half") + neighbour("_half"),
+        _nb_strike=neighbour("strike"),
+        _nb_mid=neighbour("_mid"),
     )
-    mono_bad = (ordered["_rise"] > ordered["_slack"] + PRICE_EPS).fill_null(False)
-    n_bounds = int(f.select(bounds_bad.sum()).item())
-    n_mono = int(mono_bad.sum())
+    mono = _located(
+        ordered.filter((pl.col("_rise") > pl.col("_slack") + PRICE_EPS).fill_null(False))
+    ).with_columns(
+        column=pl.lit("bid"),
+        reason=pl.format(
+            "{} mid {} at strike {} is above the mid {} at strike {} by more than the two "
+            "half-spreads {}: prices must not move that way in strike",
+            pl.when(is_call).then(pl.lit("call")).otherwise(pl.lit("put")),
+            _round("_mid"),
+            pl.col("strike").cast(pl.String),
+            _round("_nb_mid"),
+            pl.col("_nb_strike").cast(pl.String),
+            _round("_slack"),
+        ),
+        _excess=pl.col("_rise") - pl.col("_slack"),
+    )
+    n_bounds, n_mono = bounds.height, mono.height
+    # A quote both outside its bounds and dearer than its neighbour is one offending row,
+    # named once, by its worse problem.
+    offenders = (
+        pl.concat([bounds.select(_OFFENDER_COLUMNS), mono.select(_OFFENDER_COLUMNS)])
+        .sort("_excess", descending=True)
+        .unique(["_file", "_row"], keep="first", maintain_order=True)
+    )
     rate = (n_bounds + n_mono) / max(f.height, 1)
     passed = rate <= max_violation_rate
-    return CheckOutcome(
+    return _outcome(
         passed=passed,
         severity="ERROR" if not passed else "WARN",
         description=(
             f"{n_bounds} quotes outside the static bounds and {n_mono} strike-monotonicity "
             f"breaks in {f.height} quotes (rate {rate:.4%}, limit {max_violation_rate:.4%})"
         ),
+        offenders=offenders,
         metadata={
             "bound_violations": n_bounds,
             "monotonicity_violations": n_mono,
@@ -132,12 +319,101 @@ def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> Check
 
 def iv_solve_rate(features: pl.DataFrame, floor: float) -> CheckOutcome:
     """Share of quoted, unexpired rows whose IV solved; ``no_quote`` and ``expired`` rows are
-    not failures of the solver and are reported separately."""
+    not failures of the solver and are reported separately.
+
+    An unsolved row's mid lies outside the static bounds (``quant.implied_vol``'s statuses).
+    Offenders, furthest outside first, name the side of the quote that is outside with it:
+    the bid of a mid below intrinsic (bid ≤ mid), the ask of a mid at or above the bound.
+    """
     quoted = features.filter(~pl.col("iv_status").is_in(["no_quote", "expired"]))
     solved = quoted.filter(pl.col("iv_status") == "ok").height
     rate = solved / quoted.height if quoted.height else 0.0
-    return CheckOutcome(
+    below = pl.col("iv_status") == "below_intrinsic"
+    offenders = (
+        _located(_with_static_bounds(quoted.filter(pl.col("iv_status") != "ok")))
+        .with_columns(
+            column=pl.when(below).then(pl.lit("bid")).otherwise(pl.lit("ask")),
+            reason=pl.format(
+                "mid {} of bid {} and ask {} is {} {}: no implied vol ({})",
+                _round("_mid"),
+                pl.col("bid").cast(pl.String),
+                pl.col("ask").cast(pl.String),
+                pl.when(below)
+                .then(pl.lit("below the discounted intrinsic value"))
+                .otherwise(pl.lit("at or above the static upper bound")),
+                pl.when(below).then(_round("_lower")).otherwise(_round("_upper")),
+                pl.col("iv_status"),
+            ),
+            _excess=pl.when(below)
+            .then(pl.col("_lower") - pl.col("_mid"))
+            .otherwise(pl.col("_mid") - pl.col("_upper")),
+        )
+        .sort("_excess", descending=True)
+    )
+    return _outcome(
         passed=rate >= floor,
         description=f"IV solved for {rate:.2%} of {quoted.height} quoted rows (floor {floor:.2%})",
+        offenders=offenders,
         metadata={"solve_rate": rate, "floor": floor, "quoted_rows": quoted.height},
     )
+
+
+def _duckdb_types(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
+    return {col: DUCKDB_TYPES[dtype] for col, dtype in schema.items()}
+
+
+def audit_raw(
+    staged: pl.DataFrame, types: dict[str, str], max_violation_rate: float
+) -> dict[str, CheckOutcome]:
+    """``RAW_CHECKS`` of a staged ``raw_option_chains`` partition (its rows with lineage, and
+    the DuckDB types of its columns)."""
+    outcomes = {
+        "schema_and_types": schema_matches(
+            types, _duckdb_types(RAW_SCHEMA), table="raw_option_chains"
+        ),
+        "unique_keys": unique_keys(staged),
+        "bid_le_ask": bid_le_ask(staged),
+        "non_negative_prices": non_negative_prices(staged),
+        "within_contract_life": within_contract_life(staged),
+        "static_no_arbitrage": static_no_arbitrage(staged, max_violation_rate),
+    }
+    return {name: outcomes[name] for name in RAW_CHECKS}
+
+
+def audit_features(
+    staged: pl.DataFrame,
+    types: dict[str, str],
+    contract: Mapping[str, pl.DataType],
+    lineage: pl.DataFrame,
+    floor: float,
+) -> dict[str, CheckOutcome]:
+    """``FEATURE_CHECKS`` of a staged ``greeks_features`` partition: its types against those
+    of the frame ``compute_features`` made (``contract``), and its IV solve rate, offenders
+    located through the published ``raw_lineage`` of their raw rows."""
+    located = staged.join(lineage.select(*RAW_KEY, *LINEAGE_COLUMNS), on=RAW_KEY, how="left")
+    outcomes = {
+        "schema_and_types": schema_matches(types, _duckdb_types(contract), table="greeks_features"),
+        "iv_solve_rate": iv_solve_rate(located, floor),
+    }
+    return {name: outcomes[name] for name in FEATURE_CHECKS}
+
+
+def all_passed(outcomes: dict[str, CheckOutcome]) -> bool:
+    """Whether a staged partition may be published: every (blocking) check passed."""
+    return all(outcome.passed for outcome in outcomes.values())
+
+
+def audit_failure(table: str, weekly_code: str, outcomes: dict[str, CheckOutcome]) -> str | None:
+    """The message of a run whose staged partition failed a check (None if all passed): the
+    failed checks, and under each its worst offenders in the form of a parse error."""
+    failed = {name: outcome for name, outcome in outcomes.items() if not outcome.passed}
+    if not failed:
+        return None
+    lines = [
+        f"{table} {weekly_code!r} not published: blocking check(s) {', '.join(failed)} failed "
+        f"on the staged rows; the published tables are unchanged"
+    ]
+    for name, outcome in failed.items():
+        lines.append(f"{name}: {outcome.description}")
+        lines += [f"  {error}" for error in outcome.worst]
+    return "\n".join(lines)

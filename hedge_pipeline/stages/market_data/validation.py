@@ -11,6 +11,15 @@ Two policies (``HEDGE_BAD_ROWS`` or the ``bad_rows`` setting of the data-quality
 * ``quarantine``: bad rows are set aside with their column and reason (the asset stores them in
   table ``quarantined_quotes`` and reports counts per reason in its metadata); the valid rows
   are stored. For a duplicated key the first occurrence is kept and later ones are quarantined.
+
+Prices outside the static no-arbitrage bounds are refused here, like crossed quotes, when they
+are far outside: a bid, ask or last more than ``STATIC_BOUND_TOLERANCE`` above what the option
+can be worth at most (see ``ABOVE_STATIC_BOUND``). The exact, discounted bounds are audited on
+the whole staged partition by ``quality.static_no_arbitrage``, which tolerates a rate of stale
+quotes; a price of 1e308 is no stale quote and must not get as far as the warehouse.
+
+The named rules (``CROSSED_QUOTE``, ``AFTER_EXPIRY``, ...) are shared with ``quality``, whose
+checks of the staged partition report the rows they catch in the same form.
 """
 
 from __future__ import annotations
@@ -46,6 +55,80 @@ class Rule:
 
 def _fmt(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.String).fill_null("null")
+
+
+CROSSED_QUOTE = Rule(
+    "bid",
+    pl.col("bid") > pl.col("ask"),
+    pl.format("bid {} > ask {} (crossed quote)", _fmt("bid"), _fmt("ask")),
+)
+AFTER_EXPIRY = Rule(
+    "ts",
+    pl.col("ts") > pl.col("expiry"),
+    pl.format("quote at {} is after expiry {}", _fmt("ts"), _fmt("expiry")),
+)
+NON_POSITIVE = (
+    Rule("strike", pl.col("strike") <= 0, pl.format("strike {} must be > 0", _fmt("strike"))),
+    Rule(
+        "underlying_price",
+        pl.col("underlying_price") <= 0,
+        pl.format("underlying price {} must be > 0", _fmt("underlying_price")),
+    ),
+)
+NEGATIVE_PRICE = (
+    Rule("bid", pl.col("bid") < 0, pl.format("negative price: bid {}", _fmt("bid"))),
+    Rule("ask", pl.col("ask") < 0, pl.format("negative price: ask {}", _fmt("ask"))),
+    Rule(
+        "last",
+        (pl.col("last") < 0) | pl.col("last").is_nan() | pl.col("last").is_infinite(),
+        pl.format("negative or non-finite price: last {}", _fmt("last")),
+    ),
+)
+
+# How far above its static bound a price may be before it is refused at parse time, as a share
+# of the bound. The bound is the undiscounted one (a call is worth at most the underlying, a
+# put at most the strike): it holds for American exercise as well as European and needs no
+# rate or time to expiry, so a wrong rate or expiry cannot make a good price look bad. The
+# packaged sources quote at most half their bound (history: a deep put in the 2008 crash;
+# synthetic: a sixth), so the tolerance is not there for them: it lets a real book's quote
+# stand when its underlying price was sampled a moment apart from it (a 10% move between the
+# two) or a deep in-the-money quote is wide. A fat finger (a price in cents, 1e308) is not.
+STATIC_BOUND_TOLERANCE = 0.10
+
+
+def _above_static_bound(col: str) -> Rule:
+    is_call = pl.col("option_type") == "C"
+    bound = pl.when(is_call).then(pl.col("underlying_price")).otherwise(pl.col("strike"))
+    return Rule(
+        col,
+        pl.col(col) > (1.0 + STATIC_BOUND_TOLERANCE) * bound,
+        pl.format(
+            "{} {} is more than {}% above the static bound {}: a {} is worth at most {}",
+            pl.lit(col),
+            _fmt(col),
+            pl.lit(round(STATIC_BOUND_TOLERANCE * 100)),
+            bound.cast(pl.String),
+            pl.when(is_call).then(pl.lit("call")).otherwise(pl.lit("put")),
+            pl.when(is_call).then(pl.lit("the underlying price")).otherwise(pl.lit("its strike")),
+        ),
+    )
+
+
+ABOVE_STATIC_BOUND = tuple(_above_static_bound(col) for col in ("bid", "ask", "last"))
+
+
+def judge(frame: pl.DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> pl.DataFrame:
+    """``frame`` with ``column`` and ``reason`` of the first of ``rules`` each row breaks (both
+    null for a row that breaks none): one row, one problem, the earliest rule's."""
+    problem_column = pl.when(rules[0].bad.fill_null(False)).then(pl.lit(rules[0].column))
+    problem_reason = pl.when(rules[0].bad.fill_null(False)).then(rules[0].reason)
+    for rule in rules[1:]:
+        problem_column = problem_column.when(rule.bad.fill_null(False)).then(pl.lit(rule.column))
+        problem_reason = problem_reason.when(rule.bad.fill_null(False)).then(rule.reason)
+    return frame.with_columns(
+        problem_column.otherwise(None).alias("column"),
+        problem_reason.otherwise(None).alias("reason"),
+    )
 
 
 def _rules() -> list[Rule]:
@@ -85,35 +168,17 @@ def _rules() -> list[Rule]:
                 _fmt("underlying_kind"),
             ),
         ),
-        Rule("strike", pl.col("strike") <= 0, pl.format("strike {} must be > 0", _fmt("strike"))),
-        Rule(
-            "underlying_price",
-            pl.col("underlying_price") <= 0,
-            pl.format("underlying price {} must be > 0", _fmt("underlying_price")),
-        ),
-        Rule("bid", pl.col("bid") < 0, pl.format("negative price: bid {}", _fmt("bid"))),
-        Rule("ask", pl.col("ask") < 0, pl.format("negative price: ask {}", _fmt("ask"))),
-        Rule(
-            "last",
-            (pl.col("last") < 0) | pl.col("last").is_nan() | pl.col("last").is_infinite(),
-            pl.format("negative or non-finite price: last {}", _fmt("last")),
-        ),
+        *NON_POSITIVE,
+        *NEGATIVE_PRICE,
         Rule("volume", pl.col("volume") < 0, pl.format("negative volume {}", _fmt("volume"))),
         Rule(
             "open_interest",
             pl.col("open_interest") < 0,
             pl.format("negative open interest {}", _fmt("open_interest")),
         ),
-        Rule(
-            "bid",
-            pl.col("bid") > pl.col("ask"),
-            pl.format("bid {} > ask {} (crossed quote)", _fmt("bid"), _fmt("ask")),
-        ),
-        Rule(
-            "ts",
-            pl.col("ts") > pl.col("expiry"),
-            pl.format("quote at {} is after expiry {}", _fmt("ts"), _fmt("expiry")),
-        ),
+        CROSSED_QUOTE,
+        *ABOVE_STATIC_BOUND,
+        AFTER_EXPIRY,
         Rule(
             "option_symbol",
             pl.struct("strike", "option_type", "expiry", "underlying")
@@ -141,7 +206,8 @@ def _rules() -> list[Rule]:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """Rows fit to store (canonical columns only) and rows set aside (with column and reason)."""
+    """Rows fit to store and rows set aside (with column and reason), both with their lineage
+    columns: the staged partition keeps them, so that its audit names file and row too."""
 
     valid: pl.DataFrame
     quarantined: pl.DataFrame
@@ -171,16 +237,7 @@ def validate_chain(df: pl.DataFrame, policy: str = "reject") -> ValidationResult
         files = ", ".join(sorted(set(df["source_file"].to_list()))) or "<source>"
         raise ChainDataError(Location(files), "no quotes: the input holds no rows")
 
-    rules = _rules()
-    problem_column = pl.when(rules[0].bad.fill_null(False)).then(pl.lit(rules[0].column))
-    problem_reason = pl.when(rules[0].bad.fill_null(False)).then(rules[0].reason)
-    for rule in rules[1:]:
-        problem_column = problem_column.when(rule.bad.fill_null(False)).then(pl.lit(rule.column))
-        problem_reason = problem_reason.when(rule.bad.fill_null(False)).then(rule.reason)
-    judged = df.sort("source_file", "source_row").with_columns(
-        problem_column.otherwise(None).alias("column"),
-        problem_reason.otherwise(None).alias("reason"),
-    )
+    judged = judge(df.sort("source_file", "source_row"), _rules())
     bad = judged.filter(pl.col("column").is_not_null())
     if policy == "reject" and not bad.is_empty():
         first = bad.row(0, named=True)
@@ -189,7 +246,7 @@ def validate_chain(df: pl.DataFrame, policy: str = "reject") -> ValidationResult
             first["reason"],
             more=bad.height - 1,
         )
-    valid = judged.filter(pl.col("column").is_null()).select(RAW_COLUMNS)
+    valid = judged.filter(pl.col("column").is_null()).select(RAW_COLUMNS + LINEAGE_COLUMNS)
     if valid.is_empty():
         first = bad.row(0, named=True)
         raise ChainDataError(

@@ -7,6 +7,7 @@ import pytest
 
 from hedge_pipeline.stages.market_data import quality
 from hedge_pipeline.stages.market_data.features import compute_features
+from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book
 
 
@@ -58,9 +59,101 @@ def test_static_arbitrage_blocks_above_the_rate_and_warns_below(book):
 
 
 def test_schema_drift_and_low_iv_solve_rate_fail(book):
-    assert not quality.schema_matches({"strike": "VARCHAR"}, {"strike": "DOUBLE"}).passed
+    drift = quality.schema_matches({"strike": "VARCHAR"}, {"strike": "DOUBLE"}, table="t")
+    assert not drift.passed
     features = compute_features(book)
     assert quality.iv_solve_rate(features, floor=0.5).passed
     below = features.with_columns(iv_status=pl.lit("below_intrinsic"))
     outcome = quality.iv_solve_rate(below, floor=0.5)
     assert not outcome.passed and outcome.metadata["solve_rate"] == 0.0
+
+
+def _with_lineage(frame: pl.DataFrame, file: str = "X1/chain.csv") -> pl.DataFrame:
+    return frame.with_columns(source_file=pl.lit(file), source_row=pl.int_range(1, pl.len() + 1))
+
+
+def test_offenders_are_named_by_file_row_and_column_worst_first(book):
+    # Two calls above their bound, one by far more: it comes first, and the count of the rest
+    # goes with the last one named.
+    calls = _with_lineage(book.filter(pl.col("option_type") == "C").head(3))
+    above = pl.col("underlying_price") + pl.col("source_row").replace_strict({1: 1e3, 3: 500.0})
+    stale = calls.with_columns(
+        bid=pl.when(pl.col("source_row") != 2).then(above).otherwise("bid"),
+        ask=pl.when(pl.col("source_row") != 2).then(above + 0.01).otherwise("ask"),
+    )
+    outcome = quality.static_no_arbitrage(stale, max_violation_rate=0.0)
+    assert [str(e.location) for e in outcome.worst] == [
+        "X1/chain.csv, row 1, column 'bid'",
+        "X1/chain.csv, row 3, column 'bid'",
+    ]
+    assert outcome.metadata["worst_offenders"] == [str(e) for e in outcome.worst]
+    assert str(outcome.worst[0]).startswith("X1/chain.csv, row 1, column 'bid': bid ")
+
+
+def test_more_offenders_than_shown_are_counted_on_the_last_line(book):
+    crossed = _with_lineage(book.with_columns(bid=pl.col("ask") + 1))
+    outcome = quality.bid_le_ask(crossed)
+    assert len(outcome.worst) == quality.WORST_SHOWN
+    assert [e.location.row for e in outcome.worst] == [1, 2, 3]
+    assert outcome.worst[-1].more == book.height - quality.WORST_SHOWN
+    assert str(outcome.worst[-1]).endswith(f"(and {book.height - 3} more problem rows)")
+    assert "crossed quote" in str(outcome.worst[0])
+
+
+def test_rows_without_lineage_are_named_by_their_key(book):
+    """A partition published before raw_lineage existed still names its offenders."""
+    late = book.head(1).with_columns(ts=pl.col("expiry") + pl.duration(minutes=5))
+    (error,) = quality.within_contract_life(late).worst
+    symbol = late["option_symbol"][0]
+    assert error.location.file.startswith(f"3CN5 {symbol} at ")
+    assert error.location.row is None and error.location.column == "ts"
+
+
+def _after_expiry(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        ts=pl.when(_row(frame, 4)).then(pl.col("expiry") + pl.duration(minutes=5)).otherwise("ts")
+    )
+
+
+@pytest.mark.parametrize(
+    ("check", "corrupt", "named"),
+    [
+        ("unique_keys", lambda f: pl.concat([f, f.slice(4, 1)]), [("ts", 5), ("ts", 21)]),
+        (
+            "bid_le_ask",
+            lambda f: f.with_columns(
+                bid=pl.when(_row(f, 4)).then(pl.col("ask") + 1).otherwise("bid")
+            ),
+            [("bid", 5)],
+        ),
+        (
+            "non_negative_prices",
+            lambda f: f.with_columns(ask=pl.when(_row(f, 4)).then(-0.5).otherwise("ask")),
+            [("ask", 5)],
+        ),
+        ("within_contract_life", _after_expiry, [("ts", 5)]),
+    ],
+)
+def test_checks_the_parser_forestalls_fail_on_rows_staged_by_another_path(
+    tmp_path, book, check, corrupt, named
+):
+    """``validate_chain`` refuses duplicated keys, crossed, negative and late quotes by the
+    same rules, so no source's rows reach these four checks with them: a drop cannot fail
+    them. Rows staged by another path can, and then nothing is published."""
+    code, head = "3CN5", book.head(20)  # the copy of row 5 a duplicate adds is row 21
+    db = tmp_path / "warehouse.duckdb"
+    with warehouse.connect(db) as con:
+        warehouse.replace_partition(con, code, {"raw_option_chains": head})
+        before = warehouse.partition_hash(con, "raw_option_chains", code)
+        with warehouse.staged_partition(
+            con, code, {"raw_option_chains": _with_lineage(corrupt(head))}
+        ) as staged:
+            outcomes = quality.audit_raw(
+                staged.read("raw_option_chains"), staged.types("raw_option_chains"), 1.0
+            )
+        assert warehouse.partition_hash(con, "raw_option_chains", code) == before
+    assert not outcomes[check].passed
+    assert [(e.location.column, e.location.row) for e in outcomes[check].worst] == named
+    message = quality.audit_failure("raw_option_chains", code, outcomes)
+    for column, row in named:
+        assert f"\n  X1/chain.csv, row {row}, column '{column}': " in message

@@ -214,6 +214,16 @@ CASES: dict[str, Case] = {
         row=2,
         column="bid",
     ),
+    "price_above_static_bound": Case(
+        _per_option(
+            **{CALL: replace_line(CALL_CSV, 3, "2025-06-30T14:05:00Z,1.30,1.25,1e308,4").encode()}
+        ),
+        "ask 1e+308 is more than 10% above the static bound 111.4: a call is worth at most the "
+        "underlying price",
+        CALL,
+        row=2,
+        column="ask",
+    ),
     "negative_price": Case(
         _per_option(**{PUT: replace_line(PUT_CSV, 2, "2025-06-30T14:00:00Z,-0.80").encode()}),
         "negative price",
