@@ -29,6 +29,7 @@ from hedge_pipeline.stages.market_data.validation import validate_chain
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.e2e.dagster_ui import running_ui
 from hedge_pipeline_tests.e2e.test_backfill import MARKET_DATA, _hedge
+from hedge_pipeline_tests.run_records import most_at_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
 
@@ -58,19 +59,6 @@ def _stored_rows() -> dict[tuple[str, str], int]:
                 f"SELECT weekly_code, count(*) FROM {table} GROUP BY weekly_code"
             ).fetchall()
         }
-
-
-def _most_at_once(records: list[dg.RunRecord]) -> int:
-    """The largest number of runs in progress at one moment (start to end timestamps)."""
-    edges = sorted(
-        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
-        key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
-    )
-    now = most = 0
-    for _, step in edges:
-        now += step
-        most = max(most, now)
-    return most
 
 
 def _lock_mentions(instance: dg.DagsterInstance, run_ids: list[str], logs: list[Path]) -> list:
@@ -123,7 +111,7 @@ def test_eight_codes_backfilled_four_runs_at_a_time_store_exact_rows_without_loc
         assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
         # Nothing but the backfill ran (the sensor found every code a partition already).
         assert len(instance.get_runs()) == len(codes)
-        assert _most_at_once(records) == MAX_CONCURRENT_RUNS
+        assert most_at_once(records) == MAX_CONCURRENT_RUNS
 
         assert _stored_rows() == expected
         assert sorted(instance.get_dynamic_partitions("weekly_code")) == codes
