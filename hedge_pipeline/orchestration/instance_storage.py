@@ -12,6 +12,14 @@ webserver, the daemon, each run worker, each ``hedge`` command), from the same s
 ``hedge`` (``runtime.paths.dagster_dir``): with nothing set, the repo's ``data/dagster``, the
 state ``hedge ui`` and ``hedge run`` use. Each is Dagster's own SQLite/local class with the
 directory filled in; ``base_dir`` may still be given in ``dagster.yaml`` to pin one.
+
+Runs, event logs and schedules may instead live in Postgres (SQLite takes one writer at a time,
+and its files die with the data directory): ``HEDGE_DAGSTER_POSTGRES_URL`` names the database,
+and :class:`DataDirStorage` then builds Dagster's ``DagsterPostgresStorage``. It is the same
+``dagster.yaml`` either way, resolved the same way in every process, so the URL is read from the
+environment and never written into the instance's configuration: Dagster serializes that
+configuration into the instance reference each run worker is started with and shows it in the
+UI, and the URL holds a password. Artifacts and compute logs stay under the data directory.
 """
 
 from __future__ import annotations
@@ -22,14 +30,16 @@ from dagster import Field, StringSource
 
 # Dagster exports none of its storage classes publicly; these are what its own ``sqlite`` storage
 # and default artifact and compute-log settings instantiate.
+from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.root import LocalArtifactStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClass, ConfigurableClassData
 
 from hedge_pipeline.runtime import paths
+from hedge_pipeline.runtime.settings import Settings
 
-__all__ = ["DataDirArtifactStorage", "DataDirComputeLogManager", "DataDirSqliteStorage"]
+__all__ = ["DataDirArtifactStorage", "DataDirComputeLogManager", "DataDirStorage"]
 
 _BASE_DIR = {"base_dir": Field(StringSource, is_required=False)}
 
@@ -40,8 +50,16 @@ def _base_dir(config_value: dict[str, Any], *below: str) -> str:
     return str(given) if given else str(paths.dagster_dir().joinpath(*below))
 
 
-class DataDirSqliteStorage(DagsterSqliteStorage):
-    """Runs, event logs and schedules in SQLite files under the data directory's ``dagster/``."""
+class DataDirStorage(DagsterStorage, ConfigurableClass):
+    """Runs, event logs and schedules: in the Postgres database of ``HEDGE_DAGSTER_POSTGRES_URL``
+    if it is set, else in SQLite files under the data directory's ``dagster/`` (or ``base_dir``).
+
+    Only a factory, never instantiated: ``dagster.yaml`` names one class whatever the setting,
+    and Dagster takes whatever its ``from_config_value`` returns (it checks only that the named
+    class is a ``DagsterStorage``). The storage keeps this class's ``inst_data``, so the
+    instance reference a run worker receives names this class again, with no URL in it, and
+    the worker decides afresh from the environment it inherits.
+    """
 
     @classmethod
     def config_type(cls) -> dict[str, Field]:
@@ -49,9 +67,21 @@ class DataDirSqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def from_config_value(
-        cls, inst_data: ConfigurableClassData, config_value: dict[str, Any]
-    ) -> DataDirSqliteStorage:
-        return cls.from_local(_base_dir(config_value), inst_data=inst_data)
+        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
+    ) -> DagsterStorage:
+        secret = Settings.from_env().dagster_postgres_url
+        if secret is None:
+            return DagsterSqliteStorage.from_local(_base_dir(config_value), inst_data=inst_data)
+        # Imported only here: at the top, dagster_postgres (alembic, psycopg2) would add about
+        # half a second to every process that loads the instance, SQLite ones included.
+        from dagster_postgres import DagsterPostgresStorage
+
+        # SQLAlchemy 2.1 reads a bare postgresql:// URL as psycopg 3's, which is not installed;
+        # dagster-postgres brings psycopg2 (dagster-io/dagster#33958).
+        url = secret.get_secret_value()
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+        return DagsterPostgresStorage(url, inst_data=inst_data)
 
 
 class DataDirArtifactStorage(LocalArtifactStorage):

@@ -24,10 +24,16 @@ Variable                  Field              Default
 ``HEDGE_PORTFOLIO_DIR``   ``portfolio_dir``  none (packaged templates only)
 ``HEDGE_UI_URL``          ``ui_url``         ``http://127.0.0.1:3000``
 ``HEDGE_PROGRESS``        ``progress``       unset: off, on in ``hedge run`` (epoch lines)
+``HEDGE_DAGSTER_POSTGRES_URL`` ``dagster_postgres_url`` none: SQLite under the data directory
 
 The nightly cron and time zone are checked where the schedule is built (that takes Dagster),
 with a ``SettingsError`` that names its variable. ``SettingsError`` is a ``UserError``: the
 ``hedge`` command prints it as one line and exits 2 (``hedge_pipeline.cli.main``).
+
+``HEDGE_DAGSTER_POSTGRES_URL`` (``postgresql://user:password@host:port/database``) puts Dagster's
+runs, event logs and schedules in that Postgres database (``orchestration.instance_storage``).
+It holds a password: it is a ``SecretStr`` (a ``repr`` of the settings hides it), and an error
+about it names the variable and what it accepts but never shows the value.
 
 Variables that belong to other tools are theirs to read: ``MLFLOW_TRACKING_URI`` (MLflow reads
 it itself, in every process),
@@ -43,7 +49,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 __all__ = [
     "DEFAULT_NIGHTLY_CRON",
@@ -86,6 +92,7 @@ VARIABLES: dict[str, str] = {
     "portfolio_dir": "HEDGE_PORTFOLIO_DIR",
     "ui_url": "HEDGE_UI_URL",
     "progress": "HEDGE_PROGRESS",
+    "dagster_postgres_url": "HEDGE_DAGSTER_POSTGRES_URL",
 }
 
 # What a variable accepts, for the error message (Literal fields list their choices instead).
@@ -94,7 +101,11 @@ _EXPECTED = {
     "devices": "an integer >= 1",
     "history_weeks": "an integer from 1 to 52",
     "progress": "0 or 1",
+    "dagster_postgres_url": "a postgresql://user:password@host:port/database URL",
 }
+
+# The URL schemes SQLAlchemy's psycopg2 dialect (what dagster-postgres connects with) accepts.
+_POSTGRES_SCHEMES = ("postgresql://", "postgresql+psycopg2://")
 
 
 class UserError(Exception):
@@ -135,6 +146,7 @@ class Settings(BaseModel):
     portfolio_dir: Path | None = None
     ui_url: str = DEFAULT_UI_URL
     progress: bool | None = None
+    dagster_postgres_url: SecretStr | None = None
 
     @field_validator("data_dir")
     @classmethod
@@ -147,12 +159,22 @@ class Settings(BaseModel):
         # int()'s grammar, as before: '7.0' is refused (pydantic alone would take it).
         return int(value) if isinstance(value, str) else value
 
+    @field_validator("dagster_postgres_url", mode="before")
+    @classmethod
+    def _postgres_url(cls, value: Any) -> Any:
+        # Checked here, not left to SQLAlchemy: its "Could not parse SQLAlchemy URL from string"
+        # quotes the whole URL, password included.
+        if isinstance(value, str) and not value.startswith(_POSTGRES_SCHEMES):
+            raise ValueError("not a postgresql:// URL")
+        return value
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings of ``environ`` (default: ``os.environ``, read now).
 
-        Unset variables take their defaults; an empty ``HEDGE_ALPACA_SYMBOLS`` is no symbols and
-        an empty ``HEDGE_PORTFOLIO_DIR`` is none; every other value is taken as given.
+        Unset variables take their defaults; an empty ``HEDGE_ALPACA_SYMBOLS`` is no symbols, an
+        empty ``HEDGE_PORTFOLIO_DIR`` is none and an empty ``HEDGE_DAGSTER_POSTGRES_URL`` is
+        unset (SQLite); every other value is taken as given.
         """
         env = os.environ if environ is None else environ
         raw: dict[str, Any] = {f: env[v] for f, v in VARIABLES.items() if v in env}
@@ -163,17 +185,28 @@ class Settings(BaseModel):
         if "portfolio_dir" in raw:
             folder = raw["portfolio_dir"]
             raw["portfolio_dir"] = Path(folder).expanduser() if folder else None
+        if "dagster_postgres_url" in raw:
+            raw["dagster_postgres_url"] = raw["dagster_postgres_url"] or None
         try:
             return cls(**raw)
         except ValidationError as error:
             fields = dict.fromkeys(str(e["loc"][0]) for e in error.errors())
-            problems = [f"{VARIABLES[f]}={env[VARIABLES[f]]!r}: {_expected(f)}" for f in fields]
+            problems = [
+                f"{VARIABLES[f]}={_shown(f, env[VARIABLES[f]])}: {_expected(f)}" for f in fields
+            ]
             raise SettingsError("; ".join(problems)) from None
 
     @classmethod
     def variable(cls, field: str) -> str:
         """The environment variable of ``field`` (``variable('source') == 'HEDGE_SOURCE'``)."""
         return VARIABLES[field]
+
+
+def _shown(field: str, value: str) -> str:
+    """``value`` as an error message shows it: quoted, unless the field is a secret."""
+    if SecretStr in get_args(Settings.model_fields[field].annotation):
+        return "<not shown: it holds a password>"
+    return repr(value)
 
 
 def _expected(field: str) -> str:

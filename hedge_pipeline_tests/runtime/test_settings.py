@@ -12,6 +12,7 @@ from typing import get_args
 
 import pydantic
 import pytest
+from pydantic import SecretStr
 
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.settings import (
@@ -51,6 +52,7 @@ def test_defaults_are_those_of_the_design():
     assert settings.portfolio_dir is None
     assert settings.ui_url == "http://127.0.0.1:3000"
     assert settings.progress is None  # off, unless hedge run turns it on
+    assert settings.dagster_postgres_url is None  # Dagster's storage in SQLite files
 
 
 def test_every_field_has_one_hedge_variable():
@@ -83,6 +85,19 @@ def test_every_field_has_one_hedge_variable():
         ("HEDGE_PORTFOLIO_DIR", "~/templates", "portfolio_dir", Path.home() / "templates"),
         ("HEDGE_PORTFOLIO_DIR", "", "portfolio_dir", None),
         ("HEDGE_UI_URL", "http://127.0.0.1:3999", "ui_url", "http://127.0.0.1:3999"),
+        (
+            "HEDGE_DAGSTER_POSTGRES_URL",
+            "postgresql://hedge:pw@db:5432/dagster",
+            "dagster_postgres_url",
+            SecretStr("postgresql://hedge:pw@db:5432/dagster"),
+        ),
+        (
+            "HEDGE_DAGSTER_POSTGRES_URL",
+            "postgresql+psycopg2://hedge@db/dagster",
+            "dagster_postgres_url",
+            SecretStr("postgresql+psycopg2://hedge@db/dagster"),
+        ),
+        ("HEDGE_DAGSTER_POSTGRES_URL", "", "dagster_postgres_url", None),
     ],
 )
 def test_each_variable_is_parsed_into_its_field(variable, value, field, expected):
@@ -122,6 +137,30 @@ def test_a_bad_value_is_refused_naming_variable_value_and_choices(variable, valu
     assert isinstance(caught.value, UserError)  # what `hedge` prints as one line
     # One message, not pydantic's report chained underneath it.
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "postgres://hedge:Canary-pw-91@db/dagster",  # SQLAlchemy's scheme is postgresql
+        "hedge:Canary-pw-91@db:5432/dagster",
+        "db:5432?password=Canary-pw-91",
+    ],
+)
+def test_a_bad_postgres_url_is_refused_without_showing_its_password(value):
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"HEDGE_DAGSTER_POSTGRES_URL": value, "HEDGE_DEVICES": "0"})
+    assert str(caught.value) == (
+        "HEDGE_DEVICES='0': expected an integer >= 1; HEDGE_DAGSTER_POSTGRES_URL=<not shown: it "
+        "holds a password>: expected a postgresql://user:password@host:port/database URL"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def test_a_postgres_url_is_hidden_in_the_settings_repr():
+    settings = Settings.from_env({"HEDGE_DAGSTER_POSTGRES_URL": "postgresql://h:Canary-pw-91@db/d"})
+    assert "Canary-pw-91" not in repr(settings) + str(settings)
+    assert settings.dagster_postgres_url.get_secret_value() == "postgresql://h:Canary-pw-91@db/d"
 
 
 def test_several_bad_values_are_named_in_one_error():
