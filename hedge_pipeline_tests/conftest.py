@@ -41,6 +41,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HEDGE_SOURCE", raising=False)
     monkeypatch.delenv("HEDGE_BAD_ROWS", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # A developer's own Postgres instance storage is not the test's (runs.db is expected).
+    monkeypatch.delenv("HEDGE_DAGSTER_POSTGRES_URL", raising=False)
     return base
 
 

@@ -49,9 +49,8 @@ import polars as pl
 import torch
 
 from hedge_pipeline.bench.machine import machine_info
-from hedge_pipeline.bench.pipeline import environment, measure
+from hedge_pipeline.bench.pipeline import environment, measure, scratch_env
 from hedge_pipeline.bench.walkforward import against_baselines, pool, rolling_as_of
-from hedge_pipeline.runtime import paths
 
 MODEL = "ensemble"
 PNL_UNIT = "% of the index at as_of"
@@ -154,7 +153,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="hedge-lineage-") as scratch:
         root = Path(data_dir or scratch).resolve()
         root.mkdir(parents=True, exist_ok=True)
-        env = paths.instance_env(root) | {
+        env = scratch_env(root) | {
             "HEDGE_SOURCE": "history",
             "HEDGE_HISTORY": history,
             "HEDGE_HISTORY_WEEKS": str(weeks),

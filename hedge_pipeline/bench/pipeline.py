@@ -66,8 +66,14 @@ def environment(env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def scratch_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a bench's own runs on ``data_dir``: all their state there, Dagster's
+    included (a user's ``HEDGE_DAGSTER_POSTGRES_URL`` would send the runs to their database)."""
+    return paths.instance_env(data_dir) | {Settings.variable("dagster_postgres_url"): ""}
+
+
 def _source_env(source: str | None, profile: str, data_dir: Path) -> dict[str, str]:
-    env = {**paths.instance_env(data_dir), "HEDGE_PROFILE": profile}
+    env = {**scratch_env(data_dir), "HEDGE_PROFILE": profile}
     if source:
         env["HEDGE_SOURCE"] = source
     return env

@@ -30,9 +30,9 @@ def test_a_message_written_in_two_parts_arrives_whole(tmp_path: Path) -> None:
     path = tmp_path / "messages"
     path.write_text("", encoding="utf-8")
     report = json.dumps({"method": "report", "params": {"table": "| x |" * 4000}}) + "\n"
-    recorder, done = Recorder(), threading.Event()
+    recorder, done, seen = Recorder(), threading.Event(), []
     reader = threading.Thread(
-        target=CompleteLineMessageReader._read, args=(str(path), recorder, done)
+        target=CompleteLineMessageReader._read, args=(str(path), recorder, done, seen.append)
     )
     reader.start()
     with path.open("a", encoding="utf-8") as child:
@@ -47,3 +47,24 @@ def test_a_message_written_in_two_parts_arrives_whole(tmp_path: Path) -> None:
     assert recorder.failures == []
     assert [m["method"] for m in recorder.messages] == ["opened", "report"]
     assert recorder.messages[1]["params"]["table"] == "| x |" * 4000
+    assert seen == recorder.messages  # the observer (progress lines) sees each, whole
+
+
+def test_an_observer_that_fails_loses_no_message(tmp_path: Path) -> None:
+    """A progress printer that raises is reported; every message still reaches Dagster."""
+    path = tmp_path / "messages"
+    path.write_text("".join(f'{{"method": "m{i}"}}\n' for i in range(3)), encoding="utf-8")
+    recorder, done = Recorder(), threading.Event()
+
+    def broken(message: dict) -> None:
+        raise ValueError(f"cannot print {message['method']}")
+
+    reader = threading.Thread(
+        target=CompleteLineMessageReader._read, args=(str(path), recorder, done, broken)
+    )
+    reader.start()
+    time.sleep(0.5)
+    done.set()
+    reader.join(timeout=10)
+    assert [m["method"] for m in recorder.messages] == ["m0", "m1", "m2"]
+    assert len(recorder.failures) == 3 and "cannot print m0" in recorder.failures[0]
