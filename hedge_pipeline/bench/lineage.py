@@ -25,8 +25,11 @@ this bench compares each with BS delta and with the strongest baseline by the ES
 difference, with a 95 % interval from a block bootstrap over the ensemble's own window blocks,
 per period and pooled (periods never share a block). P&L is in percent of the underlying's
 close at ``as_of`` (the books are a few options on the index: points of 2003 and of 2018
-would otherwise weigh differently in the pool). The document has the shape of
-``bench.walkforward``'s, whose :func:`~hedge_pipeline.bench.walkforward.markdown` prints it.
+would otherwise weigh differently in the pool). The pool also holds each stage against its
+predecessor in the lineage (:data:`PREDECESSORS`), the question a stage must answer: does it
+add anything to what it builds on? The document has the shape of ``bench.walkforward``'s,
+whose :func:`~hedge_pipeline.bench.walkforward.markdown` prints it, and :func:`markdown` adds
+the stages' table.
 
 A run takes minutes, the whole schedule hours: with ``data_dir`` each finished period's P&L
 table is kept under ``periods/``, and a rerun (after a failure, or with more dates) resumes
@@ -51,11 +54,22 @@ import torch
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.bench.pipeline import environment, measure, scratch_env
 from hedge_pipeline.bench.walkforward import against_baselines, pool, rolling_as_of
+from hedge_pipeline.bench.walkforward import markdown as walkforward_markdown
+from hedge_pipeline.hedging.comparison import es_differences
+from hedge_pipeline.runtime.markdown import markdown_table
 
 MODEL = "ensemble"
 PNL_UNIT = "% of the index at as_of"
 REPLAY = "test_replay"
 READINGS = ("_without_costs",)  # columns that are readings of a hedger, not hedgers
+#: Each stage (and the CNN-LSTM's ablation) and what it builds on.
+PREDECESSORS = {
+    "specialists_netted": "specialists",
+    "meta_controller": "specialists_netted",
+    "joint": "meta_controller",
+    "ensemble": "joint",
+    "ensemble_without_cnn_lstm": "ensemble",
+}
 _LOG_TAIL = 3_000
 
 
@@ -192,4 +206,46 @@ def run(
         "runs": runs,
         "periods": periods,
         "pooled": pool(pnls, blocks, MODEL, seed),
+        "stages": stage_gains(pnls, blocks, seed),
     }
+
+
+def stage_gains(
+    pnls: Sequence[dict[str, torch.Tensor]], blocks: Sequence[torch.Tensor], seed: int
+) -> dict[str, dict[str, Any]]:
+    """Each stage of :data:`PREDECESSORS` against what it builds on, pooled over the periods:
+    the ES10 difference with its 95 % block-bootstrap interval."""
+    joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
+    clusters = torch.cat(list(blocks))
+    gains = {}
+    for stage, before in PREDECESSORS.items():
+        if stage in joined and before in joined:
+            pair = {before: joined[before], stage: joined[stage]}
+            row = es_differences(pair, before, clusters, seed=seed)[stage]
+            gains[stage] = {"builds_on": before, **row.as_dict()}
+    return gains
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """``bench.walkforward``'s tables of the document (per period, pooled, every period's
+    every hedger with its interval), then each stage against its predecessor."""
+    rows = [
+        [
+            stage,
+            d["builds_on"],
+            f"{d['hedger']:.3f}",
+            f"{d['baseline']:.3f}",
+            f"{d['difference']:+.3f}",
+            f"{d['low']:+.3f} to {d['high']:+.3f}",
+            d["verdict"],
+        ]
+        for stage, d in report["stages"].items()
+    ]
+    header = ["stage", "builds on", "its ES10", "ES10 before", "Δ", "95 % interval", "verdict"]
+    return "\n".join(
+        [
+            walkforward_markdown(report, "windows", intervals=True, pnl_unit=PNL_UNIT),
+            markdown_table(header, rows, right_from=2),
+            "",
+        ]
+    )

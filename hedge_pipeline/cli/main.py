@@ -569,15 +569,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(markdown(report))
             return 0
     elif args.suite == "lineage":
-        from hedge_pipeline.bench.lineage import PNL_UNIT, run
-        from hedge_pipeline.bench.walkforward import markdown
+        from hedge_pipeline.bench.lineage import markdown, run
 
         report = run(
             history=args.history, as_of=args.as_of, weeks=args.weeks, profile=args.profile,
             seed=args.seed, data_dir=args.data_dir,
         )  # fmt: skip
         if args.markdown:
-            print(markdown(report, "windows", intervals=True, pnl_unit=PNL_UNIT))
+            print(markdown(report))
             return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run

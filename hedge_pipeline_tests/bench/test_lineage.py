@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hedge_pipeline.bench.lineage import _period
-from hedge_pipeline.bench.walkforward import markdown, pool
+from hedge_pipeline.bench.lineage import _period, markdown, stage_gains
+from hedge_pipeline.bench.walkforward import pool
 
-HEDGERS = ("no_hedge", "bs_delta", "whalley_wilmott", "meta_controller", "ensemble")
+HEDGERS = ("no_hedge", "bs_delta", "whalley_wilmott", "meta_controller", "joint", "ensemble")
 
 
 def _frame(seed: int, windows: int = 60) -> pl.DataFrame:
@@ -25,6 +25,7 @@ def _frame(seed: int, windows: int = 60) -> pl.DataFrame:
     columns["bs_delta"][worst] -= 2.0
     columns["whalley_wilmott"][worst] -= 2.0
     columns["meta_controller"][worst] -= 2.0
+    columns["joint"][worst] -= 2.0
     columns["ensemble"][worst] -= 1.0
     codes = ["SP500-2008-10-24", "SP500-2008-10-31", "SP500-2008-11-07"]
     return pl.DataFrame(
@@ -68,7 +69,16 @@ def test_periods_pool_without_sharing_blocks_and_print_as_windows():
     ensemble = pooled["vs_bs_delta"]["ensemble"]
     assert ensemble["windows"] == 180 and ensemble["clusters"] == 90
     assert ensemble["verdict"] == "better" and ensemble["high"] < 0
-    text = markdown({"periods": periods, "pooled": pooled}, unit="windows", intervals=True)
+    # Each stage against what it builds on, where both are in the table: the joint model
+    # equals the meta-controller here, the ensemble loses a point less in the worst windows.
+    gains = stage_gains(pnls, blocks, seed=0)
+    assert set(gains) == {"joint", "ensemble"}
+    assert (gains["joint"]["builds_on"], gains["joint"]["difference"]) == ("meta_controller", 0.0)
+    assert gains["joint"]["verdict"] == "undecided"
+    assert gains["ensemble"]["builds_on"] == "joint" and gains["ensemble"]["verdict"] == "better"
+    text = markdown({"periods": periods, "pooled": pooled, "stages": gains})
+    assert "| stage | builds on | its ES10 | ES10 before | Δ | 95 % interval | verdict |" in text
+    assert "| ensemble | joint |" in text
     assert "| as_of | test expiries | windows | blocks | bs_delta ES10 |" in text
     assert "| 2011-06-30 | 2008-10-24 to 2008-11-07 | 60 | 30 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| 2015-06-30 | ensemble |"))
