@@ -267,6 +267,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     template = args.template or (HISTORY_TEMPLATE if history else None)
     if "portfolio_selection" in plan:
         _check_template(template)
+        if args.split_mode == "as_of" and as_of is None and not history:
+            # Found here it costs one line; in portfolio_selection, the market data first.
+            raise UserError(
+                "--split-mode as_of needs --as-of: the date that ends training and starts the test"
+            )
     instance = _instance()
     name = weekly_code_partitions.name
     if "market_data" in plan:

@@ -77,6 +77,13 @@ def test_unknown_weekly_code_is_refused_by_name(data_dir):
     assert "unknown weekly code 'NOPE5'" in out and "3CN5" in out
 
 
+def test_a_walk_forward_split_without_its_date_is_refused_before_any_run(data_dir):
+    proc = _hedge(data_dir, "run", "--split-mode", "as_of")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "--split-mode as_of needs --as-of" in out and "market data" not in out
+
+
 def test_unknown_selection_is_refused(data_dir):
     proc = _hedge(data_dir, "run", "--select", "everything")
     out, _ = proc.communicate(timeout=300)
