@@ -152,7 +152,7 @@ def _active_codes(instance, as_of: str) -> list[str]:
     return active
 
 
-def _quiet_console() -> None:
+def _run_console() -> None:
     """The console of ``hedge run``, in every process it starts (worker processes of per-code
     runs, and the training children, which inherit the environment): without two kinds of
     noise, Dagster's notice that a Pipes API it calls is in preview, once per training step,
@@ -173,7 +173,7 @@ def _run_code(job_name: str, code: str) -> RunOutcome:
     inherited."""
     from hedge_pipeline.definitions import defs
 
-    _quiet_console()
+    _run_console()
     started = time.perf_counter()
     result = defs.resolve_job_def(job_name).execute_in_process(
         partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
@@ -247,7 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Imported after the environment is set: the definitions read it when they load.
     import dagster as dg
 
-    _quiet_console()
+    _run_console()
 
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions
@@ -670,13 +670,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="hedgers and vol forecasts fitted before each as_of, tested on what follows "
         "(a real price history)",
     )
-    walk.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
-    walk.add_argument(
-        "--as-of",
-        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
-        help="comma-separated dates (default: every June and December end with enough "
-        "history before and after)",
-    )
+    _history_and_dates(walk, "every June and December end with enough history before and after")
     walk.add_argument("--train-years", type=float, default=4.0)
     walk.add_argument("--test-months", type=int, default=6)
     walk.add_argument("--cost", type=float, default=5e-4, help="proportional cost x notional")
@@ -690,12 +684,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="the whole lineage trained at each as_of of a history (hedge run --split-mode "
         "as_of), every stage tested on what followed",
     )
-    lineage.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
-    lineage.add_argument(
-        "--as-of",
-        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
-        help="comma-separated dates (default: walkforward's, every June and December end)",
-    )
+    _history_and_dates(lineage, "walkforward's, every June and December end")
     lineage.add_argument("--weeks", type=int, default=8, help="HEDGE_HISTORY_WEEKS of the runs")
     lineage.add_argument("--profile", choices=get_args(ProfileName), default="default")
     lineage.add_argument("--seed", type=int, default=0)
@@ -703,6 +692,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--data-dir", type=Path, help="keep the runs' state here (default: a temporary dir)"
     )
     lineage.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
+
+
+def _history_and_dates(parser: argparse.ArgumentParser, default_dates: str) -> None:
+    """``--history`` and ``--as-of`` (comma-separated dates) of the walk-forward benches."""
+    parser.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
+    parser.add_argument(
+        "--as-of",
+        type=lambda text: [d.strip() for d in text.split(",") if d.strip()],
+        help=f"comma-separated dates (default: {default_dates})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

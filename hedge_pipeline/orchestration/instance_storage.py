@@ -24,7 +24,7 @@ UI, and the URL holds a password. Artifacts and compute logs stay under the data
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 from dagster import Field, StringSource
 
@@ -41,8 +41,6 @@ from hedge_pipeline.runtime.settings import Settings
 
 __all__ = ["DataDirArtifactStorage", "DataDirComputeLogManager", "DataDirStorage"]
 
-_BASE_DIR = {"base_dir": Field(StringSource, is_required=False)}
-
 
 def _base_dir(config_value: dict[str, Any], *below: str) -> str:
     """``base_dir`` if ``dagster.yaml`` pins one, else the data directory's ``dagster/``."""
@@ -50,7 +48,25 @@ def _base_dir(config_value: dict[str, Any], *below: str) -> str:
     return str(given) if given else str(paths.dagster_dir().joinpath(*below))
 
 
-class DataDirStorage(DagsterStorage, ConfigurableClass):
+class _InDataDir:
+    """What the three classes share: an optional ``base_dir`` in ``dagster.yaml``, else the
+    data directory's ``dagster/`` (and ``below`` in it), resolved as the instance loads. Placed
+    first among the bases, so that its class methods are the ones Dagster calls."""
+
+    below: tuple[str, ...] = ()
+
+    @classmethod
+    def config_type(cls) -> dict[str, Field]:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
+    ) -> Self:
+        return cls(_base_dir(config_value, *cls.below), inst_data=inst_data)
+
+
+class DataDirStorage(_InDataDir, DagsterStorage, ConfigurableClass):
     """Runs, event logs and schedules: in the Postgres database of ``HEDGE_DAGSTER_POSTGRES_URL``
     if it is set, else in SQLite files under the data directory's ``dagster/`` (or ``base_dir``).
 
@@ -60,10 +76,6 @@ class DataDirStorage(DagsterStorage, ConfigurableClass):
     instance reference a run worker receives names this class again, with no URL in it, and
     the worker decides afresh from the environment it inherits.
     """
-
-    @classmethod
-    def config_type(cls) -> dict[str, Field]:
-        return dict(_BASE_DIR)
 
     @classmethod
     def from_config_value(
@@ -84,29 +96,11 @@ class DataDirStorage(DagsterStorage, ConfigurableClass):
         return DagsterPostgresStorage(url, inst_data=inst_data)
 
 
-class DataDirArtifactStorage(LocalArtifactStorage):
+class DataDirArtifactStorage(_InDataDir, LocalArtifactStorage):
     """Run artifacts (and Dagster's schedule files) under the data directory's ``dagster/``."""
 
-    @classmethod
-    def config_type(cls) -> dict[str, Field]:
-        return dict(_BASE_DIR)
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> DataDirArtifactStorage:
-        return cls(_base_dir(config_value), inst_data=inst_data)
-
-
-class DataDirComputeLogManager(LocalComputeLogManager):
+class DataDirComputeLogManager(_InDataDir, LocalComputeLogManager):
     """Steps' captured stdout and stderr under the data directory's ``dagster/compute_logs``."""
 
-    @classmethod
-    def config_type(cls) -> dict[str, Field]:
-        return dict(_BASE_DIR)
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: dict[str, Any]
-    ) -> DataDirComputeLogManager:
-        return cls(_base_dir(config_value, "compute_logs"), inst_data=inst_data)
+    below = ("compute_logs",)

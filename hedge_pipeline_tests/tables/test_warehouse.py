@@ -12,6 +12,7 @@ import pytest
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline.tables.schema import LINEAGE_COLUMNS, RAW_COLUMNS
 from hedge_pipeline_tests.conftest import small_book
+from hedge_pipeline_tests.tables.staging import staging_tables
 
 CODE, OTHER = "3CN5", "3IN5"
 PUBLISH = {"raw_option_chains": "raw_option_chains", "raw_lineage": "raw_option_chains"}
@@ -39,26 +40,16 @@ def _hashes(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], str]:
     return {(t, c): warehouse.partition_hash(con, t, c) for t in PUBLISH for c in (CODE, OTHER)}
 
 
-def _staging_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [
-        name
-        for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
-            [warehouse.STAGING_SCHEMA],
-        ).fetchall()
-    ]
-
-
 def test_staged_rows_keep_their_lineage_and_take_the_published_types(con, book):
     with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
-        assert _staging_tables(con) == [f"raw_option_chains__{CODE}"]
+        assert staging_tables(con) == [f"raw_option_chains__{CODE}"]
         rows = staged.read("raw_option_chains")
         assert rows.columns == RAW_COLUMNS + LINEAGE_COLUMNS
         assert rows.sort("source_row").equals(book.select(rows.columns))
         types = staged.types("raw_option_chains")
         published = {r[0]: r[1] for r in con.execute("DESCRIBE raw_option_chains").fetchall()}
         assert types == published  # the lineage columns are staged, never published
-    assert not _staging_tables(con)
+    assert not staging_tables(con)
 
 
 def test_duplicate_keys_are_staged_for_the_audit_to_see(con, book):
@@ -73,7 +64,7 @@ def test_publish_replaces_every_table_at_once_and_drops_the_staging(con, book):
     before = _hashes(con)
     with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
         staged.publish(CODE, PUBLISH)
-        assert not _staging_tables(con)
+        assert not staging_tables(con)
     after = _hashes(con)
     assert {k: v for k, v in after.items() if k[1] == OTHER} == {
         k: v for k, v in before.items() if k[1] == OTHER
@@ -105,4 +96,4 @@ def test_a_partition_not_published_leaves_every_table_as_it_was(con, book, how):
         if how == "publish refused":
             staged.publish(CODE, PUBLISH)
     assert _hashes(con) == before
-    assert not _staging_tables(con)
+    assert not staging_tables(con)

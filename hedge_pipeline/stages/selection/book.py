@@ -258,6 +258,8 @@ def select_portfolio(
         raise SelectionError("greeks_features holds no rows for the active weekly codes")
     params = template.time_series_params
     known = features
+    books: dict[str, pl.DataFrame] = {}
+    skipped: dict[str, str] = {}
     if params.split_mode == "as_of":
         if as_of is None:
             raise SelectionError(
@@ -267,14 +269,11 @@ def select_portfolio(
         known = features.filter(pl.col("ts") <= as_of)
         if known.is_empty():
             raise SelectionError(f"no greeks_features row at or before as_of {as_of.isoformat()}")
-    stats = option_stats(known)
-    ok_bars = features.filter(pl.col("iv_status") == "ok").select("weekly_code", "ts").unique()
-    books: dict[str, pl.DataFrame] = {}
-    skipped: dict[str, str] = {}
-    if as_of is not None and known is not features:
         unlisted = features.group_by("weekly_code").agg(pl.col("ts").min()).sort("weekly_code")
         for code, first in unlisted.filter(pl.col("ts") > as_of).iter_rows():
             skipped[code] = f"listed after as_of {as_of.isoformat()} (first row {first})"
+    stats = option_stats(known)
+    ok_bars = features.filter(pl.col("iv_status") == "ok").select("weekly_code", "ts").unique()
     for code in _requested_codes(stats, template):
         book = _pick_code(stats.filter(pl.col("weekly_code") == code), template)
         if isinstance(book, pl.DataFrame) and params.split_mode == "per_code":

@@ -23,6 +23,7 @@ from hedge_pipeline.stages.market_data.validation import STATIC_BOUND_TOLERANCE
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
+from hedge_pipeline_tests.tables.staging import staging_tables
 
 CODE, OTHER = "WAP1", "WAP2"
 TABLES = ("raw_option_chains", "raw_lineage", "quarantined_quotes", "greeks_features")
@@ -39,13 +40,7 @@ def _snapshot() -> dict[tuple[str, str], str]:
 
 def _staging_tables() -> list[str]:
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
-        return [
-            name
-            for (name,) in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE schema_name = ?",
-                [warehouse.STAGING_SCHEMA],
-            ).fetchall()
-        ]
+        return staging_tables(con)
 
 
 @pytest.fixture
