@@ -92,8 +92,10 @@ class Identity(BaseModel):
 
 class ChildInputs(BaseModel):
     """Base of every stage's extras (what its asset hands the child through Pipes): the
-    merged config, the identity and the launcher's failure file; each stage adds its data
-    (dataset paths) and the registered versions it builds on, and narrows ``config``."""
+    merged config and the identity (and, for a child run by hand, the file its final failure
+    is written to: under a launcher it travels through Pipes, ``harness.session``); each
+    stage adds its data (dataset paths) and the registered versions it builds on, and narrows
+    ``config``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

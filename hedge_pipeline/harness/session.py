@@ -6,6 +6,13 @@ as JSON on stdout, so the same stage code runs on a laptop, a GPU box or a clust
 
 Under ``torchrun`` every rank reads the extras, but only rank 0 opens the Pipes message
 channel (several writers on one channel would interleave) and reports.
+
+A failure no retry can fix (:meth:`TrainingSession.fail_for_good`) travels through the same
+channel, as a custom message ``{"final_failure": "<message>"}`` that the launcher turns into
+a non-retryable failure: whatever runs the child (a subprocess, a Ray job, a pod on another
+machine) carries it, where a file in the launcher's temporary folder reached only children on
+the launcher's own machine. Run by hand, the message goes to the ``failure_file`` of the
+extras when they name one (scripts and tests of a standalone child read it there).
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ from dagster_pipes import (
     PipesEnvVarParamsLoader,
     open_dagster_pipes,
 )
+
+FINAL_FAILURE = "final_failure"
+"""The key of the custom Pipes message that makes a failure final (module docstring)."""
 
 
 def _rank() -> int:
@@ -63,6 +73,20 @@ class TrainingSession:
         """Per-epoch metrics as one parseable line (the trainer also logs a readable summary)."""
         if self.is_main and self._pipes:
             self._pipes.log.debug(json.dumps({"epoch": epoch, **metrics}, sort_keys=True))
+
+    def fail_for_good(self, message: str) -> None:
+        """Say that this run failed for a reason a retry cannot fix (rank 0 only; module doc).
+
+        Call it before the exception leaves the session: the message must reach the launcher
+        before the child exits.
+        """
+        if not self.is_main:
+            return
+        if self._pipes:
+            self._pipes.report_custom_message({FINAL_FAILURE: message})
+        elif failure_file := self.extras.get("failure_file"):
+            with open(failure_file, "w", encoding="utf-8") as f:
+                json.dump({"message": message}, f)
 
     def report(
         self, metadata: dict[str, Any], data_version: str, asset_key: str | None = None

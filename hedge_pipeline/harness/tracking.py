@@ -130,15 +130,13 @@ class TrackingReporter:
 @contextmanager
 def failures_are_final(session: TrainingSession) -> Iterator[None]:
     """Failures a retry cannot fix (divergence, bad configuration, a registered upstream model
-    whose weights fail their checksum: a retry reads the same bytes) are written to the failure
-    file named in the extras, so the launcher fails the step once, without retrying."""
+    whose weights fail their checksum: a retry reads the same bytes) are reported as final
+    (:meth:`TrainingSession.fail_for_good`, through Pipes), so the launcher fails the step
+    once, without retrying."""
     try:
         yield
     except (TrainingDiverged, ValueError, TamperedArtifactError) as exc:
-        failure_file = session.extras.get("failure_file")
-        if failure_file and session.is_main:
-            Path(failure_file).write_text(
-                json.dumps({"message": f"{type(exc).__name__}: {exc}"}), encoding="utf-8"
-            )
-        session.warning(f"{type(exc).__name__}: {exc}")
+        message = f"{type(exc).__name__}: {exc}"
+        session.fail_for_good(message)
+        session.warning(message)
         raise

@@ -153,7 +153,7 @@ def resources_from_env(settings: Settings | None = None) -> dict[str, dg.Configu
     settings = settings or Settings.from_env()
     return {
         "profile": ProfileResource.from_env(settings),
-        "launcher": TrainingLauncher(devices=settings.devices),
+        "launcher": TrainingLauncher.from_env(settings),
         "source": ChainSourceResource.from_env(settings),
         "warehouse_db": WarehouseResource.from_env(settings),
         "quality_policy": DataQualityResource.from_env(settings),

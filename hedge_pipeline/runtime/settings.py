@@ -19,6 +19,14 @@ Variable                  Field              Default
 ``HEDGE_HISTORY_WEEKS``   ``history_weeks``  ``4`` (each weekly code's quoted life, 1 to 52)
 ``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``
 ``HEDGE_DEVICES``         ``devices``        ``1`` (>1 launches torchrun)
+``HEDGE_LAUNCHER``        ``launcher``       ``subprocess`` (or ``torchrun``, ``ray``, ``k8s``)
+``HEDGE_NNODES``          ``nnodes``         ``1`` (torchrun nodes; >1 needs a rendezvous)
+``HEDGE_RDZV_ENDPOINT``   ``rdzv_endpoint``  none: ``--standalone`` (torchrun ``host:port``)
+``HEDGE_GPUS``            ``gpus``           ``0`` (GPUs a Ray job or a pod asks for)
+``HEDGE_RAY_ADDRESS``     ``ray_address``    none: Ray's own ``RAY_ADDRESS`` (dashboard URL)
+``HEDGE_K8S_IMAGE``       ``k8s_image``      none (the training pod's image; needed by ``k8s``)
+``HEDGE_K8S_NAMESPACE``   ``k8s_namespace``  none: the current namespace, else ``default``
+``HEDGE_K8S_DATA_CLAIM``  ``k8s_data_claim`` none (the PVC holding the data directory)
 ``HEDGE_NIGHTLY_CRON``    ``nightly_cron``   ``0 2 * * *``
 ``HEDGE_NIGHTLY_TIMEZONE`` ``nightly_timezone`` ``UTC``
 ``HEDGE_PORTFOLIO_DIR``   ``portfolio_dir``  none (packaged templates only)
@@ -37,9 +45,12 @@ about it names the variable and what it accepts but never shows the value.
 
 Variables that belong to other tools are theirs to read: ``MLFLOW_TRACKING_URI`` (MLflow reads
 it itself, in every process),
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), ``ALPACA_*`` keys (``dagster.EnvVar``, so
-that Dagster never shows their values). This module imports no stage: the bad-row policies are
-spelled here and a test holds them equal to ``stages.market_data.validation.POLICIES``.
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (torchrun), ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``/
+``RAY_AUTH_TOKEN_PATH`` (Ray's token authentication), ``ALPACA_*`` keys (``dagster.EnvVar``,
+so that Dagster never shows their values). :func:`child_environment` is what a training child
+on another machine (a Ray job, a pod) is given of this environment. This module imports no
+stage: the bad-row policies are spelled here and a test holds them equal to
+``stages.market_data.validation.POLICIES``.
 """
 
 from __future__ import annotations
@@ -63,6 +74,7 @@ __all__ = [
     "SettingsError",
     "SourceKind",
     "UserError",
+    "child_environment",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -70,6 +82,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SourceKind = Literal["synthetic", "files", "alpaca", "history"]
 ProfileName = Literal["smoke", "default", "full"]
 BadRowPolicy = Literal["reject", "quarantine"]
+LauncherKind = Literal["subprocess", "torchrun", "ray", "k8s"]
 
 DEFAULT_NIGHTLY_CRON = "0 2 * * *"
 DEFAULT_NIGHTLY_TIMEZONE = "UTC"
@@ -87,6 +100,14 @@ VARIABLES: dict[str, str] = {
     "history_weeks": "HEDGE_HISTORY_WEEKS",
     "bad_rows": "HEDGE_BAD_ROWS",
     "devices": "HEDGE_DEVICES",
+    "launcher": "HEDGE_LAUNCHER",
+    "nnodes": "HEDGE_NNODES",
+    "rdzv_endpoint": "HEDGE_RDZV_ENDPOINT",
+    "gpus": "HEDGE_GPUS",
+    "ray_address": "HEDGE_RAY_ADDRESS",
+    "k8s_image": "HEDGE_K8S_IMAGE",
+    "k8s_namespace": "HEDGE_K8S_NAMESPACE",
+    "k8s_data_claim": "HEDGE_K8S_DATA_CLAIM",
     "nightly_cron": "HEDGE_NIGHTLY_CRON",
     "nightly_timezone": "HEDGE_NIGHTLY_TIMEZONE",
     "portfolio_dir": "HEDGE_PORTFOLIO_DIR",
@@ -99,6 +120,9 @@ VARIABLES: dict[str, str] = {
 _EXPECTED = {
     "synthetic_seed": "an integer",
     "devices": "an integer >= 1",
+    "nnodes": "an integer >= 1",
+    "gpus": "an integer >= 0",
+    "rdzv_endpoint": "host:port",
     "history_weeks": "an integer from 1 to 52",
     "progress": "0 or 1",
     "dagster_postgres_url": "a postgresql://user:password@host:port/database URL",
@@ -141,6 +165,14 @@ class Settings(BaseModel):
     history_weeks: int = Field(default=4, ge=1, le=52)
     bad_rows: BadRowPolicy = "reject"
     devices: int = Field(default=1, ge=1)
+    launcher: LauncherKind = "subprocess"
+    nnodes: int = Field(default=1, ge=1)
+    rdzv_endpoint: str | None = Field(default=None, pattern=r"^[^\s:]+:\d+$")
+    gpus: int = Field(default=0, ge=0)
+    ray_address: str | None = None
+    k8s_image: str | None = None
+    k8s_namespace: str | None = None
+    k8s_data_claim: str | None = None
     nightly_cron: str = DEFAULT_NIGHTLY_CRON
     nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE
     portfolio_dir: Path | None = None
@@ -153,7 +185,7 @@ class Settings(BaseModel):
     def _resolve(cls, value: Path) -> Path:
         return value.resolve()
 
-    @field_validator("synthetic_seed", "devices", "history_weeks", mode="before")
+    @field_validator("synthetic_seed", "devices", "history_weeks", "nnodes", "gpus", mode="before")
     @classmethod
     def _integer(cls, value: Any) -> Any:
         # int()'s grammar, as before: '7.0' is refused (pydantic alone would take it).
@@ -173,8 +205,9 @@ class Settings(BaseModel):
         """The settings of ``environ`` (default: ``os.environ``, read now).
 
         Unset variables take their defaults; an empty ``HEDGE_ALPACA_SYMBOLS`` is no symbols, an
-        empty ``HEDGE_PORTFOLIO_DIR`` is none and an empty ``HEDGE_DAGSTER_POSTGRES_URL`` is
-        unset (SQLite); every other value is taken as given.
+        empty ``HEDGE_PORTFOLIO_DIR`` is none, an empty ``HEDGE_DAGSTER_POSTGRES_URL`` is
+        unset (SQLite), and so is an empty launcher address, image, namespace or claim; every
+        other value is taken as given.
         """
         env = os.environ if environ is None else environ
         raw: dict[str, Any] = {f: env[v] for f, v in VARIABLES.items() if v in env}
@@ -185,8 +218,9 @@ class Settings(BaseModel):
         if "portfolio_dir" in raw:
             folder = raw["portfolio_dir"]
             raw["portfolio_dir"] = Path(folder).expanduser() if folder else None
-        if "dagster_postgres_url" in raw:
-            raw["dagster_postgres_url"] = raw["dagster_postgres_url"] or None
+        for optional in ("dagster_postgres_url", *_EMPTY_IS_UNSET):
+            if optional in raw:
+                raw[optional] = raw[optional] or None
         try:
             return cls(**raw)
         except ValidationError as error:
@@ -200,6 +234,36 @@ class Settings(BaseModel):
     def variable(cls, field: str) -> str:
         """The environment variable of ``field`` (``variable('source') == 'HEDGE_SOURCE'``)."""
         return VARIABLES[field]
+
+
+# Optional strings of the launchers where an empty value (``HEDGE_RAY_ADDRESS=``) means unset.
+_EMPTY_IS_UNSET = ("rdzv_endpoint", "ray_address", "k8s_image", "k8s_namespace", "k8s_data_claim")
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a training child on another machine gets of ``environ`` (default: ``os.environ``).
+
+    A subprocess inherits the whole environment; a Ray job or a pod gets only this: every
+    ``HEDGE_*`` variable that is set, ``HEDGE_DATA_DIR`` as the resolved path (the data
+    directory must be mounted at that same path there: the README's launchers section), and
+    ``MLFLOW_TRACKING_URI`` when set. Not the Postgres URL: it holds a password, and a child
+    never opens Dagster's storage.
+
+    >>> child_environment({'HEDGE_PROFILE': 'smoke', 'HEDGE_DATA_DIR': '/shared/hedge',
+    ...                    'HEDGE_DAGSTER_POSTGRES_URL': 'postgresql://u:pw@db/d', 'HOME': '/root'})
+    {'HEDGE_DATA_DIR': '/shared/hedge', 'HEDGE_PROFILE': 'smoke'}
+    """
+    env = os.environ if environ is None else environ
+    settings = Settings.from_env(env)  # a bad value fails here, not on the cluster
+    forwarded = {
+        variable: env[variable]
+        for field, variable in VARIABLES.items()
+        if variable in env and field != "dagster_postgres_url"
+    }
+    forwarded[VARIABLES["data_dir"]] = str(settings.data_dir)
+    if "MLFLOW_TRACKING_URI" in env:
+        forwarded["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
+    return dict(sorted(forwarded.items()))
 
 
 def _shown(field: str, value: str) -> str:

@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from hedge_pipeline.orchestration.pipes_messages import CompleteLineMessageReader
+from hedge_pipeline.orchestration.pipes_messages import CompleteLineMessageReader, ObservedHandler
 
 
 class Recorder:
@@ -31,8 +31,9 @@ def test_a_message_written_in_two_parts_arrives_whole(tmp_path: Path) -> None:
     path.write_text("", encoding="utf-8")
     report = json.dumps({"method": "report", "params": {"table": "| x |" * 4000}}) + "\n"
     recorder, done, seen = Recorder(), threading.Event(), []
+    observed = ObservedHandler(recorder, [seen.append])
     reader = threading.Thread(
-        target=CompleteLineMessageReader._read, args=(str(path), recorder, done, seen.append)
+        target=CompleteLineMessageReader._read, args=(str(path), observed, done)
     )
     reader.start()
     with path.open("a", encoding="utf-8") as child:
@@ -59,8 +60,9 @@ def test_an_observer_that_fails_loses_no_message(tmp_path: Path) -> None:
     def broken(message: dict) -> None:
         raise ValueError(f"cannot print {message['method']}")
 
+    observed = ObservedHandler(recorder, [broken])
     reader = threading.Thread(
-        target=CompleteLineMessageReader._read, args=(str(path), recorder, done, broken)
+        target=CompleteLineMessageReader._read, args=(str(path), observed, done)
     )
     reader.start()
     time.sleep(0.5)

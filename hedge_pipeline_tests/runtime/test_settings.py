@@ -22,6 +22,7 @@ from hedge_pipeline.runtime.settings import (
     Settings,
     SettingsError,
     UserError,
+    child_environment,
 )
 
 PACKAGE_DIR = REPO_ROOT / "hedge_pipeline"
@@ -47,6 +48,9 @@ def test_defaults_are_those_of_the_design():
     assert settings.bad_rows == "reject"
     assert settings.history_weeks == 4
     assert settings.devices == 1
+    assert (settings.launcher, settings.nnodes, settings.rdzv_endpoint) == ("subprocess", 1, None)
+    assert (settings.gpus, settings.ray_address, settings.k8s_image) == (0, None, None)
+    assert (settings.k8s_namespace, settings.k8s_data_claim) == (None, None)
     assert settings.nightly_cron == "0 2 * * *"
     assert settings.nightly_timezone == "UTC"
     assert settings.portfolio_dir is None
@@ -77,6 +81,17 @@ def test_every_field_has_one_hedge_variable():
         ("HEDGE_BAD_ROWS", "quarantine", "bad_rows", "quarantine"),
         ("HEDGE_DEVICES", "4", "devices", 4),
         ("HEDGE_HISTORY_WEEKS", "8", "history_weeks", 8),
+        ("HEDGE_LAUNCHER", "ray", "launcher", "ray"),
+        ("HEDGE_LAUNCHER", "k8s", "launcher", "k8s"),
+        ("HEDGE_NNODES", "4", "nnodes", 4),
+        ("HEDGE_RDZV_ENDPOINT", "node0.cluster:29400", "rdzv_endpoint", "node0.cluster:29400"),
+        ("HEDGE_RDZV_ENDPOINT", "", "rdzv_endpoint", None),
+        ("HEDGE_GPUS", "8", "gpus", 8),
+        ("HEDGE_RAY_ADDRESS", "http://ray-head:8265", "ray_address", "http://ray-head:8265"),
+        ("HEDGE_RAY_ADDRESS", "", "ray_address", None),
+        ("HEDGE_K8S_IMAGE", "ghcr.io/acme/hedge:abc", "k8s_image", "ghcr.io/acme/hedge:abc"),
+        ("HEDGE_K8S_NAMESPACE", "research", "k8s_namespace", "research"),
+        ("HEDGE_K8S_DATA_CLAIM", "hedge-data", "k8s_data_claim", "hedge-data"),
         ("HEDGE_PROGRESS", "1", "progress", True),
         ("HEDGE_PROGRESS", "0", "progress", False),
         ("HEDGE_NIGHTLY_CRON", "30 23 * * 1-5", "nightly_cron", "30 23 * * 1-5"),
@@ -107,6 +122,26 @@ def test_each_variable_is_parsed_into_its_field(variable, value, field, expected
     assert {f: v for f, v in settings.model_dump().items() if f != field} == others
 
 
+def test_a_remote_child_gets_the_hedge_variables_and_the_resolved_data_dir_only(tmp_path):
+    environ = {
+        "HEDGE_DATA_DIR": str(tmp_path / "x" / ".." / "data"),
+        "HEDGE_PROFILE": "smoke",
+        "HEDGE_LAUNCHER": "ray",
+        "HEDGE_DAGSTER_POSTGRES_URL": "postgresql://hedge:Canary-pw-91@db/dagster",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+        "RAY_AUTH_TOKEN": "secret-token",
+        "HOME": "/root",
+    }
+    assert child_environment(environ) == {
+        "HEDGE_DATA_DIR": str((tmp_path / "data").resolve()),
+        "HEDGE_LAUNCHER": "ray",
+        "HEDGE_PROFILE": "smoke",
+        "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    }
+    with pytest.raises(SettingsError, match="HEDGE_LAUNCHER='slurm'"):
+        child_environment({"HEDGE_LAUNCHER": "slurm"})  # here, not on the cluster
+
+
 def test_a_relative_data_dir_resolves_against_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert Settings.from_env({"HEDGE_DATA_DIR": "data"}).data_dir == tmp_path.resolve() / "data"
@@ -127,6 +162,11 @@ def test_a_relative_data_dir_resolves_against_the_working_directory(tmp_path, mo
         ("HEDGE_HISTORY_WEEKS", "0", "expected an integer from 1 to 52"),
         ("HEDGE_HISTORY_WEEKS", "53", "expected an integer from 1 to 52"),
         ("HEDGE_PROGRESS", "sometimes", "expected 0 or 1"),
+        ("HEDGE_LAUNCHER", "slurm", "expected one of subprocess, torchrun, ray, k8s"),
+        ("HEDGE_NNODES", "0", "expected an integer >= 1"),
+        ("HEDGE_RDZV_ENDPOINT", "node0", "expected host:port"),
+        ("HEDGE_RDZV_ENDPOINT", "node0:port", "expected host:port"),
+        ("HEDGE_GPUS", "-1", "expected an integer >= 0"),
     ],
 )
 def test_a_bad_value_is_refused_naming_variable_value_and_choices(variable, value, accepted):
@@ -226,6 +266,14 @@ def test_consumers_follow_the_environment_between_calls(clean_env, tmp_path):
     assert (resources["source"].kind, resources["source"].seed) == ("files", 9)
     assert resources["quality_policy"].bad_rows == "quarantine"
     assert resources["launcher"].devices == 3
+    clean_env.setenv("HEDGE_LAUNCHER", "ray")
+    clean_env.setenv("HEDGE_RAY_ADDRESS", "http://ray-head:8265")
+    launcher = resources_from_env()["launcher"]
+    assert (launcher.kind, launcher.ray_address, launcher.devices) == (
+        "ray",
+        "http://ray-head:8265",
+        3,
+    )
     assert resources["profile"].name == "smoke"
     assert resources["warehouse_db"].path == str(tmp_path / "b" / "warehouse.duckdb")
 
@@ -385,4 +433,5 @@ def test_only_settings_reads_hedge_variables():
                 offenders.append(f"{path.relative_to(REPO_ROOT)}:{line}: {name}")
     assert not offenders, "read HEDGE_* through runtime.settings.Settings:\n" + "\n".join(offenders)
     # The names are spelled once, in settings.py (messages and docstrings may quote them).
-    assert re.findall(r'"(HEDGE_[A-Z_]+)"', SETTINGS_FILE.read_text()) == list(VARIABLES.values())
+    spelled = re.findall(r'"(HEDGE_[A-Z0-9_]+)"', SETTINGS_FILE.read_text())  # K8S has a digit
+    assert spelled == list(VARIABLES.values())
