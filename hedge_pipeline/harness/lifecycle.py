@@ -1,9 +1,11 @@
 """One stage lifecycle, written once: the steps every registered model goes through.
 
 open the tracking run → train (checkpoints keyed by the config hash) → evaluate → log the
-evaluation's metrics and report files → save the weights and the spec → register (checksum,
-alias ``candidate``, the evaluation's tags such as a promotion decision) → reload the registered
-version and check that it gives identical outputs → one line in the run's log.
+evaluation's metrics and report files → save the weights and the spec → wrap the folder as an
+MLflow pyfunc with a signature and an input example (``registry.pyfunc``; a model no stage
+serves yet stays a bare folder) → register (checksum, alias ``candidate``, the evaluation's tags
+such as a promotion decision) → reload the registered version and check that it gives identical
+outputs → one line in the run's log.
 
 A stage supplies only what differs, as a :class:`StageModel`: how to train, evaluate, save,
 load and probe its model. That part never touches MLflow or a subprocess, so it is unit-tested
@@ -34,6 +36,7 @@ from hedge_pipeline.harness.tracking import (
     log_metrics,
     tracking_run,
 )
+from hedge_pipeline.registry import pyfunc
 from hedge_pipeline.registry import versions as registry
 
 
@@ -160,7 +163,10 @@ def train_and_register(
             client.log_artifact(run_id, str(path))
         if (scratch / "report").is_dir():
             client.log_artifacts(run_id, str(scratch / "report"), artifact_path="report")
-        folder = model.save(trained, scratch / "model")
+        folder = model.save(trained, scratch / registry.STAGE_ARTIFACT)
+        serving = pyfunc.serving_module(name)
+        if serving is not None:
+            folder = pyfunc.package(folder, serving, scratch / "pyfunc")
         version = registry.register_version(client, name, run_id, folder, tags | evaluation.tags)
         for key, value in evaluation.tags.items():
             client.set_model_version_tag(name, version.version, key, value)

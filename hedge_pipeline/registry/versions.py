@@ -1,10 +1,14 @@
 """The MLflow side of training: tracking store, experiments, model versions (docs/design.md §8).
 
-Models are registered as a plain artifact folder (``weights.pt`` state dict, ``config.json``
-and whatever else the stage needs to rebuild the model) rather than an MLflow flavor: the
-default ``pt2`` format loads back as a ``GraphModule`` rather than our class, and pickles tie
-a version to the code that wrote it. ``load_version`` rebuilds from the folder and refuses
-weights whose checksum differs from the version's ``weights_sha256`` tag.
+A stage writes its model as a plain folder (``weights.pt`` state dict, ``config.json`` and
+whatever else the stage needs to rebuild the model) rather than an MLflow flavor: the default
+``pt2`` format loads back as a ``GraphModule`` rather than our class, and pickles tie a version
+to the code that wrote it. The lifecycle registers that folder wrapped as an MLflow pyfunc
+(``registry.pyfunc``: the folder is the pyfunc's ``model`` artifact), so that
+``mlflow.pyfunc.load_model("models:/NAME@alias")`` serves it; :func:`stage_folder` finds the
+folder inside either layout (versions registered before the wrapper are the bare folder).
+``load_version`` rebuilds from the folder and refuses weights whose checksum differs from the
+version's ``weights_sha256`` tag.
 """
 
 from __future__ import annotations
@@ -17,15 +21,20 @@ from pathlib import Path
 from typing import TypeVar
 
 import mlflow
-from mlflow import MlflowClient
+from mlflow import MlflowClient, pyfunc
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 from mlflow.store.entities.paged_list import PagedList
 
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.locks import file_lock
 
 CANDIDATE = "candidate"
+# The pyfunc's artifact that holds the stage's folder (``registry.pyfunc``), and MLflow's
+# names for the model description file and the pyfunc flavor's artifact table in it.
+STAGE_ARTIFACT = "model"
+MLMODEL_FILE = "MLmodel"
 CHAMPION = "champion"
 WEIGHTS_FILE = "weights.pt"
 # MLflow's answers for a model, version or alias that does not exist.
@@ -65,12 +74,16 @@ def ensure_experiment(mlflow_client: MlflowClient, name: str) -> str:
     """The experiment's id, creating it with an explicit artifact root under the data dir.
 
     Without ``artifact_location``, a sqlite-backed experiment stores artifacts in ``./mlruns``
-    of whatever directory the process happened to start in.
+    of whatever directory the process happened to start in. A tracking server (``http(s)://``)
+    chooses the location itself: with ``--serve-artifacts`` that is its proxied
+    ``mlflow-artifacts:/`` store, which a local path would bypass.
     """
     existing = mlflow_client.get_experiment_by_name(name)
     if existing is not None:
         return existing.experiment_id
-    location = (paths.mlflow_dir() / "artifacts" / name).resolve().as_uri()
+    location = None
+    if not mlflow_client.tracking_uri.startswith(("http://", "https://")):
+        location = (paths.mlflow_dir() / "artifacts" / name).resolve().as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location)
     except MlflowException:  # created concurrently by another stage
@@ -92,8 +105,9 @@ def register_version(
     model_dir: Path,
     tags: dict[str, str],
 ) -> ModelVersion:
-    """Log ``model_dir`` to the run, register it as a new version of ``name``, alias it
-    ``candidate``. The weights checksum is taken from the folder as logged.
+    """Log ``model_dir`` (a pyfunc wrapping the stage's folder, or the bare folder) to the
+    run, register it as a new version of ``name``, alias it ``candidate``. The weights checksum
+    is taken from the folder as logged.
 
     Idempotent per run: a retried step continues its MLflow run (``tracking.tracking_run``)
     and gets back the version that run already registered instead of a duplicate.
@@ -103,6 +117,7 @@ def register_version(
         version = max(existing, key=lambda v: int(v.version))
         mlflow_client.set_registered_model_alias(name, CANDIDATE, version.version)
         return mlflow_client.get_model_version(name, version.version)
+    weights = stage_folder(model_dir) / WEIGHTS_FILE
     mlflow_client.log_artifacts(run_id, str(model_dir), artifact_path="model")
     try:
         mlflow_client.create_registered_model(name)
@@ -110,7 +125,7 @@ def register_version(
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     run = mlflow_client.get_run(run_id)
-    all_tags = {**tags, "weights_sha256": file_sha256(model_dir / WEIGHTS_FILE)}
+    all_tags = {**tags, "weights_sha256": file_sha256(weights)}
     version = mlflow_client.create_model_version(
         name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=all_tags
     )
@@ -205,24 +220,50 @@ def load_version(mlflow_client: MlflowClient, name: str, ref: str | int) -> Load
     version = find_version(
         mlflow_client, name, int(ref) if number else None, None if number else str(ref)
     )
-    directory = Path(
+    downloaded = Path(
         mlflow.artifacts.download_artifacts(
             artifact_uri=version.source, tracking_uri=mlflow_client.tracking_uri
         )
     )
-    expected = version.tags.get("weights_sha256")
+    directory = stage_folder(downloaded)
+    what = f"{name} version {version.version}"
+    verify_weights(directory, version.tags.get("weights_sha256"), what)
+    return LoadedVersion(name, int(version.version), directory, dict(version.tags))
+
+
+def stage_folder(directory: Path) -> Path:
+    """The stage's folder (``weights.pt``, ``config.json``…) in a registered version's
+    ``directory``: the pyfunc's ``model`` artifact, or ``directory`` itself when the version is
+    a bare folder (registered before the pyfunc wrapper, or by a test without one).
+
+    Raises:
+        TamperedArtifactError: ``MLmodel`` names no ``model`` artifact.
+    """
+    if not (directory / MLMODEL_FILE).is_file():
+        return directory
+    flavor = Model.load(str(directory / MLMODEL_FILE)).flavors.get(pyfunc.FLAVOR_NAME, {})
+    artifact = flavor.get("artifacts", {}).get(STAGE_ARTIFACT)
+    if artifact is None:
+        raise TamperedArtifactError(
+            f"{directory / MLMODEL_FILE}: no {STAGE_ARTIFACT!r} artifact in its "
+            f"{pyfunc.FLAVOR_NAME} flavor; this is not a version the pipeline registered"
+        )
+    return directory / artifact["path"]
+
+
+def verify_weights(directory: Path, expected: str | None, what: str) -> None:
+    """Raise :class:`TamperedArtifactError` unless ``directory/weights.pt`` has sha256
+    ``expected`` (``what`` names the version in the message)."""
     weights = directory / WEIGHTS_FILE
     if not weights.is_file():
         # Deleting the weights is tampering too: say which version lacks them rather than let
         # the checksum fail with a bare FileNotFoundError on a temporary download path.
         raise TamperedArtifactError(
-            f"{name} version {version.version}: {WEIGHTS_FILE} is missing from {version.source}; "
-            "refusing to load it"
+            f"{what}: {WEIGHTS_FILE} is missing from {directory}; refusing to load it"
         )
     actual = file_sha256(weights)
     if expected != actual:
         raise TamperedArtifactError(
-            f"{name} version {version.version}: {WEIGHTS_FILE} has sha256 {actual[:16]}…, "
+            f"{what}: {WEIGHTS_FILE} has sha256 {actual[:16]}…, "
             f"but the version was registered with {str(expected)[:16]}…; refusing to load it"
         )
-    return LoadedVersion(name, int(version.version), directory, dict(version.tags))

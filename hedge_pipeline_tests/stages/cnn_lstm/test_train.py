@@ -109,7 +109,8 @@ def test_tampered_weights_refuse_to_load(data_dir: Path, smoke_market_state: Pat
     assert child.returncode == 0, err
     client = registry.client()
     version = client.get_model_version_by_alias(MODEL_NAME, registry.CANDIDATE)
-    weights = Path(version.source.removeprefix("file://")) / registry.WEIGHTS_FILE
+    stored = registry.stage_folder(Path(version.source.removeprefix("file://")))
+    weights = stored / registry.WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:-8] + b"tampered")
     with pytest.raises(registry.TamperedArtifactError, match="refusing to load"):
         registry.load_version(client, MODEL_NAME, version.version)
