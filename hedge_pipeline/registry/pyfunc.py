@@ -33,6 +33,9 @@ from hedge_pipeline.registry import versions as registry
 SERVING: dict[str, str] = {
     "hedge-cnn-lstm": "hedge_pipeline.stages.cnn_lstm.serving",
     "hedge-specialist-": "hedge_pipeline.stages.specialists.serving",
+    "hedge-meta-controller": "hedge_pipeline.stages.portfolio_models.serving",
+    "hedge-joint": "hedge_pipeline.stages.portfolio_models.serving",
+    "hedge-ensemble": "hedge_pipeline.stages.portfolio_models.serving",
 }
 _CODE = Path(__file__).with_name("pyfunc_code.py")  # the models-from-code entry point
 # What a served version imports; listed so that MLflow does not infer them by loading the

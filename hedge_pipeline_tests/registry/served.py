@@ -12,7 +12,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from hedge_pipeline.hedging.code_market import CONTEXT
 from hedge_pipeline.hedging.deep_hedging import make_policy
-from hedge_pipeline.hedging.simulator import Instrument
+from hedge_pipeline.hedging.simulator import Episodes, HedgingProblem, Instrument
 from hedge_pipeline.registry import pyfunc
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.registry.artifact import save_artifact
@@ -24,15 +24,15 @@ from hedge_pipeline.stages.specialists.artifact import BookSpec, Costs, Speciali
 CODE = "3CN5"
 
 
-def specialist_spec(hedge_option: bool) -> SpecialistSpec:
-    """A two-option book of ``CODE`` observing every context column a code market supplies."""
+def specialist_spec(hedge_option: bool, code: str = CODE) -> SpecialistSpec:
+    """A two-option book of ``code`` observing every context column a code market supplies."""
     return SpecialistSpec(
         algorithm="deep_hedging",
         head="mlp",
         width=8,
         n_layers=2,
-        weekly_code=CODE,
-        symbols=["3CN5_C110", "3CN5_P109"],
+        weekly_code=code,
+        symbols=[f"{code}_C110", f"{code}_P109"],
         book=BookSpec(strikes=[110.0, 109.0], is_call=[True, False], weights=[1.0, 1.0]),
         sigma_ref=0.2,
         n_steps=6,
@@ -44,12 +44,41 @@ def specialist_spec(hedge_option: bool) -> SpecialistSpec:
     )
 
 
-def specialist_folder(out: Path, hedge_option: bool = False) -> Path:
+def specialist_folder(out: Path, hedge_option: bool = False, code: str = CODE) -> Path:
     """A specialist's registered folder: its spec and a seeded, untrained policy."""
-    spec = specialist_spec(hedge_option)
+    spec = specialist_spec(hedge_option, code)
     torch.manual_seed(0)
     policy = make_policy(spec.head, spec.problem(), spec.width, spec.n_layers)
     return save_artifact(policy, spec, out)
+
+
+def episodes(
+    problem: HedgingProblem, n: int = 5, seed: int = 0, spot: torch.Tensor | None = None
+) -> Episodes:
+    """Random replay-like windows of ``problem``'s book: a wandering ``spot`` (drawn unless
+    given), each option's own vol, every context column moving, and the hedge option's quotes
+    when the problem has one."""
+    g = torch.Generator().manual_seed(seed)
+    steps, k = problem.n_steps, len(problem.book.strikes)
+    if spot is None:
+        spot = 110.0 * torch.exp(torch.cumsum(0.01 * torch.randn(n, steps + 1, generator=g), 1))
+    tau = torch.linspace(0.05, 0.01, steps + 1).expand(n, -1)
+    option = {}
+    if problem.instrument is not None:
+        option = {
+            "instrument_price": torch.rand(n, steps + 1, generator=g),
+            "instrument_vol": 0.15 + 0.1 * torch.rand(n, steps + 1, generator=g),
+            "instrument_cost": 0.01 * torch.rand(n, steps + 1, generator=g),
+        }
+    return Episodes(
+        spot=spot,
+        tau=tau,
+        vol=0.15 + 0.1 * torch.rand(n, steps + 1, k, generator=g),
+        premium=torch.zeros(n),
+        terminal_value=torch.zeros(n),
+        context=torch.rand(n, steps, len(problem.context), generator=g),
+        **option,
+    )
 
 
 def cnn_lstm_folder(out: Path, sequence_length: int = 8) -> Path:

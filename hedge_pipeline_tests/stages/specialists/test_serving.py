@@ -14,32 +14,12 @@ from hedge_pipeline.hedging.simulator import Episodes, HedgingProblem, market_fe
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.stages.specialists import serving
 from hedge_pipeline.stages.specialists.artifact import load_policy, model_name
-from hedge_pipeline_tests.registry.served import CODE, register_served, specialist_folder
-
-
-def episodes(problem: HedgingProblem, n: int = 5, seed: int = 0) -> Episodes:
-    """Random replay-like windows: a wandering spot, each option's own vol, every context column
-    moving, and the hedge option's quotes when the problem has one."""
-    g = torch.Generator().manual_seed(seed)
-    steps, k = problem.n_steps, len(problem.book.strikes)
-    spot = 110.0 * torch.exp(torch.cumsum(0.01 * torch.randn(n, steps + 1, generator=g), 1))
-    tau = torch.linspace(0.05, 0.01, steps + 1).expand(n, -1)
-    option = {}
-    if problem.instrument is not None:
-        option = {
-            "instrument_price": torch.rand(n, steps + 1, generator=g),
-            "instrument_vol": 0.15 + 0.1 * torch.rand(n, steps + 1, generator=g),
-            "instrument_cost": torch.zeros(n, steps + 1),
-        }
-    return Episodes(
-        spot=spot,
-        tau=tau,
-        vol=0.15 + 0.1 * torch.rand(n, steps + 1, k, generator=g),
-        premium=torch.zeros(n),
-        terminal_value=torch.zeros(n),
-        context=torch.rand(n, steps, len(problem.context), generator=g),
-        **option,
-    )
+from hedge_pipeline_tests.registry.served import (
+    CODE,
+    episodes,
+    register_served,
+    specialist_folder,
+)
 
 
 def states_of(problem: HedgingProblem, ep: Episodes, held: torch.Tensor) -> pd.DataFrame:
