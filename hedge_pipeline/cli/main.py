@@ -593,15 +593,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0 if report["success"] else 1
     else:
-        from hedge_pipeline.bench.hedging import run
+        from hedge_pipeline.bench.hedging import run_costs
 
-        report = run(
-            market=args.market, cost=args.cost, criterion=args.criterion, steps=args.steps,
+        costs = [float(c) for c in args.cost.split(",")]
+        report = run_costs(
+            costs, market=args.market, criterion=args.criterion, steps=args.steps,
             maturity=args.maturity, strike=args.strike, option=args.option, sigma=args.sigma,
             heston=_parse_heston(args.heston), algorithm=args.algorithm, epochs=args.epochs,
-            paths=args.paths, eval_paths=args.eval_paths, seed=args.seed,
+            paths=args.paths, eval_paths=args.eval_paths, seed=args.seed, head=args.head,
             n_layers=args.layers, num_threads=args.threads, start_at_delta=args.start_at_delta,
+            observe_vol=not args.constant_vol, peer=args.peer,
         )  # fmt: skip
+        report = report["runs"][0] if len(costs) == 1 else report
     print(json.dumps(report, indent=2))
     return 0
 
@@ -645,7 +648,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     hedging = suites.add_parser("hedging", help="hedgers on one set of evaluation paths (E1)")
     hedging.add_argument("--market", choices=["gbm", "heston"], default="gbm")
-    hedging.add_argument("--cost", type=float, default=1e-3)
+    hedging.add_argument("--cost", default="1e-3", help="one cost, or several: 0,1e-3")
     hedging.add_argument("--criterion", default="entropic:1", help="entropic:A | es:P | meanvar:L")
     hedging.add_argument("--steps", type=int, default=30, help="rebalancing steps")
     hedging.add_argument("--maturity", type=float, default=30 / 250)
@@ -665,6 +668,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="start the deep hedger's network at the BS delta hedge (zero band / correction)",
     )
+    hedging.add_argument("--head", default="ntb", help="ntb | mlp | ntb,mlp (one of each)")
+    hedging.add_argument("--constant-vol", action="store_true", help="heston: hedge at --sigma")
+    hedging.add_argument("--peer", choices=["pfhedge"], help="also train pfhedge 0.23's hedgers")
     walk = suites.add_parser(
         "walkforward",
         help="hedgers and vol forecasts fitted before each as_of, tested on what follows "

@@ -49,7 +49,7 @@ from hedge_pipeline.hedging.simulator import (
     Episodes,
     HedgingProblem,
     rollout,
-    simulate_paths,
+    simulate_episodes,
 )
 from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
 
@@ -278,8 +278,9 @@ def make_policy(
 
 
 def sampler_of(problem: HedgingProblem) -> Sampler:
-    """Fresh E1-style episodes of ``problem``'s own market (GBM or Heston)."""
-    return lambda n, generator: simulate_paths(problem, n, generator)
+    """Fresh E1-style episodes of ``problem``'s own market (GBM or Heston; with the current
+    vol when ``problem`` observes it, :func:`simulate_episodes`)."""
+    return lambda n, generator: simulate_episodes(problem, n, generator)
 
 
 def train_deep_hedger(

@@ -38,7 +38,7 @@ the P&L becomes ``premium − terminal_value + gains − costs``, which for a te
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
@@ -49,6 +49,7 @@ from hedge_pipeline.quant.torch_pricing import bs_greeks
 
 __all__ = [
     "OBSERVATIONS",
+    "VOLATILITY",
     "Book",
     "Episodes",
     "HedgingProblem",
@@ -64,6 +65,7 @@ __all__ = [
     "payoff",
     "pnl",
     "rollout",
+    "simulate_episodes",
     "simulate_paths",
     "trade_costs",
     "trades",
@@ -79,6 +81,12 @@ N_MARKET = PREV_HEDGE  # market-feature columns before any context
 # the previous option position follows the previous hedge.
 OPTION_COLUMNS = ("option_delta", "option_scaled_gamma")
 OPTION_DELTA, OPTION_SCALED_GAMMA = N_MARKET, N_MARKET + 1
+
+# The context column of a simulated market's current vol (:func:`simulate_episodes`), and the
+# floor of the vol the Greeks are taken at (Euler's variance can touch 0, where they are not
+# defined).
+VOLATILITY = "volatility"
+MIN_SIMULATED_VOL = 1e-3
 
 Policy = Callable[[Tensor, Tensor], Tensor]
 """policy(obs_t (n_paths, n_obs), prev_hedge (n_paths,)) → hedge held over [t, t+1] (n_paths,)."""
@@ -121,7 +129,9 @@ class HedgingProblem:
 
     ``sigma`` is the GBM vol and the model vol of the Black–Scholes features and baselines;
     with ``heston`` set the market is Heston and ``sigma`` stays the hedger's (misspecified)
-    model vol — a natural choice is √θ. ``drift`` is the real-world drift of the underlying.
+    model vol — a natural choice is √θ — unless ``context`` holds :data:`VOLATILITY`: then
+    the hedger observes the current vol √v_t and its Greeks are taken at it
+    (:func:`simulate_episodes`). ``drift`` is the real-world drift of the underlying.
     With ``instrument`` the hedger also holds that option: positions are then (underlying,
     option) pairs and the option's trades pay the episodes' ``instrument_cost`` per unit.
     """
@@ -225,6 +235,11 @@ def as_episodes(problem: HedgingProblem, paths: Tensor | Episodes) -> Episodes:
             raise ValueError("episodes carry a hedge option exactly when the problem has one")
         return paths
     _check_paths(problem, paths)
+    if problem.heston is not None and VOLATILITY in problem.context:
+        raise ValueError(
+            "a Heston price tensor carries no variance, and this problem observes the "
+            f"{VOLATILITY!r}: pass simulate_episodes' episodes instead"
+        )
     n, dtype = paths.shape[0], paths.dtype
     steps = torch.arange(problem.n_steps + 1, dtype=dtype)
     tau = (problem.maturity - steps * problem.dt).clamp(min=0.0).expand(n, -1)
@@ -275,35 +290,97 @@ def simulate_paths(
     Shape:
         → (n_paths, n_steps + 1)
     """
+    return _simulate(problem, n_paths, generator, dtype)[0]
+
+
+def simulate_episodes(
+    problem: HedgingProblem,
+    n_paths: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Episodes:
+    """The episodes of :func:`simulate_paths`'s prices (the same draws, so the same paths),
+    with what a price tensor cannot carry: the market's current volatility.
+
+    When ``problem.context`` holds :data:`VOLATILITY`, the hedger observes the current vol
+    (√v_t in Heston, σ in GBM) as that column, and the Greeks, hence the delta the
+    baselines and the no-transaction band read, are taken at it: the delta at today's vol,
+    as a desk computes it, not at a constant reference vol the market has left. Without it
+    the episodes are exactly :func:`as_episodes` of the prices (E1: Greeks at ``sigma``).
+    Any other context column needs a market that supplies it (e.g. a code market) and is
+    refused here.
+
+    >>> from hedge_pipeline.quant.market_sim import HestonParams
+    >>> problem = HedgingProblem(heston=HestonParams(), context=(VOLATILITY,))
+    >>> ep = simulate_episodes(problem, 3, torch.Generator().manual_seed(0))
+    >>> ep.vol.shape, ep.context.shape
+    (torch.Size([3, 31, 1]), torch.Size([3, 30, 1]))
+    >>> torch.allclose(ep.context[:, 0, 0], torch.tensor(HestonParams().v0 ** 0.5))
+    True
+
+    Shape:
+        → Episodes with spot (n_paths, n_steps + 1); with the vol observed, vol
+        (n_paths, n_steps + 1, 1) and context (n_paths, n_steps, 1)
+    """
+    unknown = [name for name in problem.context if name != VOLATILITY]
+    if unknown:
+        raise ValueError(
+            f"a simulated {problem.market} market supplies only the {VOLATILITY!r} context "
+            f"column, not {', '.join(map(repr, unknown))}"
+        )
+    if problem.context and problem.instrument is not None:
+        raise ValueError("a hedge option is priced at the reference vol: observe no vol with one")
+    spot, vol = _simulate(problem, n_paths, generator, dtype)
+    episodes = as_episodes(replace(problem, context=()), spot)
+    if not problem.context:
+        return episodes
+    vol = vol.clamp(min=MIN_SIMULATED_VOL)
+    return episodes._replace(vol=vol.unsqueeze(-1), context=vol[:, :-1].unsqueeze(-1))
+
+
+def _simulate(
+    problem: HedgingProblem, n_paths: int, generator: torch.Generator | None, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """Prices and the current vol (σ in GBM, √v_t in Heston) on the decision grid.
+
+    Shape:
+        → (n_paths, n_steps + 1) each
+    """
     n, dt = problem.n_steps, problem.dt
     z = torch.randn((n_paths, n), generator=generator, dtype=dtype)
     if problem.heston is None:
         vol = problem.sigma
         steps = (problem.drift - 0.5 * vol * vol) * dt + vol * dt**0.5 * z
+        current_vol = torch.full((n_paths, n + 1), vol, dtype=dtype)
     else:
-        steps = _heston_log_steps(problem, z, generator)
+        steps, variance = _heston_log_steps(problem, z, generator)
+        current_vol = variance.clamp(min=0.0).sqrt()
     log_s = torch.cat([torch.zeros((n_paths, 1), dtype=dtype), steps.cumsum(dim=1)], dim=1)
-    return problem.s0 * torch.exp(log_s)
+    return problem.s0 * torch.exp(log_s), current_vol
 
 
-def _heston_log_steps(problem: HedgingProblem, z: Tensor, generator: torch.Generator | None):
-    """Log-price increments of Heston (full truncation, Lord et al. 2010).
+def _heston_log_steps(
+    problem: HedgingProblem, z: Tensor, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """Log-price increments of Heston (full truncation, Lord et al. 2010) and the variance
+    at every decision time (before truncation: it may dip below 0 between two steps).
 
     Shape:
-        z: (n_paths, n_steps) price shocks → (n_paths, n_steps)
+        z: (n_paths, n_steps) price shocks → (n_paths, n_steps), (n_paths, n_steps + 1)
     """
     p, dt = problem.heston, problem.dt
     assert p is not None
     z_var = torch.randn(z.shape, generator=generator, dtype=z.dtype)
     shock = p.rho * z_var + (1.0 - p.rho**2) ** 0.5 * z
     v = torch.full(z.shape[:1], p.v0, dtype=z.dtype)
-    steps = []
+    steps, variance = [], [v]
     for i in range(z.shape[1]):
         vp = v.clamp(min=0.0)
         sd = (vp * dt).sqrt()
         steps.append((problem.drift - 0.5 * vp) * dt + sd * shock[:, i])
         v = v + p.kappa * (p.theta - vp) * dt + p.xi * sd * z_var[:, i]
-    return torch.stack(steps, dim=1)
+        variance.append(v)
+    return torch.stack(steps, dim=1), torch.stack(variance, dim=1)
 
 
 def _check_paths(problem: HedgingProblem, paths: Tensor) -> None:

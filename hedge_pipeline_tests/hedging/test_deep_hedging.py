@@ -15,10 +15,14 @@ from hedge_pipeline.hedging.deep_hedging import (
 from hedge_pipeline.hedging.simulator import (
     DELTA,
     SCALED_GAMMA,
+    VOLATILITY,
     HedgingProblem,
+    market_features,
     rollout,
+    simulate_episodes,
     simulate_paths,
 )
+from hedge_pipeline.quant.market_sim import HestonParams
 from hedge_pipeline.quant.risk import EntropicRisk
 
 
@@ -78,3 +82,26 @@ def test_a_gamma_gated_correction_vanishes_where_the_book_has_no_gamma():
     assert not torch.equal(policy(obs, obs[:, -1]), obs[:, DELTA])
     with pytest.raises(ValueError, match="gamma_gated needs 'mlp'"):
         make_policy("ntb", problem, gamma_gated=True)
+
+
+def test_a_heston_hedger_trains_on_the_vol_it_observes():
+    """The default sampler of a problem that observes the vol draws episodes with the vol
+    column; the trained band moves with that column, so the vol reaches the network."""
+    problem = HedgingProblem(
+        heston=HestonParams(v0=0.04, theta=0.04, kappa=1.0, xi=0.2, rho=-0.7),
+        cost=1e-3,
+        context=(VOLATILITY,),
+    )
+    policy, history = train_deep_hedger(
+        problem, "es:0.1", epochs=5, paths_per_epoch=512, lr=1e-2, num_threads=1,
+        start_at_delta=True,
+    )  # fmt: skip
+    assert problem.n_features == 5 and history.epochs == 5
+    episodes = simulate_episodes(problem, 256, torch.Generator().manual_seed(1))
+    features = market_features(problem, episodes)[:, 10]
+    calmer = features.clone()
+    calmer[:, -1] = 0.5 * calmer[:, -1]
+    with torch.no_grad():
+        lower, upper = policy.band(features)
+        calm_lower, calm_upper = policy.band(calmer)
+    assert not torch.allclose(upper - lower, calm_upper - calm_lower)

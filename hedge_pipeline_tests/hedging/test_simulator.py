@@ -18,6 +18,7 @@ from hedge_pipeline.hedging.baselines import (
 from hedge_pipeline.hedging.deep_hedging import NoTransactionBandPolicy, make_policy
 from hedge_pipeline.hedging.simulator import (
     OBSERVATIONS,
+    VOLATILITY,
     Book,
     HedgingProblem,
     Instrument,
@@ -26,6 +27,7 @@ from hedge_pipeline.hedging.simulator import (
     observations,
     pnl,
     rollout,
+    simulate_episodes,
     simulate_paths,
 )
 from hedge_pipeline.quant.market_sim import HestonParams
@@ -209,3 +211,70 @@ def test_heads_that_cannot_trade_an_option_are_refused():
     assert make_policy("mlp", problem).n_instruments == 2
     with pytest.raises(ValueError, match="hedges with the underlying alone; with a hedge option"):
         make_policy("ntb", problem)
+
+
+# The Heston example of pfhedge's README: its HestonStock's defaults, v0 = θ.
+PFHEDGE_HESTON = HestonParams(v0=0.04, theta=0.04, kappa=1.0, xi=0.2, rho=-0.7)
+
+
+def test_episodes_of_a_market_without_observed_vol_are_its_price_paths():
+    """No context: exactly the E1 episodes of simulate_paths' prices, GBM and Heston (the
+    misspecified hedger at the reference vol), so E1's figures cannot move."""
+    for problem in (E1, HedgingProblem(heston=PFHEDGE_HESTON)):
+        episodes = simulate_episodes(problem, 64, torch.Generator().manual_seed(4))
+        paths = simulate_paths(problem, 64, torch.Generator().manual_seed(4))
+        expected = as_episodes(problem, paths)
+        for got, want in zip(episodes, expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_observed_heston_vol_is_the_variance_path_and_the_delta_is_taken_at_it():
+    problem = HedgingProblem(heston=PFHEDGE_HESTON, context=(VOLATILITY,), n_steps=20,
+                             maturity=20 / 250)  # fmt: skip
+    n = 50_000
+    episodes = simulate_episodes(problem, n, torch.Generator().manual_seed(8), torch.float64)
+    # The same draws: the prices are simulate_paths'.
+    paths = simulate_paths(problem, n, torch.Generator().manual_seed(8), torch.float64)
+    torch.testing.assert_close(episodes.spot, paths, rtol=0, atol=0)
+    vol = episodes.vol[..., 0]
+    assert problem.observations[-2:] == (VOLATILITY, "prev_hedge")
+    torch.testing.assert_close(episodes.context[..., 0], vol[:, :-1])
+    assert torch.all(vol[:, 0] == PFHEDGE_HESTON.v0**0.5)
+    # E[v_T] = θ + (v0 − θ)·e^{−κT} = θ here; Var v_T ≈ ξ²θT at this horizon (~4 SE).
+    variance = vol[:, -1].square()
+    se = math.sqrt(PFHEDGE_HESTON.xi**2 * PFHEDGE_HESTON.theta * problem.maturity / n)
+    assert float(variance.mean()) == pytest.approx(PFHEDGE_HESTON.theta, abs=4 * se)
+    # Leverage: the vol rises where the price fell.
+    moves = torch.stack([torch.log(paths[:, -1]), vol[:, -1]])
+    assert float(torch.corrcoef(moves)[0, 1]) < -0.5
+    # The baselines' delta is Black–Scholes at each path's current vol, not at sigma.
+    delta = rollout(problem, episodes, BlackScholesDelta())[1]
+    tau = problem.maturity - torch.arange(20, dtype=torch.float64) * problem.dt
+    expected = bs_greeks(paths[:, :-1], 1.0, tau, vol[:, :-1], is_call=True)["delta"]
+    torch.testing.assert_close(delta, expected)
+    at_sigma = bs_greeks(paths[:, :-1], 1.0, tau, problem.sigma, is_call=True)["delta"]
+    assert float((delta - at_sigma).abs().max()) > 0.01
+
+
+def test_observed_gbm_vol_is_sigma():
+    problem = HedgingProblem(context=(VOLATILITY,))
+    episodes = simulate_episodes(problem, 16, torch.Generator().manual_seed(0))
+    assert torch.allclose(episodes.context, torch.tensor(0.2))
+    plain = as_episodes(E1, simulate_paths(E1, 16, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(
+        rollout(problem, episodes, BlackScholesDelta())[0],
+        rollout(E1, plain, BlackScholesDelta())[0],
+    )
+
+
+def test_a_simulated_market_refuses_context_it_cannot_supply():
+    problem = HedgingProblem(heston=PFHEDGE_HESTON, context=(VOLATILITY, "rv_forecast"))
+    with pytest.raises(ValueError, match="'rv_forecast'"):
+        simulate_episodes(problem, 4)
+    # A price tensor would feed zeros for the vol: refused, as is a hedge option at sigma.
+    observing = HedgingProblem(heston=PFHEDGE_HESTON, context=(VOLATILITY,))
+    with pytest.raises(ValueError, match="carries no variance"):
+        rollout(observing, simulate_paths(observing, 4), BlackScholesDelta())
+    with_option = HedgingProblem(context=(VOLATILITY,), instrument=Instrument(1.05))
+    with pytest.raises(ValueError, match="hedge option"):
+        simulate_episodes(with_option, 4)
