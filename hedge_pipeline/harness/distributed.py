@@ -40,8 +40,7 @@ def init_distributed() -> DistInfo:
     (``"cpu:gloo,cuda:nccl"``), so a run that trains on the CPU of a GPU machine still works.
     On CUDA the process binds to ``cuda:LOCAL_RANK`` first, as NCCL requires.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
+    if launched_world_size() <= 1:
         return DistInfo()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -54,6 +53,12 @@ def init_distributed() -> DistInfo:
         world_size=dist.get_world_size(),
         backend=str(dist.get_backend()),
     )
+
+
+def launched_world_size() -> int:
+    """How many processes ``torchrun`` started for this job (1 without it), whether or not the
+    stage joined a process group: what a run records to say how it was trained."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def shutdown_distributed() -> None:

@@ -28,6 +28,7 @@ from mlflow.entities.model_registry import ModelVersion
 from torch import nn
 
 from hedge_pipeline.harness.config import config_hash
+from hedge_pipeline.harness.distributed import launched_world_size
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import (
     TrackingReporter,
@@ -38,6 +39,8 @@ from hedge_pipeline.harness.tracking import (
 )
 from hedge_pipeline.registry import pyfunc
 from hedge_pipeline.registry import versions as registry
+
+WORLD_SIZE_TAG = "world_size"  # on the run: the processes that trained it (torchrun ranks)
 
 
 class ReloadMismatchError(RuntimeError):
@@ -139,7 +142,8 @@ def train_and_register(
     """Every step of the module docstring for one model version of ``stage``.
 
     Under ``torchrun`` only rank 0 tracks, evaluates and registers; the other ranks train
-    (their gradients are averaged inside ``fit``), need no ``client`` and get None.
+    (their gradients are averaged inside ``fit``), need no ``client`` and get None. The run's
+    ``world_size`` tag says how many processes trained it.
     """
     digest = config_hash(cfg)
     tags = identity_tags(dict(identity), digest) | dict(extra_tags or {})
@@ -155,6 +159,7 @@ def train_and_register(
         tempfile.TemporaryDirectory(prefix=f"{stage}-") as tmp,
     ):
         scratch = Path(tmp)
+        client.set_tag(run_id, WORLD_SIZE_TAG, str(launched_world_size()))
         reporter = TrackingReporter(session, client, run_id)
         trained = model.fit(reporter, checkpoints)
         evaluation = model.evaluate(trained, scratch)

@@ -41,6 +41,15 @@ def test_single_process_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
     distributed.barrier()
 
 
+def test_the_launched_world_size_is_torchruns_without_a_process_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.launched_world_size() == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets, before any init_process_group
+    assert distributed.launched_world_size() == 2
+
+
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
