@@ -1,15 +1,43 @@
-"""What the instance's run records say about concurrency, for the tests of ``hedge run --jobs``
-and of the daemon's queue."""
+"""What the instance's run records say about concurrency, for the tests of ``hedge run`` on the
+instance's run queue and of the daemon's queue."""
 
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 
 def most_at_once(records: list[dg.RunRecord]) -> int:
     """The largest number of runs in progress at one moment (start to end timestamps)."""
+    return most_overlapping([(r.start_time, r.end_time) for r in records])
+
+
+def launched_spans(
+    instance: dg.DagsterInstance, records: list[dg.RunRecord]
+) -> list[tuple[float, float]]:
+    """Each finished run from its launch (``RUN_STARTING``: the queue let it go) to its end.
+
+    What the queue's ``max_concurrent_runs`` counts: a run is in progress from then, while its
+    worker starts, not only from its first event (``start_time``), which on a busy machine
+    may come after the previous run has ended.
+    """
+    spans = []
+    for record in records:
+        [launched] = instance.all_logs(
+            record.dagster_run.run_id, of_type=DagsterEventType.RUN_STARTING
+        )
+        spans.append((launched.timestamp, record.end_time))
+    return spans
+
+
+def most_overlapping(spans: list[tuple[float, float]]) -> int:
+    """The largest number of ``(start, end)`` spans open at one moment.
+
+    >>> most_overlapping([(0, 2), (1, 3), (3, 4)])
+    2
+    """
     edges = sorted(
-        [(r.start_time, 1) for r in records] + [(r.end_time, -1) for r in records],
+        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans],
         key=lambda edge: (edge[0], edge[1]),  # an end before a start at the same instant
     )
     now = most = 0

@@ -14,12 +14,43 @@ import sys
 from hedge_pipeline.cli.ui_client import BackfillState, UIClient, UIError
 from hedge_pipeline.runtime.settings import DEFAULT_UI_URL, Settings, UserError
 
+MAX_TITLE = 100  # characters of a backfill title (dagster._core.definitions.utils)
 # The per-code lineage up to the specialist; --assets narrows it (e.g. market data only).
 DEFAULT_ASSETS = ("raw_option_chains", "greeks_features", "specialist_agents")
 
 
 def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _named(codes: list[str], shown: int = 8) -> str:
+    """The codes for a title or a line: all of a few, the first and last of many (a history's
+    thousand codes would make a line of 20 kB).
+
+    >>> _named(["A", "B"])
+    'A, B'
+    >>> _named([f"C{i}" for i in range(1000)])
+    'C0, C1, C2, C3 … C996, C997, C998, C999 (1000 codes)'
+    """
+    if len(codes) <= shown:
+        return ", ".join(codes)
+    half = shown // 2
+    return f"{', '.join(codes[:half])} … {', '.join(codes[-half:])} ({len(codes)} codes)"
+
+
+def _title(codes: list[str]) -> str:
+    """The backfill's title in the UI: Dagster refuses one over 100 characters (a backfill of
+    a dozen history codes), so many codes are named by their count and ends.
+
+    >>> _title(["3CN5", "3IN5"])
+    'hedge backfill 3CN5,3IN5'
+    >>> _title([f"SP500-2001-01-{day:02d}" for day in range(1, 29)])
+    'hedge backfill of 28 codes, SP500-2001-01-01 to SP500-2001-01-28'
+    """
+    title = f"hedge backfill {','.join(codes)}"
+    if len(title) > MAX_TITLE:
+        title = f"hedge backfill of {len(codes)} codes, {codes[0]} to {codes[-1]}"
+    return title[:MAX_TITLE]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -80,10 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 f"(known: {', '.join(sorted(known)) or 'none'}); new codes are added by "
                 "new_weekly_codes_sensor or `hedge run --select market_data --partition CODE`"
             )
-        backfill_id = client.launch_asset_backfill(
-            assets, codes, title=f"hedge backfill {','.join(codes)}"
-        )
-        print(f"backfill {backfill_id}: {', '.join(assets)} for {', '.join(codes)}")
+        backfill_id = client.launch_asset_backfill(assets, codes, title=_title(codes))
+        print(f"backfill {backfill_id}: {', '.join(assets)} for {_named(codes)}")
         print(f"  {client.url}/runs/b/{backfill_id}?tab=partitions")
         if not args.wait:
             return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import shlex
 import signal
@@ -21,9 +20,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -31,9 +28,7 @@ from hedge_pipeline.cli import backfill
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
 from hedge_pipeline.harness.progress import duration
 from hedge_pipeline.runtime import paths
-from hedge_pipeline.runtime.cores import usable_cores
 from hedge_pipeline.runtime.locks import file_lock
-from hedge_pipeline.runtime.orphans import stop_with_parent
 from hedge_pipeline.runtime.settings import ProfileName, Settings, SourceKind, UserError
 from hedge_pipeline.stages.selection.templates import SplitMode
 
@@ -63,7 +58,16 @@ def _user_errors(*kinds: type[BaseException]) -> Iterator[None]:
 
 
 def _set_environment(source: str | None, profile: str | None = None) -> None:
-    os.environ.update(paths.instance_env())
+    """The data directory's instance for this process and every process it starts.
+
+    ``DAGSTER_HOME`` is the repo root (its ``dagster.yaml``) unless the user set one, as the
+    Makefile's ``DAGSTER_HOME ?=`` and Dagster's own commands do: an operator's copy of
+    ``dagster.yaml`` (another run launcher, other queue limits) then governs ``hedge run``'s runs.
+    """
+    env = paths.instance_env()
+    os.environ.update(
+        {**env, "DAGSTER_HOME": os.environ.get("DAGSTER_HOME") or env["DAGSTER_HOME"]}
+    )
     if source:
         os.environ["HEDGE_SOURCE"] = source
     if profile:
@@ -83,32 +87,16 @@ def _instance():
     return instance
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """What the console says of one Dagster run: picklable, so runs in worker processes can
-    report to the parent."""
+def _outcome(result, started: float):
+    """The console's outcome (``run_queue.RunOutcome``) of an in-process run's ``result``."""
+    from hedge_pipeline.cli.run_queue import RunOutcome
 
-    success: bool
-    run_id: str
-    seconds: float
-    failures: tuple[str, ...]  # "step: error message" per failed step
-
-
-def _outcome(result, started: float) -> RunOutcome:
     failures = tuple(
         f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
         for event in result.all_events
         if event.is_step_failure and event.step_failure_data.error
     )
     return RunOutcome(result.success, result.run_id, time.perf_counter() - started, failures)
-
-
-def _report(label: str, outcome: RunOutcome) -> bool:
-    state = "ok" if outcome.success else "FAILED"
-    print(f"{label}: {state} in {outcome.seconds:.1f} s (run {outcome.run_id})", flush=True)
-    for failure in outcome.failures:
-        print(f"    {failure}")
-    return outcome.success
 
 
 def _alive_in_source(lifetimes, as_of: str | None, listed: int) -> tuple[str, list[str]]:
@@ -153,76 +141,18 @@ def _active_codes(instance, as_of: str) -> list[str]:
 
 
 def _run_console() -> None:
-    """The console of ``hedge run``, in every process it starts (worker processes of per-code
-    runs, and the training children, which inherit the environment): without two kinds of
-    noise, Dagster's notice that a Pipes API it calls is in preview, once per training step,
-    and MLflow's INFO lines ("Creating initial MLflow database tables..."), neither about
-    anything the user did (MLflow's warnings still show; ``MLFLOW_LOGGING_LEVEL`` set by the
-    user wins); with a line per training epoch (``HEDGE_PROGRESS``)."""
+    """The console of ``hedge run``, in every process it starts (the code server and run
+    workers of per-code runs, and the training children, which inherit the environment):
+    without two kinds of noise, Dagster's notice that a Pipes API it calls is in preview, once
+    per training step, and MLflow's INFO lines ("Creating initial MLflow database tables..."),
+    neither about anything the user did (MLflow's warnings still show; ``MLFLOW_LOGGING_LEVEL``
+    set by the user wins); with a line per training epoch (``HEDGE_PROGRESS``)."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if Settings.from_env().progress is None:  # HEDGE_PROGRESS=0 keeps it off
         os.environ[Settings.variable("progress")] = "1"
-
-
-def _run_code(job_name: str, code: str) -> RunOutcome:
-    """One in-process run of ``job_name`` for ``code``: in this process, or as the task of a
-    worker process, which builds its own instance and definitions from the environment it
-    inherited."""
-    from hedge_pipeline.definitions import defs
-
-    _run_console()
-    started = time.perf_counter()
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        partition_key=code, instance=_instance(), run_config=QUIET, raise_on_error=False
-    )
-    return _outcome(result, started)
-
-
-def _run_per_code(job_name: str, codes: list[str], jobs: int = 1) -> bool:
-    """Run ``job_name`` once per weekly code, ``jobs`` runs at a time; report each as it ends;
-    True if all succeeded.
-
-    Several at once run in spawned worker processes, not threads: Dagster's in-process
-    execution reconfigures the logging module per run and deadlocks two runs in one process.
-    Two single-threaded specialist children then keep both cores busy instead of one.
-    """
-    label = job_name.removesuffix("_job").replace("_", " ")
-    failed = []
-    if jobs <= 1:
-        outcomes = ((code, _run_code(job_name, code)) for code in codes)
-        for i, (code, outcome) in enumerate(outcomes, 1):
-            if not _report(f"[{i}/{len(codes)}] {label} {code}", outcome):
-                failed.append(code)
-    else:
-        context = multiprocessing.get_context("spawn")
-        workers = min(jobs, len(codes))
-        with ProcessPoolExecutor(workers, context, initializer=stop_with_parent) as pool:
-            futures = {pool.submit(_run_code, job_name, code): code for code in codes}
-            for i, future in enumerate(as_completed(futures), 1):
-                code = futures[future]
-                if not _report(f"[{i}/{len(codes)}] {label} {code}", future.result()):
-                    failed.append(code)
-    if failed:
-        print(f"{label} failed for {', '.join(sorted(failed))}; stopping")
-    return not failed
-
-
-def _per_code_jobs(asset: str, requested: int | None) -> int:
-    """How many per-code runs of ``asset`` go at once: ``--jobs`` if given; otherwise, for
-    specialists, as many as the usable cores hold at the profile's threads per child (market
-    data runs write one DuckDB file and go one at a time)."""
-    if requested is not None:
-        return requested
-    if asset != "specialists":
-        return 1
-    from hedge_pipeline.runtime.profiles import get_profile
-
-    cores = usable_cores()
-    threads = get_profile().specialist.num_threads or cores
-    return max(1, cores // threads)
 
 
 def _check_template(name: str | None) -> None:
@@ -249,6 +179,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _run_console()
 
+    from hedge_pipeline.cli.run_queue import RunQueue, report
     from hedge_pipeline.definitions import defs
     from hedge_pipeline.orchestration.partitions import weekly_code_partitions
     from hedge_pipeline.orchestration.resources import ChainSourceResource
@@ -291,31 +222,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         codes = args.partition or sorted(instance.get_dynamic_partitions(name))
     global_job = defs.resolve_implicit_global_asset_job_def()
     timings: dict[str, float] = {}
-    for asset in plan:
-        started = time.perf_counter()
-        if asset in PER_CODE_JOBS:
-            jobs = _per_code_jobs(asset, args.jobs)
-            if not _run_per_code(PER_CODE_JOBS[asset], codes, jobs):
+    queue: RunQueue | None = None
+    with ExitStack() as stack:
+        for asset in plan:
+            started = time.perf_counter()
+            if asset in PER_CODE_JOBS:
+                if queue is None:  # started once, for the first per-code stage
+                    queue = stack.enter_context(RunQueue(instance))
+                label = PER_CODE_JOBS[asset].removesuffix("_job").replace("_", " ")
+                if not queue.run_per_code(PER_CODE_JOBS[asset], asset, codes, label, QUIET):
+                    return 1
+                timings[asset] = time.perf_counter() - started
+                continue
+            run_config = {**QUIET}
+            if asset == "portfolio_selection":
+                chosen = {"template": template, "as_of": as_of, "split_mode": args.split_mode}
+                config = {key: value for key, value in chosen.items() if value is not None}
+                if config:
+                    run_config["ops"] = {asset: {"config": config}}
+            result = global_job.execute_in_process(
+                asset_selection=[dg.AssetKey(asset)],
+                instance=instance,
+                run_config=run_config,
+                raise_on_error=False,
+            )
+            if not report(asset, _outcome(result, started)):
                 return 1
             timings[asset] = time.perf_counter() - started
-            continue
-        run_config = {**QUIET}
-        if asset == "portfolio_selection":
-            chosen = {"template": template, "as_of": as_of, "split_mode": args.split_mode}
-            config = {key: value for key, value in chosen.items() if value is not None}
-            if config:
-                run_config["ops"] = {asset: {"config": config}}
-        result = global_job.execute_in_process(
-            asset_selection=[dg.AssetKey(asset)],
-            instance=instance,
-            run_config=run_config,
-            raise_on_error=False,
-        )
-        if not _report(asset, _outcome(result, started)):
-            return 1
-        timings[asset] = time.perf_counter() - started
-        if asset == "portfolio_selection" and as_of:
-            codes = _active_codes(instance, as_of)
+            if asset == "portfolio_selection" and as_of:
+                codes = _active_codes(instance, as_of)
     _print_summary(instance, codes, timings)
     _print_where_to_look("hedge_ensemble" in plan)
     return 0
@@ -731,11 +666,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=get_args(SplitMode),
         help="the template's time split, unless given; as_of (with --as-of): train and "
         "validate on the bars up to as_of, test on those after it (a walk-forward test)",
-    )
-    run.add_argument(
-        "--jobs",
-        type=int,
-        help="per-code runs at once (default: specialists fill the cores, market data 1)",
     )
     run.set_defaults(func=_cmd_run)
 

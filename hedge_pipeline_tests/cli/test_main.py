@@ -8,13 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 from hedge_pipeline.tables import warehouse
-from hedge_pipeline_tests.run_records import most_at_once
 
 
 def _hedge(data_dir: Path, *args: str) -> subprocess.Popen:
@@ -44,30 +42,6 @@ def test_codes_materialized_concurrently_in_separate_processes_all_succeed(data_
         )
     source = SyntheticSource()
     assert counts == {c: source.load(c).height for c in codes}
-
-
-@pytest.mark.slow
-def test_jobs_run_per_code_runs_at_once_in_worker_processes(data_dir):
-    """``--jobs 2``: two runs at a time, never more, each reports, and the warehouse holds
-    every row. Four codes, not two: each worker process imports the definitions before its
-    first run, and a run of one code's market data is shorter than the jitter of those
-    imports on two busy cores, so two lone runs need not overlap; a worker's second run
-    always does with the other's."""
-    codes = ["3CN5", "3IN5", "3MN5", "3WN5"]
-    args = ["run", "--select", "market_data", "--jobs", "2"]
-    out, _ = _hedge(data_dir, *args, *(a for c in codes for a in ("--partition", c))).communicate(
-        timeout=600
-    )
-    assert all(f"market data {c}: ok" in out for c in codes), out
-    with dg.DagsterInstance.get() as instance:
-        records = instance.get_run_records()
-    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == codes
-    assert most_at_once(records) == 2, [(r.start_time, r.end_time) for r in records]
-    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
-        counts = dict(
-            con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()
-        )
-    assert counts == {c: SyntheticSource().load(c).height for c in codes}
 
 
 def test_unknown_weekly_code_is_refused_by_name(data_dir):
