@@ -37,6 +37,12 @@ class PortfolioModelChoices(HedgingCosts):
     cost_weight: float = Field(default=1.0, ge=0.0, description="weight of costs in the objective")
     diversification_bonus: float = 0.0
     learning_rate: float = Field(default=3e-3, gt=0.0)
+    joint_learning_rate: float = Field(
+        default=3e-4,
+        gt=0.0,
+        description="joint model: the controller's (the meta-controller stage left it "
+        "converged at learning_rate; a step that size only moves it off its optimum)",
+    )
     specialist_learning_rate: float = Field(default=3e-4, ge=0.0, description="joint model only")
     alternate: bool = Field(default=False, description="joint: alternate meta/specialist steps")
     turbulence_quantile: float = Field(

@@ -88,7 +88,8 @@ class PortfolioProblem:
     the underlying (None: twice the options held, more than any hedge of them needs).
     ``mv_delta``: Hull and White's (a, b, c), fitted on the training windows
     (:func:`.evaluation.fit_portfolio_mv`), that make the minimum-variance delta a baseline;
-    None leaves it out.
+    None leaves it out. ``spread_scale``: the hedge options' quoted half-spreads are paid times
+    this (1: as quoted; the joint model's curriculum scales them with the other costs).
     """
 
     codes: tuple[str, ...]
@@ -98,6 +99,7 @@ class PortfolioProblem:
     fixed_fee: float = 0.0
     max_position: float | None = None
     mv_delta: tuple[float, float, float] | None = None
+    spread_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if len(self.codes) != len(self.problems) or not self.codes:
@@ -113,8 +115,8 @@ class PortfolioProblem:
             raise ValueError("every code's episodes need the same number of decisions")
         if self.max_position is not None and not self.max_position > 0:
             raise ValueError(f"max_position must be > 0, got {self.max_position}")
-        if min(self.cost, self.slippage, self.fixed_fee) < 0:
-            raise ValueError("costs must be non-negative")
+        if min(self.cost, self.slippage, self.fixed_fee, self.spread_scale) < 0:
+            raise ValueError("costs (and spread_scale) must be non-negative")
 
     @property
     def n_steps(self) -> int:
@@ -206,8 +208,8 @@ def _gains_and_costs(
 ) -> tuple[Tensor, Tensor]:
     """Hedge gains and transaction costs at every step. The underlying (n, T) is one netted
     position; (n, T, C) are the codes' own, each trading (and paying) for itself. Each code's
-    option (n, T, C) gains its price change and pays its quoted half-spread per unit traded.
-    Shape: → (n_paths, n_steps) each."""
+    option (n, T, C) gains its price change and pays its quoted half-spread (times
+    ``pp.spread_scale``) per unit traded. Shape: → (n_paths, n_steps) each."""
     positions, options = hedge if isinstance(hedge, Hedge) else Hedge(hedge)
     spot = ep.spot[:, :-1]
     if positions.ndim == 3:
@@ -220,6 +222,7 @@ def _gains_and_costs(
         options = options * ep.present.unsqueeze(1)
         price = torch.stack([b.instrument_price for b in ep.books], dim=-1)  # (n, T + 1, C)
         spread = torch.stack([b.instrument_cost[:, :-1] for b in ep.books], dim=-1)
+        spread = spread * pp.spread_scale
         gains = gains + (options * price.diff(dim=1)).sum(dim=-1)
         costs = costs + (spread * trades(options).abs()).sum(dim=-1)
     return gains, costs

@@ -6,9 +6,12 @@ their positions, with weights softmax(−(risk_k − min risk) / temperature) of
 risk (temperature: the spread of those risks, so weights neither collapse on one member for a
 negligible difference nor ignore a large one). Where the books' turbulence index exceeds a
 threshold (a quantile of its training values, FinRL's guard) the ensemble holds the
-Black–Scholes delta of the portfolio instead (delta-gamma, option legs included, when the
-specialists trade hedge options: dropping the options in a storm would sell the gamma hedge
-when it is needed most): learned policies are least trustworthy in the storms they rarely saw.
+Black–Scholes delta of the portfolio in the underlying instead: learned policies are least
+trustworthy in the storms they rarely saw. When the specialists trade hedge options the guard
+keeps the members' option positions and swaps only the underlying, to the books' delta net of
+those options (:func:`guarded`): the options are each code's own hedge, already netted of
+nothing, and replacing them by the analytic delta-gamma legs in every storm would trade every
+option's spread twice (out and back in) for a position the members had already chosen.
 """
 
 from __future__ import annotations
@@ -23,13 +26,20 @@ from hedge_pipeline.stages.portfolio_models.controller import (
     PortfolioProblem,
     code_features,
     meta_rollout,
+    net_of_options,
     proposals,
 )
-from hedge_pipeline.stages.portfolio_models.evaluation import analytic_hedge
+from hedge_pipeline.stages.portfolio_models.evaluation import portfolio_delta
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 
-__all__ = ["HedgeEnsemble", "member_positions", "risk_weights", "without_forecasts"]
+__all__ = [
+    "HedgeEnsemble",
+    "guarded",
+    "member_positions",
+    "risk_weights",
+    "without_forecasts",
+]
 
 
 def risk_weights(risks: Sequence[float]) -> Tensor:
@@ -84,16 +94,38 @@ class HedgeEnsemble(nn.Module):
         )
         guard = torch.zeros_like(held.underlying, dtype=torch.bool)
         if self.turbulence_column is not None:
-            feats, context = code_features(pp, ep)
+            _, context = code_features(pp, ep)
             guard = context[..., self.turbulence_column] > self.turbulence_threshold
-            textbook = analytic_hedge(pp, ep, feats)
-            held = Hedge(
-                torch.where(guard, textbook.underlying, held.underlying),
-                None
-                if held.options is None
-                else torch.where(guard.unsqueeze(-1), textbook.options, held.options),
-            )
+            held = guarded(pp, ep, held, guard)
         return held, guard
+
+
+def guarded(pp: PortfolioProblem, ep: PortfolioEpisodes, held: Hedge, guard: Tensor) -> Hedge:
+    """``held`` with its underlying set to the books' Black–Scholes delta net of ``held``'s
+    own option positions wherever ``guard`` is set; the options are kept (module docstring).
+    Without hedge options that is the portfolio's BS delta.
+
+    Shape: held Hedge((n, T), (n, T, C) or None), guard (n, T) bool → Hedge like ``held``
+
+    >>> from hedge_pipeline.hedging.simulator import (
+    ...     Book, HedgingProblem, Instrument, as_episodes, simulate_paths)
+    >>> problem = HedgingProblem(book=Book((1.0,), (True,), (1.0,)), instrument=Instrument(1.03))
+    >>> paths = simulate_paths(problem, 4, torch.Generator().manual_seed(0))
+    >>> ep = PortfolioEpisodes(paths, torch.ones(4, 1), (as_episodes(problem, paths),))
+    >>> pp = PortfolioProblem(("A",), (problem,))
+    >>> held = Hedge(torch.zeros(4, pp.n_steps), torch.ones(4, pp.n_steps, 1))
+    >>> storm = guarded(pp, ep, held, torch.ones(4, pp.n_steps, dtype=torch.bool))
+    >>> torch.equal(storm.options, held.options)  # the members' options are kept
+    True
+    >>> bool((storm.underlying < 1.0).all())  # the call's delta less the other call's
+    True
+    >>> calm = guarded(pp, ep, held, torch.zeros(4, pp.n_steps, dtype=torch.bool))
+    >>> torch.equal(calm.underlying, held.underlying)
+    True
+    """
+    feats, _ = code_features(pp, ep)
+    textbook = portfolio_delta(ep, net_of_options(feats, held.options))
+    return Hedge(torch.where(guard, textbook, held.underlying), held.options)
 
 
 def without_forecasts(

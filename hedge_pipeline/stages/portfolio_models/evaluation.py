@@ -294,7 +294,7 @@ def score(
     must hold ``bs_delta`` (the win-rate reference, with costs). Each hedger named in
     ``costless`` is scored again at zero costs, as a ``<name>_without_costs`` row (module
     docstring)."""
-    free = replace(pp, cost=0.0, slippage=0.0, fixed_fee=0.0)
+    free = replace(pp, cost=0.0, slippage=0.0, fixed_fee=0.0, spread_scale=0.0)
     runs = [(name, pp, held) for name, held in positions.items()]
     runs += [(f"{name}_without_costs", free, positions[name]) for name in costless]
     with torch.no_grad():

@@ -6,8 +6,11 @@ hedge (pathwise, through the simulator), so a specialist can learn what its book
 worth *in the portfolio* (where part of it nets against the others) rather than alone. It
 keeps the two parts apart where that matters (``harness.trainer``'s component options):
 
-* separate learning rates (the specialists' smaller: they start trained) and gradient
-  clipping per component, so a large gradient of one part does not shrink the other's step;
+* separate learning rates and gradient clipping per component, so a large gradient of one
+  part does not shrink the other's step. Both parts start trained, so both rates are small:
+  the controller's (``joint_learning_rate``) is a tenth of the meta-controller stage's, which
+  stopped at its best validation epoch; at that stage's own rate every step moved the
+  controller off its optimum and no epoch of any phase beat the starting point;
 * optional alternating updates: even steps move the controller, odd steps the specialists;
 * a curriculum of phases over cost and volatility regimes (:data:`CURRICULUM`), each resumed
   from its checkpoints and skipped once complete, every phase validated on the same real

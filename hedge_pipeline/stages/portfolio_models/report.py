@@ -17,6 +17,11 @@ how much, how sure? So each test split gets
 
 The full risk table (every column of :mod:`.evaluation`) and the tail by front code follow, and
 one table of definitions ends the report.
+
+Each split also gets the lineage read stage by stage (:func:`stage_differences`): every
+portfolio stage against the stage it builds on (:data:`STAGES`) and against the strongest
+baseline, each with its interval, so a stage that adds nothing shows as such rather than
+hiding behind the stages before it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ from hedge_pipeline.hedging.comparison import Comparison
 from hedge_pipeline.hedging.plots import plot_left_tail, plot_paired
 from hedge_pipeline.runtime.markdown import markdown_table
 
+#: Each portfolio stage and the stage it builds on: the specialists start at BS delta, the
+#: meta-controller nets and mixes the specialists, the joint model (the ensemble's heaviest
+#: member) fine-tunes the meta-controller, the ensemble weights the joint models.
+STAGES = (
+    ("specialists", "bs_delta"),
+    ("meta_controller", "specialists"),
+    ("joint", "meta_controller"),
+    ("ensemble", "joint"),
+)
 #: The hedgers of the left-tail plot (the strongest baseline is added).
 TAIL_PLOT = ("bs_delta", "specialists", "meta_controller", "ensemble")
 MODEL = "ensemble"
@@ -86,6 +100,54 @@ def compare(
         split: comparison.compare(table, pnls[split], blocks[split], MODEL, seed=seed)
         for split, table in tables.items()
     }
+
+
+def stage_differences(
+    pnls: Mapping[str, Tensor], blocks: Tensor, baseline: str, seed: int = 0
+) -> dict[str, dict[str, comparison.PairedDifference]]:
+    """Per stage of :data:`STAGES` present in ``pnls``: its ES10 difference from its
+    predecessor (``previous``) and from ``baseline`` (``baseline``), each with the block
+    bootstrap interval of :func:`~hedge_pipeline.hedging.comparison.es_differences`.
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> bs = torch.randn(400, generator=g, dtype=torch.float64)
+    >>> pnls = {"bs_delta": bs, "specialists": 0.8 * bs, "meta_controller": 0.8 * bs}
+    >>> rows = stage_differences(pnls, torch.arange(400) // 4, "bs_delta")
+    >>> rows["specialists"]["previous"].verdict, rows["meta_controller"]["previous"].difference
+    ('better', 0.0)
+    >>> rows["meta_controller"]["baseline"].verdict, sorted(rows)
+    ('better', ['meta_controller', 'specialists'])
+    """
+    rows: dict[str, dict[str, comparison.PairedDifference]] = {}
+    for stage, previous in STAGES:
+        if stage not in pnls or previous not in pnls:
+            continue
+        pair = {name: pnls[name] for name in (stage, previous, baseline)}
+        against_previous = comparison.es_differences(pair, previous, blocks, seed=seed)
+        against_baseline = comparison.es_differences(pair, baseline, blocks, seed=seed)
+        rows[stage] = {"previous": against_previous[stage], "baseline": against_baseline[stage]}
+    return rows
+
+
+def stage_table(
+    rows: Mapping[str, Mapping[str, comparison.PairedDifference]], baseline: str
+) -> str:
+    """Markdown of :func:`stage_differences`: one line per stage."""
+    previous = dict(STAGES)
+
+    def cells(d: comparison.PairedDifference) -> list[str]:
+        return [f"{d.difference:+.4g}", f"{d.low:+.3g} to {d.high:+.3g}", f"{d.relative:+.2%}",
+                d.verdict]  # fmt: skip
+
+    lines = (
+        [stage, previous[stage], f"{r['previous'].hedger:.4g}", *cells(r["previous"]),
+         *cells(r["baseline"])]
+        for stage, r in rows.items()
+    )  # fmt: skip
+    header = ["stage", "builds on", "ES10 ↓", "Δ vs it", "95 % interval", "Δ %", "verdict",
+              f"Δ vs {baseline}", "95 % interval", "Δ %", "verdict"]  # fmt: skip
+    return markdown_table(header, lines, right_from=2)
 
 
 def comparison_table(result: Comparison, table: Mapping[str, Mapping[str, float]]) -> str:
@@ -142,10 +204,12 @@ def write(
     pnls: Mapping[str, Mapping[str, Tensor]],
     labels: Mapping[str, pl.DataFrame],
     document: Mapping[str, Any],
+    stages: Mapping[str, Mapping[str, Mapping[str, comparison.PairedDifference]]],
 ) -> Report:
-    """``report.md``, ``report.json`` (``document`` plus the comparisons), the figures and
-    ``pnl_<split>.parquet`` (:func:`pnl_frame`, ``labels`` per split) in ``folder``; the
-    markdown entries the asset shows."""
+    """``report.md``, ``report.json`` (``document`` plus the comparisons and the stage by
+    stage differences ``stages``, per split), the figures and ``pnl_<split>.parquet``
+    (:func:`pnl_frame`, ``labels`` per split) in ``folder``; the markdown entries the asset
+    shows."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, frame in labels.items():
         pnl_frame(pnls[split], frame).write_parquet(folder / f"pnl_{split}.parquet")
@@ -182,6 +246,10 @@ def write(
             "",
             comparison_table(result, tables[split]),
             "",
+            f"### Stage by stage, {label}",
+            "",
+            stage_table(stages[split], result.baseline),
+            "",
             f"![left tail, {label}](left_tail_{split}.png)",
             f"![paired, {label}](paired_{split}.png)",
         ]
@@ -196,12 +264,17 @@ def write(
         "comparisons": {
             split: {"baseline": c.baseline} | {n: r.as_dict() for n, r in c.rows.items()}
             for split, c in comparisons.items()
-        }
+        },
+        "stages": {
+            split: {stage: {k: d.as_dict() for k, d in row.items()} for stage, row in rows.items()}
+            for split, rows in stages.items()
+        },
     }
     (folder / "report.json").write_text(json.dumps(full, indent=2), encoding="utf-8")
     markdown: dict[str, str] = {}
     for split, result in comparisons.items():
         markdown[f"evaluation_{split}"] = comparison_table(result, tables[split])
+        markdown[f"stages_{split}"] = stage_table(stages[split], result.baseline)
         markdown[f"all_metrics_{split}"] = risk_table(tables[split])
         markdown[f"tail_by_front_{split}"] = tail_table(tails[split])
     markdown |= {key: png_markdown(path, key.replace("_", " ")) for key, path in figures.items()}

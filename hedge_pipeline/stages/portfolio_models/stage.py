@@ -356,9 +356,14 @@ def load_joint(portfolio: Portfolio, directory: Path) -> JointModel:
 
 
 def at_costs(problem: PortfolioProblem, scale: float) -> PortfolioProblem:
+    """``problem`` with every cost times ``scale``: the underlying's cost, slippage and fee,
+    and the hedge options' quoted half-spreads (a curriculum phase at half costs that still
+    paid the options' full spreads would teach the specialists to trade the underlying
+    instead of their option)."""
     return replace(
         problem,
         cost=problem.cost * scale,
         slippage=problem.slippage * scale,
         fixed_fee=problem.fixed_fee * scale,
+        spread_scale=problem.spread_scale * scale,
     )

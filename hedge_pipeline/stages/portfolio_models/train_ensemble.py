@@ -6,7 +6,9 @@ turbulence guard at a quantile of the turbulence index over the training windows
 on the held-out test windows, replayed and simulated, every baseline and every stage:
 specialists alone (each code trading for itself), specialists netted, the meta-controller,
 the best joint model, the ensemble, and the ensemble with the CNN-LSTM's forecast and
-uncertainty held at their training means (the ablation of what the CNN-LSTM tells it). Two
+uncertainty held at their training means (the ablation of what the CNN-LSTM tells it); the
+same rows on the validation windows (in-sample for the epochs and weights they chose), and
+every stage against the one it builds on (:func:`.report.stage_differences`). Two
 readings of the tail go with the table (:mod:`.evaluation`): BS
 delta traded for free (``bs_delta_without_costs``: how far cost savings alone could go) and,
 for BS delta and the ensemble, the worst 10 % of windows by front code (``tail_by_front``).
@@ -38,7 +40,7 @@ from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
 from hedge_pipeline.harness.tracking import TrackingReporter
 from hedge_pipeline.hedging.code_market import CONTEXT
-from hedge_pipeline.hedging.comparison import Comparison
+from hedge_pipeline.hedging.comparison import Comparison, PairedDifference
 from hedge_pipeline.registry import versions as registry
 from hedge_pipeline.registry.artifact import ArtifactSpecError, load_weights, save_artifact
 from hedge_pipeline.stages.portfolio_models import report
@@ -92,6 +94,7 @@ class EnsembleModel:
     guard_share: dict[str, float] = field(default_factory=dict)
     decision: tuple[str, str] = ("", "")
     comparisons: dict[str, Comparison] = field(default_factory=dict)
+    stages: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
     report_metadata: dict[str, Any] = field(default_factory=dict)
 
     def fit(self, reporter: TrackingReporter, checkpoints: Path) -> nn.Module:
@@ -124,6 +127,9 @@ class EnsembleModel:
         means = _forecast_means(portfolio, portfolio.market.replay("train"))
         best = self.members[int(torch.argmax(model.weights))]
         episodes = {
+            # The windows that picked every stage's epochs and weighted the members: in-sample
+            # for that choice, scored beside the test splits to show what it saw.
+            "validation": inputs.validation,
             "test_replay": portfolio.market.replay("test"),
             "test_simulated": portfolio.market.sample(
                 cfg["eval_paths"],
@@ -164,6 +170,10 @@ class EnsembleModel:
                 }
             )
         self.comparisons = report.compare(self.tables, pnls, blocks, seed=cfg["seed"])
+        self.stages = {
+            split: report.stage_differences(pnls[split], blocks[split], c.baseline, cfg["seed"])
+            for split, c in self.comparisons.items()
+        }
         champion = _champion_es10(inputs.client, portfolio, episodes["test_replay"], objective)
         decision, reason = _gate(
             self.comparisons, self.tables["test_replay"], champion, cfg["promotion_margin"]
@@ -200,6 +210,7 @@ class EnsembleModel:
             pnls,
             labels,
             document,
+            self.stages,
         ).metadata
         replay = self.comparisons["test_replay"]
         headlines = {

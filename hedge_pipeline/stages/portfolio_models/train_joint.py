@@ -169,13 +169,13 @@ def _curriculum(
         )
         train = TrainConfig(
             epochs=cfg["joint_epochs_per_phase"],
-            lr=cfg["learning_rate"],
+            lr=cfg["joint_learning_rate"],
             patience=cfg["patience"],
             seed=cfg["seed"] + 1000 * index,
             device="cpu",
             validate_initial=True,  # a phase keeps the previous weights unless it improves them
             component_lr=(
-                ("meta", cfg["learning_rate"]),
+                ("meta", cfg["joint_learning_rate"]),
                 ("specialists", cfg["specialist_learning_rate"]),
             ),
             clip_per_component=True,

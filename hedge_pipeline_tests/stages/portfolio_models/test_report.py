@@ -13,8 +13,6 @@ from hedge_pipeline.quant.risk import parse_criterion
 from hedge_pipeline.stages.portfolio_models import report
 from hedge_pipeline.stages.portfolio_models.evaluation import portfolio_metrics
 
-HEDGERS = ("no_hedge", "bs_delta", "whalley_wilmott", "specialists", "meta_controller", "ensemble")
-
 
 def _split(seed: int, n: int = 600) -> tuple[dict, dict]:
     g = torch.Generator().manual_seed(seed)
@@ -25,6 +23,7 @@ def _split(seed: int, n: int = 600) -> tuple[dict, dict]:
         "whalley_wilmott": 1.1 * base,
         "specialists": 0.9 * base,
         "meta_controller": 0.8 * base,
+        "joint": 0.8 * base,  # a stage that adds nothing
         "ensemble": 0.7 * base,
     }
     risk = parse_criterion("es:0.1")
@@ -56,6 +55,17 @@ def test_the_report_puts_the_verdict_first_and_every_hedger_against_the_stronges
         split: pl.DataFrame({"front_code": ["3CN5"] * 600, "block": blocks[split].numpy()})
         for split in tables
     }
+    stages = {
+        split: report.stage_differences(pnls[split], blocks[split], comparisons[split].baseline)
+        for split in tables
+    }
+    replay_stages = stages["test_replay"]
+    assert list(replay_stages) == ["specialists", "meta_controller", "joint", "ensemble"]
+    assert replay_stages["meta_controller"]["previous"].verdict == "better"
+    assert replay_stages["joint"]["previous"].difference == 0.0
+    assert replay_stages["joint"]["previous"].verdict == "undecided"
+    assert replay_stages["joint"]["baseline"].verdict == "better"
+    assert replay_stages["ensemble"]["previous"].baseline == tables["test_replay"]["joint"]["es10"]
     written = report.write(
         tmp_path,
         ("candidate", "why"),
@@ -65,6 +75,7 @@ def test_the_report_puts_the_verdict_first_and_every_hedger_against_the_stronges
         pnls,
         labels,
         {"codes": ["3CN5"]},
+        stages,
     )
     for split in tables:  # every window's P&L, for pooling and re-testing
         frame = pl.read_parquet(tmp_path / f"pnl_{split}.parquet")
@@ -80,6 +91,8 @@ def test_the_report_puts_the_verdict_first_and_every_hedger_against_the_stronges
     assert replay.headline in markdown
     assert "| **ensemble** |" in markdown and "| hedger | ES10 ↓ | Δ vs bs_delta |" in markdown
     assert markdown.rstrip().endswith(report.definitions_table())
+    assert "### Stage by stage, test replay" in markdown
+    assert "| joint | meta_controller |" in markdown
     assert "contribution to ES10" in markdown and "share of ES10" not in markdown
     for split in tables:
         for kind in ("left_tail", "paired"):
@@ -88,9 +101,10 @@ def test_the_report_puts_the_verdict_first_and_every_hedger_against_the_stronges
     document = json.loads((tmp_path / "report.json").read_text())
     assert document["codes"] == ["3CN5"]
     assert document["comparisons"]["test_replay"]["ensemble"]["verdict"] == "better"
+    assert document["stages"]["test_replay"]["ensemble"]["previous"]["verdict"] == "better"
     assert set(written.metadata) >= {
         "evaluation_test_replay", "all_metrics_test_replay", "tail_by_front_test_replay",
-        "left_tail_test_replay", "paired_test_replay", "definitions",
+        "left_tail_test_replay", "paired_test_replay", "definitions", "stages_test_replay",
     }  # fmt: skip
     assert all(entry["type"] == "md" for entry in written.metadata.values())
 
