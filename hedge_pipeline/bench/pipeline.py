@@ -23,8 +23,17 @@ reported over the seconds from its step's start to its success (read raw quotes 
 compute, write, checks). A micro-benchmark then times the two halves of that step on the
 largest code's stored quotes: ``compute_features`` and the transactional warehouse write into
 a scratch DuckDB file. The document ends with medians over repeats.
+
+The data path (``data_path``; ``python -m hedge_pipeline.bench.pipeline --data-path``): the
+market-data steps' own bodies, without Dagster's run around them, on every code of a source,
+for the code of this checkout and (``--before DIR``) of an older checkout of the repository,
+side by side in one command: the synthetic source's 8 codes (~50k quotes each) and a real
+history's ~1,000 codes (378 quotes each). Each (checkout, source) runs
+``bench/pipeline_steps.py`` in a fresh process under ``bench.tree_rss``: Greeks and raw rows/s
+(wall and CPU), and the process's peak RSS, overall and after 1, 8, 64, 512 codes.
 """
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -353,3 +362,104 @@ def _fresh(root: Path, index: int) -> Path:
     if (root / "raw").is_dir():
         shutil.copytree(root / "raw", target / "raw")
     return target
+
+
+STEPS_SCRIPT = Path(__file__).with_name("pipeline_steps.py")
+# The sources of the data path: (label, environment, codes: None for all of them).
+DATA_PATH_SOURCES: tuple[tuple[str, dict[str, str], int | None], ...] = (
+    ("synthetic, 8 codes", {"HEDGE_SOURCE": "synthetic"}, None),
+    ("history sp500, every code", {"HEDGE_SOURCE": "history", "HEDGE_HISTORY": "sp500"}, None),
+)
+
+
+def steps_of(
+    checkout: Path, env: dict[str, str], data_dir: Path, limit: int | None = None
+) -> dict[str, Any]:
+    """``pipeline_steps.py`` (this checkout's) on ``checkout``'s package, in a fresh
+    ``data_dir``, under ``tree_rss``: its report plus the process's wall, CPU and peak RSS."""
+    data_dir.mkdir(parents=True)
+    out = data_dir / "report.json"  # measure() writes steps.json beside steps.log
+    command = [sys.executable, str(STEPS_SCRIPT), str(out), str(data_dir)]
+    command += [str(limit)] if limit else []
+    env = scratch_env(data_dir) | env | {"PYTHONPATH": str(checkout.resolve())}
+    process = measure(command, env, data_dir / "steps.log")
+    if process["returncode"] != 0:
+        log = (data_dir / "steps.log").read_text(encoding="utf-8", errors="replace")
+        raise RuntimeError(f"the data path failed on {checkout}: {log[-_LOG_TAIL:]}")
+    report = json.loads(out.read_text(encoding="utf-8"))
+    if Path(report["package"]) != (checkout / "hedge_pipeline").resolve():
+        raise RuntimeError(f"measured {report['package']}, not {checkout}'s package")
+    return report | {"process": process}
+
+
+def data_path(
+    before: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    sources: tuple[tuple[str, dict[str, str], int | None], ...] = DATA_PATH_SOURCES,
+) -> dict[str, Any]:
+    """The data path of this checkout, and of ``before`` if given, on each of ``sources``
+    (see the module docstring): one row per (source, checkout), in one command."""
+    started = dt.datetime.now(dt.UTC)
+    checkouts = {"after": paths.REPO_ROOT} | ({"before": Path(before)} if before else {})
+    root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hedge-data-path-"))
+    rows = []
+    try:
+        for i, (label, env, limit) in enumerate(sources):
+            for name, checkout in checkouts.items():
+                result = steps_of(checkout, env, root / f"{i}-{name}", limit)
+                # The label, not the driver's source kind, names the row.
+                rows.append(result | {"source": label, "checkout": name, "path": str(checkout)})
+    finally:
+        if data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return {
+        "suite": "pipeline-data-path",
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine_info(*PACKAGES),
+        "commits": {name: _commit(path) for name, path in checkouts.items()},
+        "results": rows,
+        "table": [_data_path_line(r) for r in rows],
+    }
+
+
+def _commit(checkout: Path) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(checkout), "describe", "--always", "--dirty"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return done.stdout.strip() or "unknown"
+
+
+def _data_path_line(result: dict[str, Any]) -> dict[str, Any]:
+    """One (source, checkout) in a line: what ``benchmarks/pipeline.md`` tabulates."""
+    greeks, raw = result["greeks"], result["raw"]
+    return {
+        "source": result["source"],
+        "checkout": result["checkout"],
+        "codes": result["codes"],
+        "greeks_rows": greeks["rows"],
+        "greeks_rows_per_s": round(greeks["rows_per_s"]),
+        "greeks_rows_per_cpu_s": round(greeks["rows_per_cpu_s"]),
+        "raw_rows_per_s": round(raw["rows_per_s"]),
+        "peak_rss_mib": round(result["process"]["peak_rss_mib"], 1),
+        "peak_rss_mib_after_codes": result["peak_rss_mib_after_codes"],
+        "process_wall_s": round(result["process"]["wall_s"], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hedge_pipeline.bench.pipeline --data-path [--before DIR]``: the data path
+    (``hedge bench pipeline`` runs the lineage; its CLI does not take these options yet)."""
+    parser = argparse.ArgumentParser(prog="python -m hedge_pipeline.bench.pipeline")
+    parser.add_argument("--data-path", action="store_true", required=True)
+    parser.add_argument("--before", type=Path, help="an older checkout, measured beside this")
+    parser.add_argument("--data-dir", type=Path, help="keep the warehouses here")
+    parser.add_argument("--limit", type=int, help="the first N codes of each source only")
+    args = parser.parse_args(argv)
+    sources = tuple((label, env, args.limit) for label, env, _ in DATA_PATH_SOURCES)
+    print(json.dumps(data_path(args.before, args.data_dir, sources), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

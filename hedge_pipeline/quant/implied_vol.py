@@ -52,7 +52,7 @@ from scipy.special import erfcx, ndtr, ndtri
 
 from hedge_pipeline.runtime.cores import usable_cores
 
-__all__ = ["STATUSES", "implied_vol", "normalised_black"]
+__all__ = ["STATUSES", "implied_vol", "implied_vol_codes", "normalised_black"]
 
 FloatArray = NDArray[np.float64]
 
@@ -789,13 +789,35 @@ def implied_vol(
     >>> implied_vol(1.0, 100.0, 100.0, [0.5, 0.0], 0.0, futures=True)[1].tolist()
     ['ok', 'expired']
     """
-    iv, status = map_chunked(
+    iv, code = implied_vol_codes(price, spot, strike, tau, rate, dividend, is_call, futures)
+    return iv, _STATUS_NAMES.take(code)
+
+
+def implied_vol_codes(
+    price: ArrayLike,
+    spot: ArrayLike,
+    strike: ArrayLike,
+    tau: ArrayLike,
+    rate: ArrayLike,
+    dividend: ArrayLike = 0.0,
+    is_call: ArrayLike = True,
+    futures: ArrayLike = False,
+) -> tuple[FloatArray, NDArray[np.int8]]:
+    """:func:`implied_vol` with each status as its index in ``STATUSES`` (int8), for callers
+    that build columns: turning 50k fixed-width NumPy strings into a string column cost as
+    much as the solve itself, an index column maps to names in well under a millisecond.
+
+    >>> iv, code = implied_vol_codes([4.759422392871532, 0.5], 42.0, 40.0, 0.5, 0.1)
+    >>> [STATUSES[c] for c in code], round(float(iv[0]), 12)
+    (['ok', 'below_intrinsic'], 0.2)
+    """
+    iv, code = map_chunked(
         _iv_kernel,
         (price, spot, strike, tau, rate, dividend),
         (is_call, futures),
-        (np.float64, _STATUS_NAMES.dtype),
+        (np.float64, np.int8),
     )
-    return iv, status
+    return iv, code
 
 
 def _iv_kernel(price, s, k, t, r, q, call, fut, iv, status) -> None:
@@ -838,19 +860,18 @@ def _iv_kernel(price, s, k, t, r, q, call, fut, iv, status) -> None:
     if good.all():
         np.sqrt(t, out=scratch)
         np.divide(_normalised_vol_or_zero(beta, xo, bmax), scratch, out=iv)
-        status[...] = STATUSES[_OK]
+        status[...] = _OK
         return
     inputs_ok = (s > 0) & (s < np.inf) & (k > 0) & (k < np.inf) & np.isfinite(t + r + q)
-    code = np.select(
+    status[...] = np.select(
         [~inputs_ok, ~(t > 0), ~((price > 0) & (price < np.inf)) | lost, above, below],
         [_NO_QUOTE, _EXPIRED, _NO_QUOTE, _ABOVE, _BELOW],
         _OK,
-    ).astype(np.int8)
+    )
     iv[...] = np.nan
-    idx = np.flatnonzero(code == _OK)
+    idx = np.flatnonzero(status == _OK)
     if idx.size:
         iv[idx] = _normalised_vol_or_zero(beta[idx], xo[idx], bmax[idx]) / np.sqrt(t.take(idx))
-    status[...] = _STATUS_NAMES.take(code)
 
 
 def _normalised_vol_or_zero(beta, x, bmax) -> FloatArray:

@@ -97,3 +97,41 @@ def test_a_partition_not_published_leaves_every_table_as_it_was(con, book, how):
             staged.publish(CODE, PUBLISH)
     assert _hashes(con) == before
     assert not staging_tables(con)
+
+
+def test_the_staging_is_one_uncommitted_transaction_until_publish(con, book):
+    """Another connection to the same database sees neither the staged view nor the new rows
+    while the block runs, and sees every table's new partition once ``publish`` committed."""
+    other = con.cursor()
+    before = warehouse.partition_hash(other, "raw_option_chains", CODE)
+    with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
+        assert staging_tables(con) == [f"raw_option_chains__{CODE}"]
+        assert not staging_tables(other)
+        staged.publish(CODE, PUBLISH)
+        with pytest.raises(RuntimeError, match="already published"):
+            staged.publish(CODE, PUBLISH)
+    assert warehouse.partition_hash(other, "raw_option_chains", CODE) != before
+    assert warehouse.partition_hash(other, "raw_option_chains", CODE) == (
+        warehouse.partition_hash(con, "raw_option_chains", CODE)
+    )
+    assert warehouse.read_partition(other, "raw_lineage", CODE).height == book.height
+
+
+def test_staged_rows_are_the_frame_cast_to_the_published_types(con, book):
+    """The staging reads the frame in place, cast as the insert would cast it: a column the
+    frame holds as text is staged as the table's type, and ``read`` can take a few columns."""
+    as_text = book.with_columns(pl.col("strike").cast(pl.String))
+    with warehouse.staged_partition(con, CODE, {"raw_option_chains": as_text}) as staged:
+        assert staged.types("raw_option_chains")["strike"] == "DOUBLE"
+        rows = staged.read("raw_option_chains", ["option_symbol", "ts", "strike"])
+        assert rows.columns == ["option_symbol", "ts", "strike"]
+        assert rows.sort("option_symbol", "ts")["strike"].to_list() == (
+            book.sort("option_symbol", "ts")["strike"].to_list()
+        )
+    bad = book.with_columns(strike=pl.lit("not a number"))
+    with (
+        pytest.raises(duckdb.ConversionException),
+        warehouse.staged_partition(con, CODE, {"raw_option_chains": bad}) as staged,
+    ):
+        staged.read("raw_option_chains")
+    assert not staging_tables(con)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from hedge_pipeline.orchestration.metadata import check_result, preview_md, time_range
@@ -29,7 +30,7 @@ from hedge_pipeline.stages.market_data.features import compute_features, iv_stat
 from hedge_pipeline.stages.market_data.quality import FEATURE_CHECKS, RAW_CHECKS, CheckOutcome
 from hedge_pipeline.stages.market_data.validation import validate_chain
 from hedge_pipeline.tables import warehouse
-from hedge_pipeline.tables.schema import ChainDataError, UnknownWeeklyCodeError
+from hedge_pipeline.tables.schema import RAW_COLUMNS, ChainDataError, UnknownWeeklyCodeError
 
 PREVIEW_COLUMNS = ["ts", "option_symbol", "strike", "bid", "ask", "underlying_price"]
 FEATURE_PREVIEW = ["ts", "option_symbol", "mid", "tau", "log_moneyness", "iv", "iv_status", "delta"]
@@ -41,6 +42,9 @@ RAW_PUBLISH = {
     "quarantined_quotes": "quarantined_quotes",
 }
 FEATURE_PUBLISH = {"greeks_features": "greeks_features"}
+# What the IV audit of staged features reads back: the quotes and their solve status, not the
+# twenty computed columns (reading those back cost as much as computing them).
+AUDITED_FEATURE_COLUMNS = [*RAW_COLUMNS, "iv_status"]
 
 
 def _partition_writer(
@@ -119,6 +123,22 @@ def raw_option_chains(
     )
 
 
+def _unsolved_lineage(
+    con: duckdb.DuckDBPyConnection, staged: warehouse.StagedPartition, code: str
+) -> pl.DataFrame:
+    """The published ``raw_lineage`` of the staged rows whose IV did not solve: the only rows
+    the IV audit can name (it locates offenders by file and row), not the whole partition."""
+    return warehouse.query(
+        con,
+        f"""SELECT l.* FROM raw_lineage l
+        SEMI JOIN {staged.name("greeks_features")} s
+            ON s.weekly_code = l.weekly_code AND s.option_symbol = l.option_symbol
+            AND s.ts = l.ts AND s.iv_status <> 'ok'
+        WHERE l.weekly_code = $1""",
+        [code],
+    )
+
+
 @_partition_writer("greeks_features", FEATURE_CHECKS, deps=[raw_option_chains])
 def greeks_features(
     context: dg.AssetExecutionContext,
@@ -127,26 +147,25 @@ def greeks_features(
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     """Mid, implied vol, Greeks, moneyness, tau and market features of one weekly code."""
     code = context.partition_key
-    with warehouse_db.connect(read_only=True) as con:
-        raw = warehouse.read_partition(con, "raw_option_chains", code)
-    if raw.is_empty():
-        with warehouse_db.connect(read_only=True) as con:
-            held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
-        codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
-        raise dg.Failure(
-            f"raw_option_chains holds no rows for weekly code {code!r} (materialize it first, "
-            f"or check the code); it holds: {codes}",
-            allow_retries=False,
-        )
-    features = compute_features(raw)
+    # One connection for the whole step: the pool serializes writers anyway, and a second
+    # open (with its checkpoint on close) cost more than the Greeks of a small code.
     with warehouse_db.connect() as con:
-        lineage = warehouse.read_partition(con, "raw_lineage", code)
+        raw = warehouse.read_partition(con, "raw_option_chains", code)
+        if raw.is_empty():
+            held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
+            codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
+            raise dg.Failure(
+                f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
+                f"first, or check the code); it holds: {codes}",
+                allow_retries=False,
+            )
+        features = compute_features(raw)
         with warehouse.staged_partition(con, code, {"greeks_features": features}) as staged:
             outcomes = quality.audit_features(
-                staged.read("greeks_features"),
+                staged.read("greeks_features", AUDITED_FEATURE_COLUMNS),
                 staged.types("greeks_features"),
                 features.schema,
-                lineage,
+                _unsolved_lineage(con, staged, code),
                 quality_policy.iv_solve_rate_floor,
             )
             if quality.all_passed(outcomes):

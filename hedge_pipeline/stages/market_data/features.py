@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 
 from hedge_pipeline.quant.daycount import SECONDS_PER_YEAR
-from hedge_pipeline.quant.pricing import bs_greeks, implied_vol
+from hedge_pipeline.quant.implied_vol import STATUSES, implied_vol_codes
+from hedge_pipeline.quant.pricing import bs_greeks
 
 # Realized vol looks back over one session of 5-minute bars; fewer than an hour of returns
 # gives no estimate rather than a noisy one. Daily bars (a history) need a week of returns:
@@ -25,6 +26,8 @@ _INTRADAY = 6 * 3600  # seconds: a median gap between bars longer than this is d
 SKEW_FIT_STD = 2.0
 
 GREEK_COLUMNS = ("delta", "gamma", "vega", "theta", "rho")
+_OK = STATUSES.index("ok")
+_STATUS_NAMES = pl.Series("iv_status", STATUSES, dtype=pl.String)
 
 
 def compute_features(raw: pl.DataFrame) -> pl.DataFrame:
@@ -47,6 +50,12 @@ def compute_features(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _with_iv_and_greeks(quotes: pl.DataFrame) -> pl.DataFrame:
+    """Implied vol from the mid and the Greeks at it, one solve over the whole frame (every
+    code and timestamp at once: the kernels are vectorized), unsolved rows' values null.
+
+    The columns go from NumPy to Polars without a detour: NaN becomes null as the Series is
+    built and the status comes as an index into ``STATUSES``, not as NumPy strings (whose
+    conversion cost as much as the solve)."""
     args = dict(
         spot=quotes["underlying_price"].to_numpy(),
         strike=quotes["strike"].to_numpy(),
@@ -56,14 +65,17 @@ def _with_iv_and_greeks(quotes: pl.DataFrame) -> pl.DataFrame:
         is_call=(quotes["option_type"] == "C").to_numpy(),
         futures=(quotes["underlying_kind"] == "future").to_numpy(),
     )
-    iv, status = implied_vol(quotes["mid"].to_numpy(), **args)
-    greeks = bs_greeks(vol=np.nan_to_num(iv, nan=0.0), **args)
-    ok = status == "ok"
+    iv, code = implied_vol_codes(quotes["mid"].to_numpy(), **args)
+    ok = code == _OK
+    greeks = bs_greeks(vol=np.where(ok, iv, 0.0), **args)
     return quotes.with_columns(
-        pl.Series("iv", iv, dtype=pl.Float64),
-        pl.Series("iv_status", status.astype(str), dtype=pl.String),
-        *(pl.Series(k, np.where(ok, greeks[k], np.nan), dtype=pl.Float64) for k in GREEK_COLUMNS),
-    ).with_columns(pl.col(["iv", *GREEK_COLUMNS]).fill_nan(None))
+        pl.Series("iv", iv, dtype=pl.Float64, nan_to_null=True),
+        _STATUS_NAMES.gather(code.astype(np.uint32)).alias("iv_status"),
+        *(
+            pl.Series(k, np.where(ok, greeks[k], np.nan), dtype=pl.Float64, nan_to_null=True)
+            for k in GREEK_COLUMNS
+        ),
+    )
 
 
 def _realized_vol_min_bars(ts: pl.Series) -> int:
@@ -128,7 +140,6 @@ def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
 
 def iv_status_rates(features: pl.DataFrame) -> dict[str, float]:
     """Share of rows per IV status (every status listed, zeros included) for metadata."""
-    statuses = ("ok", "below_intrinsic", "above_max", "no_quote", "expired")
     n = max(features.height, 1)
     counts = dict(features.group_by("iv_status").len().iter_rows())
-    return {s: counts.get(s, 0) / n for s in statuses}
+    return {s: counts.get(s, 0) / n for s in STATUSES}

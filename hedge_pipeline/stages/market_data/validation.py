@@ -119,16 +119,21 @@ ABOVE_STATIC_BOUND = tuple(_above_static_bound(col) for col in ("bid", "ask", "l
 
 def judge(frame: pl.DataFrame, rules: list[Rule] | tuple[Rule, ...]) -> pl.DataFrame:
     """``frame`` with ``column`` and ``reason`` of the first of ``rules`` each row breaks (both
-    null for a row that breaks none): one row, one problem, the earliest rule's."""
-    problem_column = pl.when(rules[0].bad.fill_null(False)).then(pl.lit(rules[0].column))
-    problem_reason = pl.when(rules[0].bad.fill_null(False)).then(rules[0].reason)
-    for rule in rules[1:]:
-        problem_column = problem_column.when(rule.bad.fill_null(False)).then(pl.lit(rule.column))
-        problem_reason = problem_reason.when(rule.bad.fill_null(False)).then(rule.reason)
-    return frame.with_columns(
-        problem_column.otherwise(None).alias("column"),
-        problem_reason.otherwise(None).alias("reason"),
-    )
+    null for a row that breaks none): one row, one problem, the earliest rule's.
+
+    Reasons are formatted only when some row breaks a rule: formatting a message for every
+    rule of every row, to keep none of them, was most of the cost of validating good data."""
+    broken = [rule.bad.fill_null(False) for rule in rules]
+    problem_column = pl.when(broken[0]).then(pl.lit(rules[0].column))
+    for rule, bad in zip(rules[1:], broken[1:], strict=True):
+        problem_column = problem_column.when(bad).then(pl.lit(rule.column))
+    judged = frame.with_columns(problem_column.otherwise(None).alias("column"))
+    if judged["column"].null_count() == judged.height:
+        return judged.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
+    problem_reason = pl.when(broken[0]).then(rules[0].reason)
+    for rule, bad in zip(rules[1:], broken[1:], strict=True):
+        problem_reason = problem_reason.when(bad).then(rule.reason)
+    return judged.with_columns(problem_reason.otherwise(None).alias("reason"))
 
 
 def _rules() -> list[Rule]:

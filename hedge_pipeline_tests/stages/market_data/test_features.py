@@ -1,11 +1,16 @@
-"""``compute_features``: what the realized vol needs before it is given."""
+"""``compute_features``: implied vols and Greeks of every row at once, and what the realized
+vol needs before it is given."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
 
+from hedge_pipeline.quant.implied_vol import STATUSES
+from hedge_pipeline.quant.pricing import bs_greeks
 from hedge_pipeline.stages.market_data.features import (
+    GREEK_COLUMNS,
     REALIZED_VOL_MIN_BARS,
     REALIZED_VOL_MIN_DAILY_BARS,
     compute_features,
@@ -18,6 +23,35 @@ def _first_known(features: pl.DataFrame) -> int:
     """Index of the first bar of the code with a realized vol."""
     bars = features.group_by("ts").agg(pl.col("realized_vol").first()).sort("ts")
     return int(bars["realized_vol"].is_not_null().arg_true()[0])
+
+
+def test_unsolved_rows_get_their_status_and_null_vol_and_greeks() -> None:
+    """Across two codes in one frame: a zero quote and the quotes at expiry are named, their
+    vol and Greeks null (never NaN); every solved row's Greeks are the pricer's at its vol."""
+    source = HistorySource("sp500")
+    raw = pl.concat([source.load("SP500-2018-12-21"), source.load("SP500-2018-12-28")])
+    zero = 6  # the first option's 7th bar
+    raw = raw.with_row_index("i").with_columns(
+        pl.when(pl.col("i") == zero).then(0.0).otherwise(pl.col(c)).alias(c) for c in ("bid", "ask")
+    )
+    features = compute_features(raw.drop("i")).join(raw.select("i", "weekly_code",
+        "option_symbol", "ts"), on=["weekly_code", "option_symbol", "ts"]).sort("i")  # fmt: skip
+    status = features["iv_status"]
+    assert status[zero] == "no_quote" and set(status) <= set(STATUSES)
+    assert (status == "expired").sum() == features.filter(pl.col("tau") <= 0).height > 0
+    unsolved = features.filter(pl.col("iv_status") != "ok")
+    assert unsolved.height > 1 and features.height - unsolved.height > 600
+    for column in ("iv", *GREEK_COLUMNS):
+        assert unsolved[column].null_count() == unsolved.height
+        assert not features[column].is_nan().any()
+    ok = features.filter(pl.col("iv_status") == "ok")
+    greeks = bs_greeks(
+        ok["underlying_price"].to_numpy(), ok["strike"].to_numpy(), ok["tau"].to_numpy(),
+        ok["iv"].to_numpy(), ok["rate"].to_numpy(), ok["dividend_yield"].to_numpy(),
+        is_call=(ok["option_type"] == "C").to_numpy(),
+    )  # fmt: skip
+    for column in GREEK_COLUMNS:
+        np.testing.assert_array_equal(ok[column].to_numpy(), greeks[column])
 
 
 def test_daily_bars_give_a_realized_vol_after_a_week_of_returns() -> None:
