@@ -31,7 +31,7 @@ writes of a long report are split.
 import json
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
 import dagster as dg
@@ -137,7 +137,13 @@ class TrainingLauncher(dg.ConfigurableResource):
         if progress := _progress(context, stage):
             observers.append(progress)
         try:
-            return self._launch(context, stage, extras, observers).get_materialize_result()
+            launch = self._prepare(context, stage, extras, observers)
+        except ValueError as error:
+            # A launcher that cannot be set up (a k8s launcher without its image, a bad
+            # HEDGE_* value a remote child would be given): no retry can fix it.
+            raise dg.Failure(description=f"{stage}: {error}", allow_retries=False) from None
+        try:
+            return launch().get_materialize_result()
         except dg.DagsterExecutionInterruptedError:
             # SIGINT/SIGTERM to the run (Ctrl-C, `kill`, a terminated run): Pipes has
             # forwarded SIGINT to the child (or stopped its Ray job), which checkpointed and
@@ -157,27 +163,29 @@ class TrainingLauncher(dg.ConfigurableResource):
                 raise dg.Failure(description=failure.message, allow_retries=False) from None
             raise
 
-    def _launch(
+    def _prepare(
         self,
         context: dg.AssetExecutionContext,
         stage: str,
         extras: dict[str, Any],
         observers: Sequence[Observer],
-    ) -> dg.PipesClientCompletedInvocation:
+    ) -> Callable[[], dg.PipesClientCompletedInvocation]:
+        """Everything but the launch itself (command, environment, pod spec: a ``ValueError``
+        here is a configuration error), and the launch to call."""
         kind = self.effective_kind()
+        command = self.command(stage)
         if kind == "ray":
             from hedge_pipeline.orchestration.ray_jobs import ray_job_client, submit_params
 
-            params = submit_params(self.command(stage), child_environment(), self.gpus)
-            return ray_job_client(self.ray_address, observers).run(
-                context=context, submit_job_params=params, extras=extras
-            )
+            params = submit_params(command, child_environment(), self.gpus)
+            client = ray_job_client(self.ray_address, observers)
+            return lambda: client.run(context=context, submit_job_params=params, extras=extras)
         if kind == "k8s":
             from hedge_pipeline.orchestration.k8s import k8s_client, pod_spec
 
             spec = pod_spec(
                 image=self.k8s_image or "",
-                command=self.command(stage),
+                command=command,
                 env=child_environment(),
                 data_dir=paths.data_dir(),
                 data_claim=self.k8s_data_claim or "",
@@ -186,14 +194,15 @@ class TrainingLauncher(dg.ConfigurableResource):
                 gpus=self.gpus,
                 processes=self.devices,
             )
-            return k8s_client(observers).run(
+            pods = k8s_client(observers)
+            return lambda: pods.run(
                 context=context, extras=extras, namespace=self.k8s_namespace, base_pod_spec=spec
             )
         if self.nnodes > 1:
             self._announce_other_nodes(context, stage, extras)
         reader = CompleteLineMessageReader(observers=observers)
-        client = dg.PipesSubprocessClient(cwd=str(paths.REPO_ROOT), message_reader=reader)
-        return client.run(command=self.command(stage), context=context, extras=extras)
+        local = dg.PipesSubprocessClient(cwd=str(paths.REPO_ROOT), message_reader=reader)
+        return lambda: local.run(command=command, context=context, extras=extras)
 
     def _announce_other_nodes(
         self, context: dg.AssetExecutionContext, stage: str, extras: dict[str, Any]

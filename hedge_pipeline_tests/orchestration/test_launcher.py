@@ -4,8 +4,10 @@ carried through Pipes by a real child process.
 No ``from __future__ import annotations``: Dagster reads the asset's config class off its
 annotation."""
 
+import json
 import shlex
 import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -124,3 +126,29 @@ def test_a_final_failure_reported_through_pipes_fails_once_and_a_crash_is_retrie
     crash = _run(instance, "crash")
     retries = [e for e in crash.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert not crash.success and len(retries) == 1
+
+
+def test_a_launcher_that_cannot_be_set_up_fails_once_naming_what_is_missing(instance):
+    result = dg.materialize(
+        [trained],
+        instance=instance,
+        resources={"launcher": TrainingLauncher(kind="k8s", k8s_data_claim="hedge-data")},
+        run_config={"ops": {"trained": {"config": {"outcome": "final"}}}},
+        raise_on_error=False,
+    )
+    failures = [e for e in result.all_events if e.is_step_failure]
+    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(failures) == 1 and not retries
+    message = failures[0].step_failure_data.error.message
+    assert "demo: the k8s launcher needs an image: set HEDGE_K8S_IMAGE" in message
+
+
+def test_node_0_writes_the_extras_where_the_other_nodes_read_them(data_dir: Path):
+    launcher = TrainingLauncher(nnodes=2, rdzv_endpoint="10.0.0.5:29400")
+    context = dg.build_asset_context()
+    launcher._announce_other_nodes(context, "joint", {"config": {"epochs": 3}})
+    [written] = (data_dir / "launches").iterdir()
+    assert written.name == f"{context.run_id}-joint.json"
+    assert json.loads(written.read_text(encoding="utf-8")) == {"config": {"epochs": 3}}
+    [command] = launcher.other_nodes("joint", str(written))
+    assert "--node-rank=1" in command and command.endswith(f"--extras {written}")
