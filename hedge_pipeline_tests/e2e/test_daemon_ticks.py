@@ -8,7 +8,9 @@ specialist yet), and ``nightly_retrain`` must be stopped, as the README says.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import dagster as dg
 import pytest
 
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.e2e.dagster_ui import running_ui
+from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
 
@@ -88,4 +90,19 @@ def test_first_tick_adds_dropped_codes_and_their_runs_succeed(data_dir: Path, sy
         for key in ("raw_option_chains", "greeks_features"):
             records = instance.fetch_materializations(dg.AssetKey(key), limit=10).records
             assert sorted(r.partition_key for r in records) == CODES
+
+        # hedge run beside the running daemon submits to the queue and leaves the dequeuing
+        # to it (never two dequeuers on one instance).
+        env = {**os.environ, "HEDGE_SOURCE": "files"}
+        done = subprocess.run(
+            [HEDGE, "run", "--select", "market_data", "--partition", CODES[0]],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr + ui.log_tail()
+        assert "1 run queued" in done.stdout and "dequeued by the instance's daemon" in done.stdout
+        [run] = instance.get_runs(dg.RunsFilter(tags={"hedge/trigger": "hedge-run"}))
+        assert (run.status, run.tags["dagster/partition"]) == (
+            dg.DagsterRunStatus.SUCCESS,
+            CODES[0],
+        )
     assert ui.stopped_cleanly, "hedge ui did not stop on SIGTERM:\n" + ui.log_tail()
