@@ -22,9 +22,10 @@ The single env pays for reusing the simulator's ``pnl`` on one-element tensors e
 docs/notes.md, Training throughput); ``speedup`` is against this repository's single env.
 
 With ``ppo=True`` (what ``hedge bench env`` does unless ``--no-ppo``) the report also has a
-``ppo`` section: our PPO end to end against Stable-Baselines3's on the same problem, both
-priced on one set of evaluation paths (:func:`hedge_pipeline.bench.sb3.compare_ppo`; needs the
-``dev`` extra). It is off by default here because it takes minutes, the stepping part seconds.
+``ppo`` section: our PPO against Stable-Baselines3's on its best case (SB3 stepping every path
+in one array), the time each takes to SB3's final risk on one set of evaluation paths
+(:func:`hedge_pipeline.bench.sb3.compare_ppo`; needs the ``dev`` extra). It is off by default
+here because it takes minutes, the stepping part seconds.
 
 ``run()`` returns a JSON-serialisable dict.
 """

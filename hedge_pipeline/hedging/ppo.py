@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -239,6 +240,7 @@ def train_ppo(
     n_layers: int = 4,
     sampler: Sampler | None = None,
     scale_inputs: bool = False,
+    on_iteration: Callable[[MLPPolicy, PPOHistory], bool] | None = None,
 ) -> tuple[MLPPolicy, PPOHistory]:
     """Train a hedging policy by PPO on fresh simulated paths; see the module doc for choices.
 
@@ -250,6 +252,10 @@ def train_ppo(
     training episodes (default: ``problem``'s own paths), as for the deep hedger.
     ``scale_inputs`` fits the actor's input scaling on one batch first (a weekly code's
     features are far from unit scale; E1's need none, and its figures were measured without).
+    ``on_iteration(policy, history)`` runs after each iteration (the policy in eval mode, then
+    back to training) and stops the run by returning True; its time is left out of
+    ``history``'s clocks and of the time budget, so a benchmark can price the policy as it
+    learns without charging the learner for it.
 
     Returns the deterministic policy (the mean action, eval mode) and its :class:`PPOHistory`.
     """
@@ -334,6 +340,13 @@ def train_ppo(
             history.env_steps += paths_per_iteration * n_steps
             history.seconds = time.perf_counter() - start
             history.cpu_seconds = time.process_time() - cpu_start
+            if on_iteration is not None:
+                stop = on_iteration(agent.actor.eval(), history)
+                agent.actor.train()
+                start = time.perf_counter() - history.seconds
+                cpu_start = time.process_time() - history.cpu_seconds
+                if stop:
+                    break
             if time_budget_s is not None and history.seconds >= time_budget_s:
                 break
     return agent.actor.eval(), history
