@@ -40,6 +40,9 @@ if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs n
 
 # The console shows progress lines and warnings; every event stays in the run's event log.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# A Python warning filter (PYTHONWARNINGS syntax): Dagster's preview notice, once per
+# training step, matched by the start of its message.
+PIPES_PREVIEW = "ignore:Function `PipesMessageReader.expected_writer_count` is currently in preview"
 
 
 @contextmanager
@@ -150,6 +153,11 @@ def _run_console() -> None:
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    # The per-code runs' workers are processes of the code server, not of this one: the notice
+    # reaches them as a filter of every interpreter started from here, by its message (a filter
+    # by category there would import dagster in each interpreter as it starts).
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, PIPES_PREVIEW]))
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     if Settings.from_env().progress is None:  # HEDGE_PROGRESS=0 keeps it off
         os.environ[Settings.variable("progress")] = "1"

@@ -184,3 +184,25 @@ def test_a_history_run_ingests_only_the_codes_alive_at_its_as_of(data_dir, tmp_p
         query = "SELECT count(DISTINCT weekly_code) FROM greeks_features"
         (stored,) = con.execute(query).fetchone()
     assert stored == 8
+
+
+def test_the_pipes_preview_notice_is_silenced_in_the_processes_hedge_run_starts(monkeypatch):
+    """The run workers of queued runs are the code server's children, not ``hedge run``'s: the
+    notice is filtered by ``PYTHONWARNINGS``, which every interpreter started from here reads,
+    beside the user's own filters; other warnings still show."""
+    import warnings
+
+    from hedge_pipeline.cli import main as cli
+
+    monkeypatch.setenv("PYTHONWARNINGS", "default")
+    for name in ("MLFLOW_LOGGING_LEVEL", "HEDGE_PROGRESS"):
+        monkeypatch.delenv(name, raising=False)
+    with warnings.catch_warnings():
+        cli._run_console()
+    assert os.environ["PYTHONWARNINGS"] == f"default,{cli.PIPES_PREVIEW}"
+    notice = "Function `PipesMessageReader.expected_writer_count` is currently in preview, and"
+    code = f"import warnings; warnings.warn({notice!r}, UserWarning); warnings.warn('kept')"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "kept" in done.stderr and "Pipes" not in done.stderr, done.stderr
