@@ -69,6 +69,7 @@ __all__ = [
     "REPO_ROOT",
     "VARIABLES",
     "BadRowPolicy",
+    "LauncherKind",
     "ProfileName",
     "Settings",
     "SettingsError",
