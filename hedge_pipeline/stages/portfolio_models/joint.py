@@ -9,7 +9,7 @@ keeps the two parts apart where that matters (``harness.trainer``'s component op
 * separate learning rates and gradient clipping per component, so a large gradient of one
   part does not shrink the other's step. Both parts start trained, so both rates are small:
   the controller's (``joint_learning_rate``) is a tenth of the meta-controller stage's, which
-  stopped at its best validation epoch; at that stage's own rate every step moved the
+  stopped at its best validation epoch; at that stage's own rate an epoch moved the
   controller off its optimum and no epoch of any phase beat the starting point;
 * optional alternating updates: even steps move the controller, odd steps the specialists;
 * a curriculum of phases over cost and volatility regimes (:data:`CURRICULUM`), each resumed
