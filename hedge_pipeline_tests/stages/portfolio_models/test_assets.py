@@ -104,6 +104,13 @@ def test_smoke_lineage_registers_every_stage_walks_back_and_gates_promotion(inst
             shares = sum(row["es10_contribution"] for row in by_code.values())
             assert shares == pytest.approx(tables[split][hedger]["es10"], rel=1e-6)
     assert ensemble["tail_by_front_test_replay"].startswith("| hedger | front code |")
+    # Every stage against the one it builds on, on the validation windows and both tests.
+    assert set(report["stages"]) == {"validation", "test_replay", "test_simulated"}
+    stages = report["stages"]["test_replay"]
+    assert list(stages) == ["specialists", "meta_controller", "joint", "ensemble"]
+    assert stages["joint"]["previous"]["baseline"] == table["meta_controller"]["es10"]
+    assert stages["ensemble"]["previous"]["baseline"] == table["joint"]["es10"]
+    assert ensemble["stages_test_replay"].startswith("| stage | builds on | ES10 ↓ |")
     columns = set(table["ensemble"])
     assert columns >= {"es10", "entropic", "sharpe", "sortino", "calmar", "max_drawdown",
                        "win_rate", "profit_rate", "var_compliance", "total_cost"}  # fmt: skip
