@@ -22,6 +22,10 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The peer of `hedge bench hedging --peer pfhedge`. Its metadata asks for numpy<2, which would
+	# downgrade the project's numpy; it runs on numpy 2 (hedge_pipeline_tests/bench/test_hedging.py),
+	# and its other needs (torch, tqdm) are installed already: no dependencies.
+	$(BIN)/pip install --quiet --no-deps pfhedge==0.23.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
