@@ -134,5 +134,11 @@ def barrier() -> None:
         dist.barrier()
 
 
+def is_main_process() -> bool:
+    """Rank 0, or a process outside any process group: the one that writes shared files
+    (two ranks writing the same checkpoint race on its temporary file)."""
+    return not _active() or dist.get_rank() == 0
+
+
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

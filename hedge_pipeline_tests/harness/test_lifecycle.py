@@ -244,12 +244,6 @@ def test_two_devices_register_one_version_per_model_up_to_the_meta_controller(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the joint stage fails under torchrun: portfolio_models/task.py's rollout reads "
-    "model.meta on the DistributedDataParallel wrapper (AttributeError), so no joint model "
-    "and no ensemble is registered",
-)
 def test_two_devices_register_the_joint_members_and_one_ensemble(
     two_device_lineage: Lineage, monkeypatch: pytest.MonkeyPatch
 ) -> None:

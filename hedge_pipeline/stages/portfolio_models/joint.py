@@ -22,9 +22,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from hedge_pipeline.stages.portfolio_models.controller import MetaController
+from hedge_pipeline.stages.portfolio_models.controller import (
+    MetaController,
+    PortfolioProblem,
+    PortfolioRollout,
+    meta_rollout,
+    proposals,
+)
+from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 
 __all__ = ["CURRICULUM", "JointModel", "Phase"]
 
@@ -48,9 +56,26 @@ CURRICULUM = (
 
 class JointModel(nn.Module):
     """``meta`` and ``specialists`` (one per code, in the portfolio's code order) as one
-    module: its top-level children are the components the trainer's options name."""
+    module: its top-level children are the components the trainer's options name.
+
+    Its ``forward`` is the whole joint rollout, so that under ``torchrun`` the training pass goes
+    through the ``DistributedDataParallel`` wrapper (which syncs the gradients of both parts)
+    rather than around it through the children.
+    """
 
     def __init__(self, meta: MetaController, specialists: Sequence[nn.Module]) -> None:
         super().__init__()
         self.meta = meta
         self.specialists = nn.ModuleList(specialists)
+
+    def forward(
+        self, pp: PortfolioProblem, episodes: PortfolioEpisodes, update: str = "both"
+    ) -> PortfolioRollout:
+        """The controller's pass over ``episodes`` from the specialists' proposals; with
+        ``update="meta"`` the proposals carry no gradient (the specialists hold still)."""
+        if update == "meta":
+            with torch.no_grad():
+                prop = proposals(pp, episodes, list(self.specialists))
+        else:
+            prop = proposals(pp, episodes, list(self.specialists))
+        return meta_rollout(pp, episodes, prop, self.meta)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from hedge_pipeline.hedging.simulator import Policy
 from hedge_pipeline.quant.risk import ExpectedShortfall
@@ -91,14 +92,9 @@ class PortfolioTask:
             with torch.no_grad():
                 prop = proposals(pp, episodes, self.frozen)
             return meta_rollout(pp, episodes, prop, model)
-        for parameter in model.meta.parameters():
+        for parameter in _unwrapped(model).meta.parameters():
             parameter.requires_grad_(update != "specialists")
-        if update == "meta":
-            with torch.no_grad():
-                prop = proposals(pp, episodes, list(model.specialists))
-        else:
-            prop = proposals(pp, episodes, list(model.specialists))
-        return meta_rollout(pp, episodes, prop, model.meta)
+        return model(pp, episodes, update)
 
     def loss(self, model: nn.Module, batch: PortfolioBatch, device: torch.device) -> Tensor:
         update = "both"
@@ -115,7 +111,7 @@ class PortfolioTask:
                 r = self.rollout(model, self.validation)
             loss = self.objective.loss(r.pnl, r.costs, r.scales, self.validation.present)
         if self.frozen is None:
-            for parameter in model.meta.parameters():
+            for parameter in _unwrapped(model).meta.parameters():
                 parameter.requires_grad_(True)
         return {
             "val_loss": float(loss),
@@ -124,3 +120,8 @@ class PortfolioTask:
             "val_total_cost": float(r.costs.double().mean()),
             "val_mean_band": float(r.bands.double().mean()),
         }
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The joint model itself, under ``torchrun``'s ``DistributedDataParallel`` wrapper or not."""
+    return model.module if isinstance(model, DistributedDataParallel) else model

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hedge_pipeline.harness import distributed
 from hedge_pipeline.harness.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from hedge_pipeline.harness.lifecycle import StageResult, train_and_register
 from hedge_pipeline.harness.session import TrainingSession
@@ -143,6 +144,13 @@ def _curriculum(
     reporter: TrackingReporter,
 ) -> dict[str, float]:
     """Every phase in turn (module docstring); the validation metrics of the final weights."""
+    if cfg["alternate"] and distributed.launched_world_size() > 1:
+        # Each alternating step leaves one part without gradients, which DDP cannot reduce.
+        raise ValueError(
+            "joint_model: alternate=true cannot train under torchrun (HEDGE_DEVICES>1): each "
+            "step leaves one part without gradients to synchronize; set alternate=false or "
+            "train on one device"
+        )
     task = None
     for index, phase in enumerate(CURRICULUM):
         done = folder / f"phase-{index}-{phase.name}.pt"
@@ -181,7 +189,9 @@ def _curriculum(
             clip_per_component=True,
         )
         fit(model, task, train, folder / f"phase-{index}", reporter)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_checkpoint({"model": model.state_dict()}, done)
+        if distributed.is_main_process():  # the ranks hold the same weights after fit
+            folder.mkdir(parents=True, exist_ok=True)
+            save_checkpoint({"model": model.state_dict()}, done)
+        distributed.barrier()  # no rank looks for the phase's file before it exists
     assert task is not None
     return task.evaluate(model, torch.device("cpu"))
