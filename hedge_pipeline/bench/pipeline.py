@@ -24,7 +24,7 @@ compute, write, checks). A micro-benchmark then times the two halves of that ste
 largest code's stored quotes: ``compute_features`` and the transactional warehouse write into
 a scratch DuckDB file. The document ends with medians over repeats.
 
-The data path (``data_path``; ``python -m hedge_pipeline.bench.pipeline --data-path``): the
+The data path (``data_path``; ``hedge bench pipeline --data-path``): the
 market-data steps' own bodies, without Dagster's run around them, on every code of a source,
 for the code of this checkout and (``--before DIR``) of an older checkout of the repository,
 side by side in one command: the synthetic source's 8 codes (~50k quotes each) and a real
@@ -33,7 +33,6 @@ history's ~1,000 codes (378 quotes each). Each (checkout, source) runs
 (wall and CPU), and the process's peak RSS, overall and after 1, 8, 64, 512 codes.
 """
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -445,21 +444,3 @@ def _data_path_line(result: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib_after_codes": result["peak_rss_mib_after_codes"],
         "process_wall_s": round(result["process"]["wall_s"], 1),
     }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hedge_pipeline.bench.pipeline --data-path [--before DIR]``: the data path
-    (``hedge bench pipeline`` runs the lineage; its CLI does not take these options yet)."""
-    parser = argparse.ArgumentParser(prog="python -m hedge_pipeline.bench.pipeline")
-    parser.add_argument("--data-path", action="store_true", required=True)
-    parser.add_argument("--before", type=Path, help="an older checkout, measured beside this")
-    parser.add_argument("--data-dir", type=Path, help="keep the warehouses here")
-    parser.add_argument("--limit", type=int, help="the first N codes of each source only")
-    args = parser.parse_args(argv)
-    sources = tuple((label, env, args.limit) for label, env, _ in DATA_PATH_SOURCES)
-    print(json.dumps(data_path(args.before, args.data_dir, sources), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
