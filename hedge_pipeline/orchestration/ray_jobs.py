@@ -22,6 +22,7 @@ checkpoint; an interrupt of the Dagster run stops the job.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,34 @@ class ObservedRayJobMessageReader(PipesRayJobMessageReader):
 
     def read_messages(self, handler: dg.PipesMessageHandler) -> Iterator[Any]:  # type: ignore[override]
         return super().read_messages(ObservedHandler(handler, self._observers))  # type: ignore[arg-type]
+
+    def handle_job_logs(self, handler: dg.PipesMessageHandler) -> None:
+        """dagster-ray's log tailing, then the event loop it opened in this thread closed.
+
+        dagster-ray 0.4.8 tails the job's logs on a new event loop per reader thread and leaves
+        it open: its sockets and the loop itself were reported unclosed when the garbage
+        collector met them later, in whatever code ran then.
+        """
+        try:
+            super().handle_job_logs(handler)
+        finally:
+            _close_thread_event_loop()
+
+
+def _close_thread_event_loop() -> None:
+    """Finalize the async generators of this thread's event loop (the log tailer's websocket),
+    then close the loop, if the thread has one that is not running."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:  # no loop was ever set in this thread
+        return
+    if loop.is_running() or loop.is_closed():
+        return
+    try:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 def submit_params(command: Sequence[str], env: Mapping[str, str], gpus: int = 0) -> SubmitJobParams:

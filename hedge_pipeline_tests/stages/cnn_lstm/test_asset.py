@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -65,7 +67,10 @@ def test_smoke_lineage_registers_a_tagged_model_and_streams_epochs(selected):
     assert any(m.startswith("epoch 1/2") for m in logs) and any(
         m.startswith("epoch 2/2") for m in logs
     )
-    assert _artifacts(client, version) == {"model/weights.pt", "model/config.json"}
+    # An MLflow pyfunc around the stage's own folder: weights and config, nothing else.
+    assert "model/MLmodel" in _artifacts(client, version)
+    stored = registry.stage_folder(Path(version.source.removeprefix("file://")))
+    assert {p.name for p in stored.iterdir()} == {registry.WEIGHTS_FILE, "config.json"}
 
 
 @pytest.mark.slow
