@@ -1,5 +1,6 @@
 """What the instance's run records say about concurrency, for the tests of ``hedge run`` on the
-instance's run queue and of the daemon's queue."""
+instance's run queue and of the daemon's queue; and what a run's events say about how a step
+failed (once for good, or retried)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,15 @@ def most_overlapping(spans: list[tuple[float, float]]) -> int:
         now += step
         most = max(most, now)
     return most
+
+
+def only_failure(result: dg.ExecuteInProcessResult) -> dg.DagsterEvent:
+    """The run's one step failure, asserting it was final: exactly one, and no retry asked."""
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert len(failures) == 1 and not retries(result), (len(failures), len(retries(result)))
+    return failures[0]
+
+
+def retries(result: dg.ExecuteInProcessResult) -> list[dg.DagsterEvent]:
+    """The run's retry requests (``STEP_UP_FOR_RETRY``)."""
+    return [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]

@@ -49,6 +49,7 @@ from hedge_pipeline_tests.reliability.conftest import (  # noqa: F401 (fixtures)
     wait_for,
     warehouse,
 )
+from hedge_pipeline_tests.run_records import only_failure, retries
 from hedge_pipeline_tests.stages.market_data.helpers import resources
 
 pytestmark = [
@@ -216,8 +217,7 @@ def test_a_stopped_ray_job_is_retried_and_resumes_from_its_checkpoint(
     logs = _logs(instance, result.run_id)
     assert result.success, logs[-10:]
     assert len(stopped) == 1, stopped
-    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(retries) == 1
+    assert len(retries(result)) == 1
     assert _ray_jobs(ray_head)[stopped[0]] == "STOPPED"
     starts = [m.split(" on cpu")[0] for m in logs if m.startswith("training ")]
     assert starts[0] == "training from scratch" and starts[1].startswith(
@@ -234,9 +234,6 @@ def test_a_diverging_ray_job_fails_once_without_retries(
 ):
     result = _materialize(ray_head, instance, [cnn_lstm_model], epochs=2, learning_rate=1e30)
     assert not result.success
-    failures = [e for e in result.all_events if e.is_step_failure]
-    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(failures) == 1 and not retries
-    message = failures[0].step_failure_data.error.message
+    message = only_failure(result).step_failure_data.error.message
     assert "TrainingDiverged" in message and "nothing was registered" in message
     assert registry.version_numbers(registry.client(), MODEL_NAME) == []

@@ -14,6 +14,7 @@ import pytest
 
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.runtime.settings import Settings
+from hedge_pipeline_tests.run_records import only_failure, retries
 
 ENTRY = ["-m", "hedge_pipeline.training", "joint"]
 TORCHRUN = ["-m", "torch.distributed.run"]
@@ -114,18 +115,14 @@ def _run(instance: dg.DagsterInstance, outcome: str) -> dg.ExecuteInProcessResul
 @pytest.mark.slow
 def test_a_final_failure_reported_through_pipes_fails_once_and_a_crash_is_retried(instance):
     final = _run(instance, "final")
-    failures = [e for e in final.all_events if e.is_step_failure]
-    retries = [e for e in final.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(failures) == 1 and not retries
-    error = failures[0].step_failure_data
+    error = only_failure(final).step_failure_data
     assert error.error.message.strip().endswith(
         "ValueError: bad configuration: cost must be >= 0"
     ), error.error.message
     assert error.user_failure_data is not None  # a dg.Failure, not the Pipes error
 
     crash = _run(instance, "crash")
-    retries = [e for e in crash.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert not crash.success and len(retries) == 1
+    assert not crash.success and len(retries(crash)) == 1
 
 
 def test_a_launcher_that_cannot_be_set_up_fails_once_naming_what_is_missing(instance):
@@ -136,10 +133,7 @@ def test_a_launcher_that_cannot_be_set_up_fails_once_naming_what_is_missing(inst
         run_config={"ops": {"trained": {"config": {"outcome": "final"}}}},
         raise_on_error=False,
     )
-    failures = [e for e in result.all_events if e.is_step_failure]
-    retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert len(failures) == 1 and not retries
-    message = failures[0].step_failure_data.error.message
+    message = only_failure(result).step_failure_data.error.message
     assert "demo: the k8s launcher needs an image: set HEDGE_K8S_IMAGE" in message
 
 
