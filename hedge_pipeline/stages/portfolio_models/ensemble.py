@@ -1,6 +1,7 @@
 """The ensemble: several joint models, weighted by validation risk, with a turbulence guard.
 
-Members are joint models trained from different seeds. Each runs on its own (its band and
+Members are joint models trained from different seeds, each on its own block bootstrap of the
+training windows (:func:`.train_joint.member_portfolio`). Each runs on its own (its band and
 its specialists' positions carry their own state); the ensemble holds the weighted mean of
 their positions, with weights softmax(−(risk_k − min risk) / temperature) of their validation
 risk (temperature: the spread of those risks, so weights neither collapse on one member for a

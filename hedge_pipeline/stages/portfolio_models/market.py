@@ -33,6 +33,7 @@ training windows are (:meth:`~hedge_pipeline.hedging.code_market.CodeMarket.samp
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -114,6 +115,33 @@ class PortfolioMarket:
                 f"{', '.join(self.codes)}"
             )
         return windows
+
+    def bootstrapped(self, seed: int) -> PortfolioMarket:
+        """This market with its training windows replaced by a block bootstrap of them, drawn
+        from ``seed``; its validation and test windows are this market's own.
+
+        Each ensemble member trains on its own bootstrap so that the members' errors differ:
+        members trained on the same windows from the same start barely differ, and the
+        weighted mean of near-copies cannot beat the best of them (benchmarks/stages.md). A
+        block is a front code's windows that start within one window's length of each other
+        (neighbours share most of their bars, as the test windows' blocks of
+        :func:`.evaluation.window_blocks` do); as many blocks as there are are drawn with
+        replacement, each with all its windows, so a member trains on about 63 % of the
+        training periods, some of them twice. Only the training split is resampled: the
+        windows that choose epochs and weights, and those that test, stay the same for all.
+        """
+        train = self.windows("train")
+        starts = train.local[np.arange(len(train)), train.front]
+        span = starts // (self.n_steps * self.k)
+        _, block = np.unique(train.front * (int(span.max()) + 1) + span, return_inverse=True)
+        n_blocks = int(block.max()) + 1
+        drawn = np.random.default_rng(seed).integers(n_blocks, size=n_blocks)
+        pick = np.repeat(np.arange(len(train)), np.bincount(drawn, minlength=n_blocks)[block])
+        resampled = copy.copy(self)
+        resampled._windows = self._windows | {
+            "train": PortfolioWindows(train.front[pick], train.local[pick])
+        }
+        return resampled
 
     def _find_windows(self, split: str) -> PortfolioWindows:
         fronts, locals_ = [], []

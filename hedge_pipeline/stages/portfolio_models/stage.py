@@ -64,6 +64,8 @@ JOINT_MODEL = "hedge-joint"
 ENSEMBLE_MODEL = "hedge-ensemble"
 # Seeds of the fixed evaluation draws, far from any training seed.
 VAL_SEED, TEST_SEED, SCALE_SEED = 7_100_003, 9_100_011, 5_100_007
+# Offset of a joint member's bootstrap of the training windows from its seed.
+BOOTSTRAP_SEED = 3_100_019
 
 
 @dataclass

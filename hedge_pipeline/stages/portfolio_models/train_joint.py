@@ -3,7 +3,8 @@
 For each of ``members`` seeds: start from the registered meta-controller and the specialists,
 run the curriculum (:data:`.joint.CURRICULUM`) through the shared
 harness with a learning rate per component, gradient clipping per component and optionally
-alternating updates; register each result as a version of ``hedge-joint`` (tags
+alternating updates, on the member's own block bootstrap of the training windows
+(:func:`member_portfolio`); register each result as a version of ``hedge-joint`` (tags
 ``upstream.hedge-meta-controller`` and ``upstream.hedge-specialist-<code>``, ``seed``).
 
 Resume: every phase checkpoints through the harness, and a completed phase leaves its weights
@@ -13,7 +14,7 @@ next, mid-phase from the harness's own checkpoint.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class JointMember:
         inputs = self.inputs
         self.validation = _curriculum(
             model,
-            inputs.portfolio,
+            member_portfolio(inputs.portfolio, self.cfg["seed"]),
             inputs.objective,
             inputs.validation,
             self.cfg,
@@ -125,6 +126,15 @@ def run(session: TrainingSession) -> None:
             },
             data_version="-".join(str(m["version"]) for m in members),
         )
+
+
+def member_portfolio(portfolio: shared.Portfolio, seed: int) -> shared.Portfolio:
+    """The portfolio that the member of ``seed`` trains on: the same books and specialists,
+    with its own block bootstrap of the training windows
+    (:meth:`.market.PortfolioMarket.bootstrapped`), so that members differ by more than the
+    order of their batches. It is a function of the seed alone, so a resumed member trains on
+    the same windows, and the spec's seed names them."""
+    return replace(portfolio, market=portfolio.market.bootstrapped(seed + shared.BOOTSTRAP_SEED))
 
 
 def _members_table(members: list[dict[str, Any]]) -> str:

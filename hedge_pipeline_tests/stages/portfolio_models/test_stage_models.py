@@ -4,6 +4,7 @@ positions, on two books of one simulated path set (``conftest.two_books``)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def _rows(episodes, index: torch.Tensor):
 class BookMarket:
     """The two books' path set standing in for a calibrated ``PortfolioMarket``: the first
     half replays as training windows, the second as validation and test; ``sample`` draws
-    windows of a split with replacement."""
+    windows of a split with replacement; ``bootstrapped`` resamples the training windows one
+    by one (the real market's blocks are tested in ``test_market``)."""
 
     codes = ("A", "B")
 
@@ -54,6 +56,15 @@ class BookMarket:
             "test": torch.arange(half, episodes.n_paths),
         }
         self.episodes = episodes
+
+    def bootstrapped(self, seed: int) -> BookMarket:
+        train = self.splits["train"]
+        pick = torch.randint(
+            len(train), (len(train),), generator=torch.Generator().manual_seed(seed)
+        )
+        resampled = copy.copy(self)
+        resampled.splits = self.splits | {"train": train[pick]}
+        return resampled
 
     def _take(self, index: torch.Tensor) -> PortfolioEpisodes:
         ep = self.episodes
