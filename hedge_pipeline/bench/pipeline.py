@@ -141,8 +141,10 @@ def run_stages(
 
 
 def greeks_from_event_log(env: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Per weekly code: rows the latest ``greeks_features`` materialization reported and the
-    seconds from its step's start to its success, from the instance's event log (any job)."""
+    """Per weekly code: rows its latest ``greeks_features`` materialization reported and the
+    seconds from its step's start to its success, from the instance's event log (any job). A
+    step that wrote a range of codes (``HEDGE_CODES_PER_RUN``) has its seconds shared among
+    them by rows, so a phase's total is still its steps' time."""
     import dagster as dg
 
     start, success = dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS
@@ -156,13 +158,17 @@ def greeks_from_event_log(env: dict[str, str]) -> dict[str, dict[str, float]]:
                 if e.step_key == "greeks_features"
             ]
             times = {e.dagster_event.event_type: e.timestamp for e in events}
-            stored = [e.asset_materialization for e in events if e.asset_materialization]
-            if success not in times or not stored:
-                continue
-            out[run.tags["dagster/partition"]] = {
-                "rows": int(stored[-1].metadata["dagster/row_count"].value),
-                "seconds": times[success] - times[start],
+            rows = {
+                m.partition: int(m.metadata["dagster/row_count"].value)
+                for e in events
+                if (m := e.asset_materialization) is not None and m.partition is not None
             }
+            if success not in times or not rows:
+                continue
+            seconds = times[success] - times[start]
+            total = sum(rows.values()) or 1
+            for code, n in rows.items():
+                out[code] = {"rows": n, "seconds": seconds * n / total}
     return out
 
 

@@ -24,6 +24,7 @@ terminated through the launcher).
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -34,7 +35,11 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster._core.storage.tags import PARTITION_NAME_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.controller import get_daemon_statuses
@@ -42,6 +47,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
+from hedge_pipeline.orchestration.partitions import weekly_code_partitions
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.locks import file_lock
 
@@ -181,6 +187,19 @@ class RunQueue:
             for _ in self._dequeuer.run_iteration(self._context):
                 pass
 
+    def codes_per_run(self, job_name: str) -> int:
+        """How many weekly codes one run of ``job_name`` carries: the smallest
+        ``max_partitions_per_run`` of its assets' ``BackfillPolicy`` (the market data's
+        ``CODES_PER_RUN``), as a backfill of them would; 1 for assets without a multi-run
+        policy (a specialist trains one code per run)."""
+        limits = [
+            node.backfill_policy.max_partitions_per_run
+            for node in self._repository.asset_graph.asset_nodes
+            if job_name in node.job_names and node.backfill_policy is not None
+        ]
+        # None: a single-run policy, every code in one run.
+        return min((limit or sys.maxsize for limit in limits), default=1)
+
     def run_per_code(
         self,
         job_name: str,
@@ -189,25 +208,29 @@ class RunQueue:
         label: str,
         run_config: Mapping[str, object],
     ) -> bool:
-        """Submit one run of ``job_name`` per code (tagged with the partition and ``stage``),
-        print each as it ends (``[i/n] <label> <code>: ok in …``), and True if all succeeded.
-        A failure does not cancel the others: each code's run is its own."""
+        """Submit runs of ``job_name`` over ``codes`` (each a range of up to
+        ``codes_per_run`` codes adjacent in the partition order, or one code; tagged with the
+        partitions and ``stage``), print each as it ends (``[i/n] <label> <codes>: ok in …``),
+        and True if all succeeded. A failure does not cancel the others: each run is its own."""
         trigger = {"hedge/trigger": "hedge-run", STAGE_TAG: stage}
+        order = self.instance.get_dynamic_partitions(weekly_code_partitions.name)
         by_run = {
-            self.submit(job_name, {**trigger, PARTITION_NAME_TAG: code}, run_config): code
-            for code in codes
+            self.submit(job_name, {**trigger, **partition_tags(group)}, run_config): group
+            for group in code_ranges(codes, order, self.codes_per_run(job_name))
         }
         who = "the instance's daemon" if daemon_dequeues(self.instance) else "this command"
+        runs = len(by_run)
         print(
-            f"{label}: {len(codes)} run{'s' if len(codes) > 1 else ''} queued "
-            f"({queue_limits(self.instance)}; dequeued by {who})",
+            f"{label}: {len(codes)} code{'s' if len(codes) > 1 else ''} in {runs} "
+            f"run{'s' if runs > 1 else ''} queued ({queue_limits(self.instance)}; "
+            f"dequeued by {who})",
             flush=True,
         )
         failed = []
         for i, outcome in enumerate(self.follow(list(by_run)), 1):
-            code = by_run[outcome.run_id]
-            if not report(f"[{i}/{len(codes)}] {label} {code}", outcome):
-                failed.append(code)
+            group = by_run[outcome.run_id]
+            if not report(f"[{i}/{runs}] {label} {named(group)}", outcome):
+                failed.append(named(group))
         if failed:
             print(f"{label} failed for {', '.join(sorted(failed))}; stopping")
         return not failed
@@ -255,6 +278,53 @@ class RunQueue:
             record.start_time or record.create_timestamp.timestamp()
         )
         return RunOutcome(run.status == dg.DagsterRunStatus.SUCCESS, run.run_id, seconds, failures)
+
+
+def code_ranges(codes: Sequence[str], order: Sequence[str], size: int) -> list[list[str]]:
+    """``codes`` cut into runs: each a range of at most ``size`` codes that are adjacent in
+    ``order`` (the dynamic partitions' order, which a run's range is read in), so that a run
+    never carries a code that was not asked for.
+
+    >>> order = ["A", "B", "C", "D", "E"]
+    >>> code_ranges(["E", "A", "B", "D"], order, 2)
+    [['A', 'B'], ['D', 'E']]
+    >>> code_ranges(["A", "B", "C"], order, 1)
+    [['A'], ['B'], ['C']]
+    >>> code_ranges(["A", "C", "E"], order, 50)
+    [['A'], ['C'], ['E']]
+    """
+    position = {code: i for i, code in enumerate(order)}
+    groups: list[list[str]] = []
+    for code in sorted(codes, key=position.__getitem__):
+        last = groups[-1] if groups else None
+        if last and len(last) < size and position[code] == position[last[-1]] + 1:
+            last.append(code)
+        else:
+            groups.append([code])
+    return groups
+
+
+def partition_tags(codes: Sequence[str]) -> dict[str, str]:
+    """A run's partition tags: the code, or the range's first and last (as a backfill tags a
+    ranged run).
+
+    >>> partition_tags(["A"])
+    {'dagster/partition': 'A'}
+    >>> partition_tags(["A", "B", "C"])
+    {'dagster/asset_partition_range_start': 'A', 'dagster/asset_partition_range_end': 'C'}
+    """
+    if len(codes) == 1:
+        return {PARTITION_NAME_TAG: codes[0]}
+    return {ASSET_PARTITION_RANGE_START_TAG: codes[0], ASSET_PARTITION_RANGE_END_TAG: codes[-1]}
+
+
+def named(codes: Sequence[str]) -> str:
+    """A run's codes on the console: the code, or the range's ends and size.
+
+    >>> named(["A"]), named(["A", "B", "C"])
+    ('A', 'A…C (3 codes)')
+    """
+    return codes[0] if len(codes) == 1 else f"{codes[0]}…{codes[-1]} ({len(codes)} codes)"
 
 
 def report(label: str, outcome: RunOutcome) -> bool:

@@ -18,6 +18,7 @@ Variable                  Field              Default
 ``HEDGE_HISTORY_SYMBOL``  ``history_symbol`` the history's name (file stem, upper-cased)
 ``HEDGE_HISTORY_WEEKS``   ``history_weeks``  ``4`` (each weekly code's quoted life, 1 to 52)
 ``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``
+``HEDGE_CODES_PER_RUN``   ``codes_per_run``  ``50`` (weekly codes per market-data run)
 ``HEDGE_DEVICES``         ``devices``        ``1`` (>1 launches torchrun)
 ``HEDGE_LAUNCHER``        ``launcher``       ``subprocess`` (or ``torchrun``, ``ray``, ``k8s``)
 ``HEDGE_NNODES``          ``nnodes``         ``1`` (torchrun nodes; >1 needs a rendezvous)
@@ -100,6 +101,7 @@ VARIABLES: dict[str, str] = {
     "history_symbol": "HEDGE_HISTORY_SYMBOL",
     "history_weeks": "HEDGE_HISTORY_WEEKS",
     "bad_rows": "HEDGE_BAD_ROWS",
+    "codes_per_run": "HEDGE_CODES_PER_RUN",
     "devices": "HEDGE_DEVICES",
     "launcher": "HEDGE_LAUNCHER",
     "nnodes": "HEDGE_NNODES",
@@ -122,6 +124,7 @@ _EXPECTED = {
     "synthetic_seed": "an integer",
     "devices": "an integer >= 1",
     "nnodes": "an integer >= 1",
+    "codes_per_run": "an integer >= 1",
     "gpus": "an integer >= 0",
     "rdzv_endpoint": "host:port",
     "history_weeks": "an integer from 1 to 52",
@@ -165,6 +168,7 @@ class Settings(BaseModel):
     history_symbol: str | None = None
     history_weeks: int = Field(default=4, ge=1, le=52)
     bad_rows: BadRowPolicy = "reject"
+    codes_per_run: int = Field(default=50, ge=1)
     devices: int = Field(default=1, ge=1)
     launcher: LauncherKind = "subprocess"
     nnodes: int = Field(default=1, ge=1)
@@ -186,7 +190,10 @@ class Settings(BaseModel):
     def _resolve(cls, value: Path) -> Path:
         return value.resolve()
 
-    @field_validator("synthetic_seed", "devices", "history_weeks", "nnodes", "gpus", mode="before")
+    @field_validator(
+        "synthetic_seed", "devices", "history_weeks", "nnodes", "gpus", "codes_per_run",
+        mode="before",
+    )  # fmt: skip
     @classmethod
     def _integer(cls, value: Any) -> Any:
         # int()'s grammar, as before: '7.0' is refused (pydantic alone would take it).

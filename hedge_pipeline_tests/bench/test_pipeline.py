@@ -139,7 +139,8 @@ def test_bench_pipeline_measures_every_stage_full_and_incremental(
     assert write_path["rows"] == max(table.values())
     assert write_path["compute_features_s"] > 0 and write_path["duckdb_write_s"] > 0
 
-    # The incremental case ran only the new code's market data: one run per code.
+    # The incremental case ran only the new code's market data: a run of its own, after the
+    # full case's run of the first code.
     for key, value in paths.instance_env(run_dir).items():
         monkeypatch.setenv(key, value)
     with dg.DagsterInstance.get() as instance:

@@ -176,10 +176,11 @@ def test_a_history_run_ingests_only_the_codes_alive_at_its_as_of(data_dir, tmp_p
 
     out = run()
     assert "as_of not given: 2008-12-05T20:59:59.999999+00:00" in out, out
-    assert "4 of " in out and "[4/4] market data SPX-2008-12-26: ok" in out, out
+    # The four codes are adjacent partitions: one run of the four (HEDGE_CODES_PER_RUN).
+    assert "4 of " in out and "[1/1] market data SPX-2008-12-05…SPX-2008-12-26 (4 codes): ok" in out
     out = run("--as-of", "latest")
     assert "as_of latest: 4 of " in out, out
-    assert "[4/4] market data SPX-2009-01-23: ok" in out, out
+    assert "[1/1] market data SPX-2009-01-02…SPX-2009-01-23 (4 codes): ok" in out, out
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
         query = "SELECT count(DISTINCT weekly_code) FROM greeks_features"
         (stored,) = con.execute(query).fetchone()

@@ -39,29 +39,42 @@ def _home_with_limit(home: Path, limit: int) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("limit", [1, 2])
-def test_hedge_run_holds_the_run_limit_of_dagster_yaml(data_dir, tmp_path, monkeypatch, limit):
-    """Four codes, one run each, through the queue: never more than ``limit`` launched and not
-    yet ended at once, and as many as that (the queue launches the second run in the pass that
-    launches the first, or the next, long before the first can end)."""
+@pytest.mark.parametrize(("limit", "per_run"), [(1, 2), (2, 1)])
+def test_hedge_run_holds_the_run_limit_of_dagster_yaml(
+    data_dir, tmp_path, monkeypatch, limit, per_run
+):
+    """Four codes through the queue, ``per_run`` of them a run (``HEDGE_CODES_PER_RUN``, the
+    market data's backfill policy): never more than ``limit`` runs launched and not yet ended
+    at once, and as many as that (the queue launches the second run in the pass that launches
+    the first, or the next, long before the first can end)."""
     home = _home_with_limit(tmp_path / "home", limit)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     partitions = [arg for code in CODES for arg in ("--partition", code)]
     done = subprocess.run(
         [sys.executable, "-m", "hedge_pipeline.cli.main", "run", "--select", "market_data",
          *partitions],
-        env={**os.environ, "HEDGE_SOURCE": "synthetic"}, cwd=paths.REPO_ROOT,
-        capture_output=True, text=True, timeout=900, check=False,
+        env={**os.environ, "HEDGE_SOURCE": "synthetic", "HEDGE_CODES_PER_RUN": str(per_run)},
+        cwd=paths.REPO_ROOT, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
     out = done.stdout + done.stderr
     assert done.returncode == 0, out
-    assert f"4 runs queued (max_concurrent_runs {limit}," in out, out
+    runs = len(CODES) // per_run
+    assert f"4 codes in {runs} runs queued (max_concurrent_runs {limit}," in out, out
     assert "dequeued by this command" in out, out
-    assert all(f"market data {code}: ok" in out for code in CODES), out
+    groups = [CODES[i : i + per_run] for i in range(0, len(CODES), per_run)]
+    shown = [g[0] if per_run == 1 else f"{g[0]}…{g[-1]} ({per_run} codes)" for g in groups]
+    assert all(f"market data {name}: ok" in out for name in shown), out
 
     with dg.DagsterInstance.get() as instance:
         records = instance.get_run_records()
-        assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == CODES
+        tags = [r.dagster_run.tags for r in records]
+        if per_run == 1:
+            assert sorted(t["dagster/partition"] for t in tags) == CODES
+        else:  # ranges of adjacent codes, tagged as a backfill tags its ranged runs
+            assert sorted(
+                [t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"]]
+                for t in tags
+            ) == [[g[0], g[-1]] for g in groups]
         assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
         # Queued, then started by the launcher in a run worker: not executed in this command.
         for record in records:
@@ -72,6 +85,8 @@ def test_hedge_run_holds_the_run_limit_of_dagster_yaml(data_dir, tmp_path, monke
             assert record.dagster_run.tags["hedge/stage"] == "market_data"
         spans = launched_spans(instance, records)
         assert most_overlapping(spans) == limit, spans
+        materialized = instance.get_materialized_partitions(dg.AssetKey("greeks_features"))
+        assert materialized == set(CODES)
     with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
         counts = dict(
             con.execute("SELECT weekly_code, count(*) FROM greeks_features GROUP BY 1").fetchall()

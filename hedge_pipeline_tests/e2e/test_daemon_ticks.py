@@ -99,7 +99,8 @@ def test_first_tick_adds_dropped_codes_and_their_runs_succeed(data_dir: Path, sy
             env=env, capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr + ui.log_tail()
-        assert "1 run queued" in done.stdout and "dequeued by the instance's daemon" in done.stdout
+        assert "1 code in 1 run queued" in done.stdout
+        assert "dequeued by the instance's daemon" in done.stdout
         [run] = instance.get_runs(dg.RunsFilter(tags={"hedge/trigger": "hedge-run"}))
         assert (run.status, run.tags["dagster/partition"]) == (
             dg.DagsterRunStatus.SUCCESS,

@@ -1,7 +1,8 @@
 """Load (issue 7, item 3): the 8 default weekly codes backfilled through the daemon at once.
 
 ``hedge backfill`` of the market-data assets of every code of the default synthetic source
-(smoke profile) against ``hedge ui``: the daemon queues eight runs and starts four at a time
+(smoke profile) against ``hedge ui``, two codes a run (``HEDGE_CODES_PER_RUN=2``, the assets'
+``BackfillPolicy``): the daemon queues four ranged runs and starts four at a time
 (``dagster.yaml``'s ``max_concurrent_runs``), while pool ``duckdb_writer`` lets one DuckDB
 writer step run at a time. Every run must succeed with exactly the rows a sequential reference
 computes from the source, four runs must really have been in progress at one moment, no event,
@@ -80,7 +81,7 @@ def _lock_mentions(instance: dg.DagsterInstance, run_ids: list[str], logs: list[
     return found
 
 
-def test_eight_codes_backfilled_four_runs_at_a_time_store_exact_rows_without_lock_errors(
+def test_eight_codes_backfilled_in_four_ranged_runs_at_once_store_exact_rows_without_lock_errors(
     data_dir: Path,
 ):
     codes = sorted(SyntheticSource().list_codes())
@@ -90,7 +91,9 @@ def test_eight_codes_backfilled_four_runs_at_a_time_store_exact_rows_without_loc
         instance.add_dynamic_partitions("weekly_code", codes)
     expected = _reference_rows(codes)
 
-    with running_ui(data_dir) as ui, dg.DagsterInstance.get() as instance:
+    ranges = [codes[i : i + 2] for i in range(0, len(codes), 2)]
+    per_run = {"HEDGE_CODES_PER_RUN": "2"}
+    with running_ui(data_dir, per_run) as ui, dg.DagsterInstance.get() as instance:
         env = {**os.environ, "HEDGE_UI_URL": ui.url}
         done = _hedge(
             "backfill", "--codes", ",".join(codes), "--assets", ",".join(MARKET_DATA),
@@ -107,10 +110,14 @@ def test_eight_codes_backfilled_four_runs_at_a_time_store_exact_rows_without_loc
         records = list(
             instance.get_run_records(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
         )
-        assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == codes
+        tags = [r.dagster_run.tags for r in records]
+        assert sorted(
+            [t["dagster/asset_partition_range_start"], t["dagster/asset_partition_range_end"]]
+            for t in tags
+        ) == [[r[0], r[-1]] for r in ranges]
         assert {r.dagster_run.status for r in records} == {dg.DagsterRunStatus.SUCCESS}
         # Nothing but the backfill ran (the sensor found every code a partition already).
-        assert len(instance.get_runs()) == len(codes)
+        assert len(instance.get_runs()) == len(ranges) == MAX_CONCURRENT_RUNS
         assert most_at_once(records) == MAX_CONCURRENT_RUNS
 
         assert _stored_rows() == expected

@@ -9,9 +9,18 @@ retry, with a message naming file, row and column of those offenders. Dagster al
 results ahead of (and without) a materialization for this pattern; they then point at no
 materialization (dagster-io/dagster#16178, #16732). Both write behind pool ``duckdb_writer``
 (limit 1), so writers queue in Dagster rather than on DuckDB's file lock.
+
+A run may carry a range of codes (``BackfillPolicy.multi_run``: backfills and ``hedge run``
+put up to ``CODES_PER_RUN`` in one). Each code of the range is still staged, audited and
+published on its own: a refused code does not hold back the others. If any was refused, the
+published ones are recorded as materialized one by one before the step fails (Dagster's asset
+backfill then counts them done and retries only the rest, ``_get_failed_asset_graph_subset``
+in ``dagster/_core/execution/asset_backfill.py``), so the tables and the instance agree.
 """
 
+import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -25,13 +34,21 @@ from hedge_pipeline.orchestration.resources import (
     DataQualityResource,
     WarehouseResource,
 )
+from hedge_pipeline.runtime.settings import Settings
 from hedge_pipeline.stages.market_data import quality
 from hedge_pipeline.stages.market_data.features import compute_features, iv_status_rates
 from hedge_pipeline.stages.market_data.quality import FEATURE_CHECKS, RAW_CHECKS, CheckOutcome
+from hedge_pipeline.stages.market_data.sources.base import ChainSource
 from hedge_pipeline.stages.market_data.validation import validate_chain
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline.tables.schema import RAW_COLUMNS, ChainDataError, UnknownWeeklyCodeError
 
+# Weekly codes per run of a backfill (and of ``hedge run``), ``HEDGE_CODES_PER_RUN`` (read when
+# the definitions load): a run's start-up (a run worker loading the definitions, ~3 s of CPU)
+# costs more than a history code's whole write (~0.3 s), so a thousand codes one per run spend
+# most of their time starting runs (benchmarks/pipeline.md, "A thousand partitions"). Each code
+# is still written, audited and published on its own; a smaller range holds less in memory.
+CODES_PER_RUN = Settings.from_env().codes_per_run
 PREVIEW_COLUMNS = ["ts", "option_symbol", "strike", "bid", "ask", "underlying_price"]
 FEATURE_PREVIEW = ["ts", "option_symbol", "mid", "tau", "log_moneyness", "iv", "iv_status", "delta"]
 # Which published table each staged one fills: the staged raw rows carry their lineage, which
@@ -50,31 +67,124 @@ AUDITED_FEATURE_COLUMNS = [*RAW_COLUMNS, "iv_status"]
 def _partition_writer(
     asset: str, checks: tuple[str, ...], deps: list[dg.AssetsDefinition] | None = None
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """The decorator of both assets: one weekly code per partition, written to DuckDB behind
-    pool ``duckdb_writer``, its ``checks`` blocking, a failed run retried twice (bad input and
-    a failed audit raise ``dg.Failure`` with retries off)."""
-    return dg.asset(
-        partitions_def=weekly_code_partitions,
-        group_name="market_data",
-        pool="duckdb_writer",
-        kinds={"duckdb", "polars"},
-        deps=deps,
-        check_specs=[dg.AssetCheckSpec(name, asset=asset, blocking=True) for name in checks],
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
-    )
+    """The decorator of both assets: one weekly code per partition, up to
+    ``CODES_PER_RUN`` of them per run of a backfill, written to DuckDB behind pool
+    ``duckdb_writer``, its ``checks`` blocking, a failed run retried twice (bad input and a
+    failed audit raise ``dg.Failure`` with retries off)."""
+    with warnings.catch_warnings():
+        # "Parameter `backfill_policy` of function `asset` is currently in beta": said on every
+        # load of the code location, to every command's stderr; the policy is what we want.
+        warnings.filterwarnings("ignore", category=dg.BetaWarning, message=".*backfill_policy")
+        decorator = dg.asset(
+            partitions_def=weekly_code_partitions,
+            group_name="market_data",
+            pool="duckdb_writer",
+            kinds={"duckdb", "polars"},
+            deps=deps,
+            check_specs=[dg.AssetCheckSpec(name, asset=asset, blocking=True) for name in checks],
+            retry_policy=dg.RetryPolicy(max_retries=2, delay=1, backoff=dg.Backoff.EXPONENTIAL),
+            backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=CODES_PER_RUN),
+        )
+    return decorator
 
 
-def _audited(
-    asset: str, code: str, checks: tuple[str, ...], outcomes: dict[str, CheckOutcome]
-) -> Iterator[dg.AssetCheckResult]:
-    """Nothing when the staged partition passed (its check results go with the
-    materialization); otherwise every check's result, then the run's failure."""
-    message = quality.audit_failure(asset, code, outcomes)
-    if message is None:
+@dataclass(frozen=True)
+class Written:
+    """What a run did with one weekly code of its range."""
+
+    metadata: dict[str, Any]  # the code's materialization metadata (empty if refused)
+    outcomes: dict[str, CheckOutcome] | None  # the audit; None if refused before it
+    failure: str | None = None  # why the code was not published; None if it was
+
+
+def _results(
+    context: dg.AssetExecutionContext, checks: tuple[str, ...], written: dict[str, Written]
+) -> Iterator[dg.AssetCheckResult | dg.AssetMaterialization | dg.MaterializeResult]:
+    """The run's events for the codes it wrote.
+
+    All published: one materialization per code, each with its own metadata (a single code's
+    run also carries its content hash as data version; a ranged run's codes share one data
+    version, as Dagster records a ranged output), and each check's result over the codes.
+    Otherwise the published codes are materialized one by one (so an asset backfill counts
+    them done and retries only the rest), the audited checks' results are recorded, and the
+    step fails, once, naming every refused code with file, row and column of its offenders.
+    """
+    audited = {code: w.outcomes for code, w in written.items() if w.outcomes is not None}
+    results = [check_result(name, _over(audited, name)) for name in checks] if audited else []
+    refused = {code: w.failure for code, w in written.items() if w.failure is not None}
+    if not refused:
+        if len(written) == 1:
+            [only] = written.values()
+            version = dg.DataVersion(only.metadata["content_hash"])
+            yield dg.MaterializeResult(
+                metadata=only.metadata, data_version=version, check_results=results
+            )
+            return
+        for code, w in written.items():
+            context.add_asset_metadata(w.metadata, partition_key=code)
+        yield dg.MaterializeResult(check_results=results)
         return
-    for name in checks:
-        yield check_result(name, outcomes[name])
+    for code, w in written.items():
+        if w.failure is None:
+            yield dg.AssetMaterialization(context.asset_key, partition=code, metadata=w.metadata)
+    yield from results
+    message = "\n".join(refused.values())
+    if len(written) > 1:
+        message = (
+            f"{len(refused)} of {len(written)} weekly codes of this run not published "
+            f"({', '.join(refused)}); the other {len(written) - len(refused)} were\n{message}"
+        )
     raise dg.Failure(description=message, allow_retries=False)
+
+
+def _over(audited: dict[str, dict[str, CheckOutcome]], check: str) -> CheckOutcome:
+    """One check's outcome for the run: the code's own if it audited one code, else
+    combined over its codes."""
+    if len(audited) == 1:
+        [outcomes] = audited.values()
+        return outcomes[check]
+    return quality.combined({code: outcomes[check] for code, outcomes in audited.items()})
+
+
+def _write_raw(
+    con: duckdb.DuckDBPyConnection,
+    chain_source: ChainSource,
+    code: str,
+    policy: DataQualityResource,
+    source_kind: str,
+) -> Written:
+    """Load, validate, stage, audit and (if every check passes) publish one code's quotes."""
+    try:
+        loaded = chain_source.load(code)
+        result = validate_chain(loaded, policy.bad_rows)
+    except (ChainDataError, UnknownWeeklyCodeError) as exc:
+        # Bad input does not get better on retry: refused, clearly, with nothing written.
+        return Written({}, None, str(exc))
+    quarantined = result.quarantined.with_columns(pl.lit(code).alias("weekly_code"))
+    incoming = {"raw_option_chains": result.valid, "quarantined_quotes": quarantined}
+    with warehouse.staged_partition(con, code, incoming) as staged:
+        stored = staged.read("raw_option_chains")
+        outcomes = quality.audit_raw(
+            stored, staged.types("raw_option_chains"), policy.max_arbitrage_violation_rate
+        )
+        if quality.all_passed(outcomes):
+            staged.publish(code, RAW_PUBLISH)
+    failure = quality.audit_failure("raw_option_chains", code, outcomes)
+    if failure is not None:
+        return Written({}, outcomes, failure)
+    metadata = {
+        "dagster/row_count": stored.height,
+        "options": stored["option_symbol"].n_unique(),
+        "source": source_kind,
+        "source_files": sorted(set(loaded["source_file"].to_list()))[:20],
+        "bad_row_policy": policy.bad_rows,
+        "quarantined_rows": result.quarantined.height,
+        "quarantined_by_column": dg.MetadataValue.json(result.reason_counts()),
+        **time_range(stored),
+        "preview": preview_md(stored, columns=PREVIEW_COLUMNS),
+        "content_hash": warehouse.partition_hash(con, "raw_option_chains", code),
+    }
+    return Written(metadata, outcomes)
 
 
 @_partition_writer("raw_option_chains", RAW_CHECKS)
@@ -83,44 +193,16 @@ def raw_option_chains(
     source: ChainSourceResource,
     warehouse_db: WarehouseResource,
     quality_policy: DataQualityResource,
-) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """Quotes of every option of one weekly code, in the canonical schema (docs/design.md §3)."""
-    code = context.partition_key
-    try:
-        loaded = source.build().load(code)
-        result = validate_chain(loaded, quality_policy.bad_rows)
-    except (ChainDataError, UnknownWeeklyCodeError) as exc:
-        # Bad input does not get better on retry: fail once, clearly, with nothing written.
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    quarantined = result.quarantined.with_columns(pl.lit(code).alias("weekly_code"))
-    incoming = {"raw_option_chains": result.valid, "quarantined_quotes": quarantined}
+) -> Iterator[dg.AssetCheckResult | dg.AssetMaterialization | dg.MaterializeResult]:
+    """Quotes of every option of each weekly code of the run, in the canonical schema
+    (docs/design.md §3)."""
+    chain_source = source.build()
     with warehouse_db.connect() as con:
-        with warehouse.staged_partition(con, code, incoming) as staged:
-            stored = staged.read("raw_option_chains")
-            outcomes = quality.audit_raw(
-                stored,
-                staged.types("raw_option_chains"),
-                quality_policy.max_arbitrage_violation_rate,
-            )
-            if quality.all_passed(outcomes):
-                staged.publish(code, RAW_PUBLISH)
-        version = warehouse.partition_hash(con, "raw_option_chains", code)
-    yield from _audited("raw_option_chains", code, RAW_CHECKS, outcomes)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": stored.height,
-            "options": stored["option_symbol"].n_unique(),
-            "source": f"{source.kind}",
-            "source_files": sorted(set(loaded["source_file"].to_list()))[:20],
-            "bad_row_policy": quality_policy.bad_rows,
-            "quarantined_rows": result.quarantined.height,
-            "quarantined_by_column": dg.MetadataValue.json(result.reason_counts()),
-            **time_range(stored),
-            "preview": preview_md(stored, columns=PREVIEW_COLUMNS),
-        },
-        data_version=dg.DataVersion(version),
-        check_results=[check_result(name, outcomes[name]) for name in RAW_CHECKS],
-    )
+        written = {
+            code: _write_raw(con, chain_source, code, quality_policy, source.kind)
+            for code in context.partition_keys
+        }
+    yield from _results(context, RAW_CHECKS, written)
 
 
 def _unsolved_lineage(
@@ -139,50 +221,60 @@ def _unsolved_lineage(
     )
 
 
+def _write_features(
+    con: duckdb.DuckDBPyConnection, code: str, policy: DataQualityResource
+) -> Written:
+    """Compute, stage, audit and (if every check passes) publish one code's Greeks."""
+    raw = warehouse.read_partition(con, "raw_option_chains", code)
+    if raw.is_empty():
+        held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
+        codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
+        return Written(
+            {},
+            None,
+            f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
+            f"first, or check the code); it holds: {codes}",
+        )
+    features = compute_features(raw)
+    with warehouse.staged_partition(con, code, {"greeks_features": features}) as staged:
+        outcomes = quality.audit_features(
+            staged.read("greeks_features", AUDITED_FEATURE_COLUMNS),
+            staged.types("greeks_features"),
+            features.schema,
+            _unsolved_lineage(con, staged, code),
+            policy.iv_solve_rate_floor,
+        )
+        if quality.all_passed(outcomes):
+            staged.publish(code, FEATURE_PUBLISH)
+    failure = quality.audit_failure("greeks_features", code, outcomes)
+    if failure is not None:
+        return Written({}, outcomes, failure)
+    rates = iv_status_rates(features)
+    metadata = {
+        "dagster/row_count": features.height,
+        "options": features["option_symbol"].n_unique(),
+        **time_range(features),
+        "iv_status_rates": dg.MetadataValue.json(rates),
+        "iv_failure_rate": 1.0 - rates["ok"],
+        "median_atm_iv": float(features["atm_iv"].median() or float("nan")),
+        "preview": preview_md(features, columns=FEATURE_PREVIEW),
+        "content_hash": warehouse.partition_hash(con, "greeks_features", code),
+    }
+    return Written(metadata, outcomes)
+
+
 @_partition_writer("greeks_features", FEATURE_CHECKS, deps=[raw_option_chains])
 def greeks_features(
     context: dg.AssetExecutionContext,
     warehouse_db: WarehouseResource,
     quality_policy: DataQualityResource,
-) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
-    """Mid, implied vol, Greeks, moneyness, tau and market features of one weekly code."""
-    code = context.partition_key
+) -> Iterator[dg.AssetCheckResult | dg.AssetMaterialization | dg.MaterializeResult]:
+    """Mid, implied vol, Greeks, moneyness, tau and market features of each weekly code of
+    the run."""
     # One connection for the whole step: the pool serializes writers anyway, and a second
     # open (with its checkpoint on close) cost more than the Greeks of a small code.
     with warehouse_db.connect() as con:
-        raw = warehouse.read_partition(con, "raw_option_chains", code)
-        if raw.is_empty():
-            held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
-            codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
-            raise dg.Failure(
-                f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
-                f"first, or check the code); it holds: {codes}",
-                allow_retries=False,
-            )
-        features = compute_features(raw)
-        with warehouse.staged_partition(con, code, {"greeks_features": features}) as staged:
-            outcomes = quality.audit_features(
-                staged.read("greeks_features", AUDITED_FEATURE_COLUMNS),
-                staged.types("greeks_features"),
-                features.schema,
-                _unsolved_lineage(con, staged, code),
-                quality_policy.iv_solve_rate_floor,
-            )
-            if quality.all_passed(outcomes):
-                staged.publish(code, FEATURE_PUBLISH)
-        version = warehouse.partition_hash(con, "greeks_features", code)
-    yield from _audited("greeks_features", code, FEATURE_CHECKS, outcomes)
-    rates = iv_status_rates(features)
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": features.height,
-            "options": features["option_symbol"].n_unique(),
-            **time_range(features),
-            "iv_status_rates": dg.MetadataValue.json(rates),
-            "iv_failure_rate": 1.0 - rates["ok"],
-            "median_atm_iv": float(features["atm_iv"].median() or float("nan")),
-            "preview": preview_md(features, columns=FEATURE_PREVIEW),
-        },
-        data_version=dg.DataVersion(version),
-        check_results=[check_result(name, outcomes[name]) for name in FEATURE_CHECKS],
-    )
+        written = {
+            code: _write_features(con, code, quality_policy) for code in context.partition_keys
+        }
+    yield from _results(context, FEATURE_CHECKS, written)

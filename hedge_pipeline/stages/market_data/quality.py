@@ -417,3 +417,38 @@ def audit_failure(table: str, weekly_code: str, outcomes: dict[str, CheckOutcome
         lines.append(f"{name}: {outcome.description}")
         lines += [f"  {error}" for error in outcome.worst]
     return "\n".join(lines)
+
+
+def combined(by_code: Mapping[str, CheckOutcome]) -> CheckOutcome:
+    """One check's outcome over the codes of a ranged run (``BackfillPolicy.multi_run``): a
+    Dagster check result has no partition, so the run records one per check, passed only if
+    it passed on every code, its severity the worst, each code's description in its metadata
+    (a run's range is at most ``MARKET_DATA_CODES_PER_RUN`` codes) and the failed codes' worst
+    offenders.
+
+    >>> ok = CheckOutcome(True, "0 of 12 rows")
+    >>> bad = CheckOutcome(False, "3 of 9 rows")
+    >>> both = combined({"A": ok, "B": bad})
+    >>> both.passed, both.description
+    (False, 'failed on 1 of 2 weekly codes: B')
+    >>> combined({"A": ok, "C": ok}).metadata
+    {'by_code': {'A': '0 of 12 rows', 'C': '0 of 12 rows'}, 'worst_offenders': []}
+    """
+    failed = [code for code, outcome in by_code.items() if not outcome.passed]
+    description = (
+        f"failed on {len(failed)} of {len(by_code)} weekly codes: {', '.join(failed)}"
+        if failed
+        else f"passed on each of {len(by_code)} weekly codes"
+    )
+    severity = "ERROR" if any(o.severity == "ERROR" for o in by_code.values()) else "WARN"
+    worst = tuple(error for code in failed for error in by_code[code].worst)
+    return CheckOutcome(
+        passed=not failed,
+        description=description,
+        severity=severity,
+        metadata={
+            "by_code": {code: o.description for code, o in by_code.items()},
+            "worst_offenders": [str(error) for error in worst],
+        },
+        worst=worst,
+    )
