@@ -88,6 +88,13 @@ def _partition_writer(
     return decorator
 
 
+def _codes(context: dg.AssetExecutionContext) -> list[str]:
+    """The run's weekly codes: its partition, or every code of its range. (A single code's
+    run asks for nothing more: ``partition_keys`` lists the range through the instance, which
+    a directly invoked body, as ``bench.pipeline_steps`` times it, does not have.)"""
+    return [context.partition_key] if context.has_partition_key else list(context.partition_keys)
+
+
 @dataclass(frozen=True)
 class Written:
     """What a run did with one weekly code of its range."""
@@ -200,7 +207,7 @@ def raw_option_chains(
     with warehouse_db.connect() as con:
         written = {
             code: _write_raw(con, chain_source, code, quality_policy, source.kind)
-            for code in context.partition_keys
+            for code in _codes(context)
         }
     yield from _results(context, RAW_CHECKS, written)
 
@@ -274,7 +281,5 @@ def greeks_features(
     # One connection for the whole step: the pool serializes writers anyway, and a second
     # open (with its checkpoint on close) cost more than the Greeks of a small code.
     with warehouse_db.connect() as con:
-        written = {
-            code: _write_features(con, code, quality_policy) for code in context.partition_keys
-        }
+        written = {code: _write_features(con, code, quality_policy) for code in _codes(context)}
     yield from _results(context, FEATURE_CHECKS, written)
