@@ -35,11 +35,6 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from dagster._core.events import DagsterEventType
 from dagster._core.run_coordinator import QueuedRunCoordinator
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-    PARTITION_NAME_TAG,
-)
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.controller import get_daemon_statuses
@@ -47,7 +42,11 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
     QueuedRunCoordinatorDaemon,
 )
 
-from hedge_pipeline.orchestration.partitions import weekly_code_partitions
+from hedge_pipeline.orchestration.partitions import (
+    code_ranges,
+    partition_tags,
+    weekly_code_partitions,
+)
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.locks import file_lock
 
@@ -278,44 +277,6 @@ class RunQueue:
             record.start_time or record.create_timestamp.timestamp()
         )
         return RunOutcome(run.status == dg.DagsterRunStatus.SUCCESS, run.run_id, seconds, failures)
-
-
-def code_ranges(codes: Sequence[str], order: Sequence[str], size: int) -> list[list[str]]:
-    """``codes`` cut into runs: each a range of at most ``size`` codes that are adjacent in
-    ``order`` (the dynamic partitions' order, which a run's range is read in), so that a run
-    never carries a code that was not asked for.
-
-    >>> order = ["A", "B", "C", "D", "E"]
-    >>> code_ranges(["E", "A", "B", "D"], order, 2)
-    [['A', 'B'], ['D', 'E']]
-    >>> code_ranges(["A", "B", "C"], order, 1)
-    [['A'], ['B'], ['C']]
-    >>> code_ranges(["A", "C", "E"], order, 50)
-    [['A'], ['C'], ['E']]
-    """
-    position = {code: i for i, code in enumerate(order)}
-    groups: list[list[str]] = []
-    for code in sorted(codes, key=position.__getitem__):
-        last = groups[-1] if groups else None
-        if last and len(last) < size and position[code] == position[last[-1]] + 1:
-            last.append(code)
-        else:
-            groups.append([code])
-    return groups
-
-
-def partition_tags(codes: Sequence[str]) -> dict[str, str]:
-    """A run's partition tags: the code, or the range's first and last (as a backfill tags a
-    ranged run).
-
-    >>> partition_tags(["A"])
-    {'dagster/partition': 'A'}
-    >>> partition_tags(["A", "B", "C"])
-    {'dagster/asset_partition_range_start': 'A', 'dagster/asset_partition_range_end': 'C'}
-    """
-    if len(codes) == 1:
-        return {PARTITION_NAME_TAG: codes[0]}
-    return {ASSET_PARTITION_RANGE_START_TAG: codes[0], ASSET_PARTITION_RANGE_END_TAG: codes[-1]}
 
 
 def named(codes: Sequence[str]) -> str:

@@ -1,13 +1,19 @@
-"""The one partitioning of the project: a dynamic partition per weekly option code, and which
-of its codes the automation (nightly schedule, sensors) works on."""
+"""The one partitioning of the project: a dynamic partition per weekly option code, which of
+its codes the automation (nightly schedule, sensors) works on, and how a run carries a range
+of them (market data: ``BackfillPolicy.multi_run``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+    PARTITION_NAME_TAG,
+)
 
 weekly_code_partitions = dg.DynamicPartitionsDefinition(name="weekly_code")
 
@@ -97,3 +103,41 @@ def active_weekly_codes(instance: dg.DagsterInstance) -> list[str]:
     ``as_of`` to move it, which also gives the newly listed codes their books.
     """
     return active_set(instance).codes
+
+
+def code_ranges(codes: Sequence[str], order: Sequence[str], size: int) -> list[list[str]]:
+    """``codes`` cut into runs: each a range of at most ``size`` codes that are adjacent in
+    ``order`` (the dynamic partitions' order, which a run's range is read in), so that a run
+    never carries a code that was not asked for.
+
+    >>> order = ["A", "B", "C", "D", "E"]
+    >>> code_ranges(["E", "A", "B", "D"], order, 2)
+    [['A', 'B'], ['D', 'E']]
+    >>> code_ranges(["A", "B", "C"], order, 1)
+    [['A'], ['B'], ['C']]
+    >>> code_ranges(["A", "C", "E"], order, 50)
+    [['A'], ['C'], ['E']]
+    """
+    position = {code: i for i, code in enumerate(order)}
+    groups: list[list[str]] = []
+    for code in sorted(codes, key=position.__getitem__):
+        last = groups[-1] if groups else None
+        if last and len(last) < size and position[code] == position[last[-1]] + 1:
+            last.append(code)
+        else:
+            groups.append([code])
+    return groups
+
+
+def partition_tags(codes: Sequence[str]) -> dict[str, str]:
+    """A run's partition tags: the code, or the range's first and last (as a backfill tags a
+    ranged run).
+
+    >>> partition_tags(["A"])
+    {'dagster/partition': 'A'}
+    >>> partition_tags(["A", "B", "C"])
+    {'dagster/asset_partition_range_start': 'A', 'dagster/asset_partition_range_end': 'C'}
+    """
+    if len(codes) == 1:
+        return {PARTITION_NAME_TAG: codes[0]}
+    return {ASSET_PARTITION_RANGE_START_TAG: codes[0], ASSET_PARTITION_RANGE_END_TAG: codes[-1]}

@@ -1,8 +1,9 @@
 """The daemon of ``hedge ui`` ticks the automation that is on by default, and its runs succeed.
 
 Two weekly codes are dropped before the server starts and are not partitions yet. The daemon's
-first tick of ``new_weekly_codes_sensor`` must add them and launch one market-data run per code,
-and both runs must succeed. ``portfolio_retrain_sensor`` must tick and skip (no codes, or no
+first tick of ``new_weekly_codes_sensor`` must add them and launch one market-data run of the
+two (adjacent partitions: one range, as a backfill cuts them), and it must succeed with each
+code materialized. ``portfolio_retrain_sensor`` must tick and skip (no codes, or no
 specialist yet), and ``nightly_retrain`` must be stopped, as the README says.
 """
 
@@ -60,14 +61,20 @@ def test_first_tick_adds_dropped_codes_and_their_runs_succeed(data_dir: Path, sy
         deadline = time.monotonic() + 300
         runs = _runs_of_sensor(instance)
         while time.monotonic() < deadline and not (
-            len(runs) == len(CODES) and all(r.status in TERMINAL for r in runs)
+            runs and all(r.status in TERMINAL for r in runs)
         ):
             time.sleep(2)
             runs = _runs_of_sensor(instance)
-        assert sorted(r.tags.get("dagster/partition") for r in runs) == CODES, ui.log_tail()
-        assert {r.status for r in runs} == {dg.DagsterRunStatus.SUCCESS}, ui.log_tail()
-        assert {r.job_name for r in runs} == {"market_data_job"}
+        [run] = runs
+        assert (
+            run.tags.get("dagster/asset_partition_range_start"),
+            run.tags.get("dagster/asset_partition_range_end"),
+        ) == (CODES[0], CODES[-1]), ui.log_tail()
+        assert run.status == dg.DagsterRunStatus.SUCCESS, ui.log_tail()
+        assert run.job_name == "market_data_job"
         assert sorted(instance.get_dynamic_partitions("weekly_code")) == CODES
+        for key in ("raw_option_chains", "greeks_features"):
+            assert instance.get_materialized_partitions(dg.AssetKey(key)) == set(CODES)
 
         new_codes = _sensor(ui, "new_weekly_codes_sensor")
         assert new_codes["status"] == "RUNNING"

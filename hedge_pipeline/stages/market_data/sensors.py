@@ -6,7 +6,10 @@ fingerprint changed is ingested again; an unchanged code is left alone, so a sec
 with nothing new requests nothing. Codes that are already partitions when the sensor first
 sees them (materialized by ``hedge run``, say) are recorded without a run.
 
-A new code only gets market data (``market_data_job``) while no model is trained yet. Once
+A new code only gets market data (``market_data_job``) while no model is trained yet; codes
+that are adjacent partitions share a run, in ranges of ``CODES_PER_RUN`` as a backfill of the
+market data cuts them (a history's thousand codes, found on the first tick, are twenty runs).
+Changed codes are grouped the same way. Once
 ``cnn_lstm_model`` has a materialization, the lineage is trained and a new code joins it in
 one ``new_code_job`` run (market data, ``portfolio_selection`` again, its specialist), after
 which ``portfolio_retrain_sensor`` retrains the portfolio stages. Without that, nothing would
@@ -23,12 +26,19 @@ code's new fingerprint is not recorded in the cursor, so its change is ingested 
 tick after it is active again.
 """
 
+import hashlib
 import json
 
 import dagster as dg
 
-from hedge_pipeline.orchestration.partitions import active_set, weekly_code_partitions
+from hedge_pipeline.orchestration.partitions import (
+    active_set,
+    code_ranges,
+    partition_tags,
+    weekly_code_partitions,
+)
 from hedge_pipeline.orchestration.resources import ChainSourceResource
+from hedge_pipeline.stages.market_data.assets import CODES_PER_RUN
 from hedge_pipeline.stages.market_data.jobs import market_data_job, new_code_job
 
 CNN_LSTM = dg.AssetKey("cnn_lstm_model")
@@ -38,6 +48,21 @@ def _new_code_job(instance: dg.DagsterInstance) -> str:
     """The job a new code gets: the whole per-code lineage once the models are trained."""
     trained = instance.fetch_materializations(CNN_LSTM, limit=1).records
     return new_code_job.name if trained else market_data_job.name
+
+
+def _run_key(codes: list[str], listing: dict[str, str]) -> str:
+    """A run's key: its codes and their fingerprints, so that the same content is never
+    requested twice and a changed one always is.
+
+    >>> _run_key(["A"], {"A": "0123456789abcdef0123"})
+    'A@0123456789abcdef'
+    >>> _run_key(["A", "B"], {"A": "0" * 20, "B": "1" * 20})
+    'A..B@8c4d9b16337ae610'
+    """
+    if len(codes) == 1:
+        return f"{codes[0]}@{listing[codes[0]][:16]}"
+    content = "\n".join(f"{code}={listing[code]}" for code in codes)
+    return f"{codes[0]}..{codes[-1]}@{hashlib.sha256(content.encode()).hexdigest()[:16]}"
 
 
 @dg.sensor(
@@ -54,10 +79,10 @@ def new_weekly_codes_sensor(
 ) -> dg.SensorResult:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     listing = source.build().list_codes()
-    partitions = set(
-        weekly_code_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
-    )
-    new = sorted(code for code in listing if code not in partitions)
+    known = weekly_code_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+    partitions = set(known)
+    added = sorted(code for code in listing if code not in partitions)  # in this order
+    new = list(added)
     changed = sorted(
         code
         for code, fingerprint in listing.items()
@@ -71,16 +96,31 @@ def new_weekly_codes_sensor(
     # A new code joining a trained portfolio makes the selection again: with the as_of and
     # template of the one that defines the active codes, else it would select every code.
     join_config = active.selection_run_config() if new_job == new_code_job.name else {}
+    joining = new if new_job == new_code_job.name else []
     runs = [
         dg.RunRequest(
-            job_name=new_job if code in new else market_data_job.name,
+            job_name=new_code_job.name,
             partition_key=code,
             run_key=f"{code}@{listing[code][:16]}",
-            tags={"hedge/trigger": "new" if code in new else "changed"},
-            run_config=join_config if code in new else {},
+            tags={"hedge/trigger": "new"},
+            run_config=join_config,
         )
-        for code in new + changed
+        for code in joining
     ]
+    # Market data alone goes in ranges of adjacent codes, as a backfill of it does: a history
+    # of a thousand codes found at once is twenty runs, not a thousand.
+    order = [*known, *added]
+    for trigger, codes in (("new", [] if joining else new), ("changed", changed)):
+        runs += [
+            dg.RunRequest(
+                job_name=market_data_job.name,
+                run_key=_run_key(group, listing),
+                # One code: its partition key, as before; a range: its first and last.
+                partition_key=group[0] if len(group) == 1 else None,
+                tags={"hedge/trigger": trigger, **(partition_tags(group) if group[1:] else {})},
+            )
+            for group in code_ranges(codes, order, CODES_PER_RUN)
+        ]
     if new:
         context.log.info(f"new weekly codes: {', '.join(new)} ({new_job})")
     if changed:
@@ -92,7 +132,6 @@ def new_weekly_codes_sensor(
         )
     # Every new code becomes a partition, active or not. An inactive code's change is not
     # recorded, so the tick after it becomes active ingests it.
-    added = sorted(code for code in listing if code not in partitions)
     pending = {code: seen[code] for code in idle if code in partitions}
     return dg.SensorResult(
         run_requests=runs,
