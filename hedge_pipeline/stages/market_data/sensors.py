@@ -101,7 +101,7 @@ def new_weekly_codes_sensor(
         dg.RunRequest(
             job_name=new_code_job.name,
             partition_key=code,
-            run_key=f"{code}@{listing[code][:16]}",
+            run_key=_run_key([code], listing),
             tags={"hedge/trigger": "new"},
             run_config=join_config,
         )
