@@ -24,6 +24,17 @@ from hedge_pipeline.cli.ui_client import UIClient, UIError
 from hedge_pipeline.runtime import paths
 
 HEDGE = str(Path(sys.executable).with_name("hedge"))
+
+
+def run_hedge(
+    *args: str, env: Mapping[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The ``hedge`` command with ``args`` in ``env``, run to its end; its output captured."""
+    return subprocess.run(
+        [HEDGE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 STARTUP_TIMEOUT = 240.0
 STOP_GRACE = 90.0
 

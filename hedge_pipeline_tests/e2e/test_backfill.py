@@ -9,7 +9,6 @@ no run, no materialization, no row for the other two codes.
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +17,7 @@ import pytest
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, listening_addresses, running_ui
+from hedge_pipeline_tests.e2e.dagster_ui import listening_addresses, run_hedge, running_ui
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
@@ -28,12 +27,6 @@ BACKFILLED = ["3CN5", "3IN5", "3MN5"]
 EARLIER = "3WN5"  # materialized before the server starts; must stay as it was
 MARKET_DATA = ["raw_option_chains", "greeks_features"]
 KEYS = [dg.AssetKey(a) for a in MARKET_DATA]
-
-
-def _hedge(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [HEDGE, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
 
 
 def _latest_ids(instance: dg.DagsterInstance) -> dict[tuple[str, str | None], int]:
@@ -66,16 +59,16 @@ def test_backfill_of_three_codes_through_the_webserver_changes_only_those(
             assert (data_dir / "dagster" / "history" / "runs.db").exists()
 
             env = {**os.environ, "HEDGE_UI_URL": ui.url}
-            refused = _hedge("backfill", "--codes", "3CN5,NOPE", env=env)
+            refused = run_hedge("backfill", "--codes", "3CN5,NOPE", env=env)
             assert refused.returncode == 2
             assert "NOPE" in refused.stderr and "3XN5" in refused.stderr
-            refused = _hedge(
+            refused = run_hedge(
                 "backfill", "--codes", "3CN5", "--assets", "portfolio_selection", env=env
             )
             assert refused.returncode == 2
             assert "not an asset partitioned by weekly code" in refused.stderr
 
-            done = _hedge(
+            done = run_hedge(
                 "backfill", "--codes", ",".join(BACKFILLED), "--assets", ",".join(MARKET_DATA),
                 "--wait", "--timeout", "400",
                 env=env, timeout=450,

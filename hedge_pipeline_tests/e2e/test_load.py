@@ -28,8 +28,8 @@ from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 from hedge_pipeline.stages.market_data.validation import validate_chain
 from hedge_pipeline.tables import warehouse
-from hedge_pipeline_tests.e2e.dagster_ui import running_ui
-from hedge_pipeline_tests.e2e.test_backfill import MARKET_DATA, _hedge
+from hedge_pipeline_tests.e2e.dagster_ui import run_hedge, running_ui
+from hedge_pipeline_tests.e2e.test_backfill import MARKET_DATA
 from hedge_pipeline_tests.run_records import most_at_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
@@ -95,7 +95,7 @@ def test_eight_codes_backfilled_in_four_ranged_runs_at_once_store_exact_rows_wit
     per_run = {"HEDGE_CODES_PER_RUN": "2"}
     with running_ui(data_dir, per_run) as ui, dg.DagsterInstance.get() as instance:
         env = {**os.environ, "HEDGE_UI_URL": ui.url}
-        done = _hedge(
+        done = run_hedge(
             "backfill", "--codes", ",".join(codes), "--assets", ",".join(MARKET_DATA),
             "--wait", "--timeout", "400",
             env=env, timeout=450,

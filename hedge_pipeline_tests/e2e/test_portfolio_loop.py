@@ -9,7 +9,6 @@ once for that generation, and the run must succeed and materialize ``hedge_ensem
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 from hedge_pipeline_tests.conftest import write_drop
-from hedge_pipeline_tests.e2e.dagster_ui import HEDGE, running_ui
+from hedge_pipeline_tests.e2e.dagster_ui import run_hedge, running_ui
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.xdist_group("dagster_ui")]
 
@@ -41,14 +40,7 @@ def test_a_new_specialist_generation_launches_one_portfolio_run_that_succeeds(da
         write_drop(source.load(code).drop(LINEAGE_COLUMNS), data_dir / "raw", code)
     env = {**os.environ, **paths.instance_env(data_dir), **ENV}
     for selection in ("market_data", "portfolio", "cnn_lstm", "specialists"):
-        done = subprocess.run(
-            [HEDGE, "run", "--select", selection],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = run_hedge("run", "--select", selection, env=env, timeout=300)
         assert done.returncode == 0, f"hedge run --select {selection}:\n{done.stdout}{done.stderr}"
 
     with running_ui(data_dir, ENV) as ui, dg.DagsterInstance.get() as instance:

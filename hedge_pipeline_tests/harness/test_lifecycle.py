@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from hedge_pipeline.runtime.profiles import get_profile
 from hedge_pipeline.stages.market_data.sources.synthetic import SyntheticSource
 from hedge_pipeline.tables.schema import LINEAGE_COLUMNS
 from hedge_pipeline_tests.conftest import write_drop
-from hedge_pipeline_tests.e2e.dagster_ui import HEDGE
+from hedge_pipeline_tests.e2e.dagster_ui import run_hedge
 
 IDENTITY = {
     "dagster_run_id": "run-1",
@@ -215,14 +214,7 @@ def two_device_lineage(tmp_path_factory: pytest.TempPathFactory) -> Lineage:
     }
     runs = {}
     for selection in SELECTIONS:
-        done = subprocess.run(
-            [HEDGE, "run", "--select", selection],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
+        done = run_hedge("run", "--select", selection, env=env, timeout=900)
         runs[selection] = (done.returncode, done.stdout[-4000:] + done.stderr[-8000:])
     return Lineage(data_dir, runs)
 
