@@ -26,6 +26,7 @@ a scratch DuckDB file. The document ends with medians over repeats.
 
 The data path (``data_path``; ``hedge bench pipeline --data-path``): the
 market-data steps' own bodies, without Dagster's run around them, on every code of a source,
+in ranges of codes as a backfill runs them (``--per-run``, default ``HEDGE_CODES_PER_RUN``),
 for the code of this checkout and (``--before DIR``) of an older checkout of the repository,
 side by side in one command: the synthetic source's 8 codes (~50k quotes each) and a real
 history's ~1,000 codes (378 quotes each). Each (checkout, source) runs
@@ -378,14 +379,15 @@ DATA_PATH_SOURCES: tuple[tuple[str, dict[str, str], int | None], ...] = (
 
 
 def steps_of(
-    checkout: Path, env: dict[str, str], data_dir: Path, limit: int | None = None
+    checkout: Path, env: dict[str, str], data_dir: Path, limit: int | None, per_run: int
 ) -> dict[str, Any]:
     """``pipeline_steps.py`` (this checkout's) on ``checkout``'s package, in a fresh
-    ``data_dir``, under ``tree_rss``: its report plus the process's wall, CPU and peak RSS."""
+    ``data_dir``, ranges of ``per_run`` codes, under ``tree_rss``: its report plus the
+    process's wall, CPU and peak RSS."""
     data_dir.mkdir(parents=True)
     out = data_dir / "report.json"  # measure() writes steps.json beside steps.log
-    command = [sys.executable, str(STEPS_SCRIPT), str(out), str(data_dir)]
-    command += [str(limit)] if limit else []
+    command = [sys.executable, str(STEPS_SCRIPT), str(out), str(data_dir), f"--per-run={per_run}"]
+    command += [f"--limit={limit}"] if limit else []
     env = scratch_env(data_dir) | env | {"PYTHONPATH": str(checkout.resolve())}
     process = measure(command, env, data_dir / "steps.log")
     if process["returncode"] != 0:
@@ -401,9 +403,12 @@ def data_path(
     before: Path | str | None = None,
     data_dir: Path | str | None = None,
     sources: tuple[tuple[str, dict[str, str], int | None], ...] = DATA_PATH_SOURCES,
+    per_run: int | None = None,
 ) -> dict[str, Any]:
     """The data path of this checkout, and of ``before`` if given, on each of ``sources``
-    (see the module docstring): one row per (source, checkout), in one command."""
+    (see the module docstring), in ranges of ``per_run`` codes (default: as a backfill cuts
+    them, ``HEDGE_CODES_PER_RUN``): one row per (source, checkout), in one command."""
+    per_run = per_run or Settings.from_env().codes_per_run
     started = dt.datetime.now(dt.UTC)
     checkouts = {"after": paths.REPO_ROOT} | ({"before": Path(before)} if before else {})
     root = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="hedge-data-path-"))
@@ -411,7 +416,7 @@ def data_path(
     try:
         for i, (label, env, limit) in enumerate(sources):
             for name, checkout in checkouts.items():
-                result = steps_of(checkout, env, root / f"{i}-{name}", limit)
+                result = steps_of(checkout, env, root / f"{i}-{name}", limit, per_run)
                 # The label, not the driver's source kind, names the row.
                 rows.append(result | {"source": label, "checkout": name, "path": str(checkout)})
     finally:
@@ -442,6 +447,7 @@ def _data_path_line(result: dict[str, Any]) -> dict[str, Any]:
         "source": result["source"],
         "checkout": result["checkout"],
         "codes": result["codes"],
+        "codes_per_run": result["per_run"],
         "greeks_rows": greeks["rows"],
         "greeks_rows_per_s": round(greeks["rows_per_s"]),
         "greeks_rows_per_cpu_s": round(greeks["rows_per_cpu_s"]),

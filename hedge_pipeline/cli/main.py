@@ -530,7 +530,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from hedge_pipeline.bench.pipeline import DATA_PATH_SOURCES, data_path
 
         sources = tuple((label, env, args.limit) for label, env, _ in DATA_PATH_SOURCES)
-        print(json.dumps(data_path(args.before, args.data_dir, sources), indent=2))
+        report = data_path(args.before, args.data_dir, sources, args.per_run)
+        print(json.dumps(report, indent=2))
         return 0
     elif args.suite == "pipeline":
         from hedge_pipeline.bench.pipeline import run
@@ -580,11 +581,16 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     pipeline.add_argument(
         "--data-path", action="store_true",
-        help="instead of the lineage: parse, validate, Greeks and write per code, on the synthetic "
+        help="instead of the lineage: parse, validate, Greeks and write, on the synthetic "
         "codes and the S&P 500 history (--before DIR: an older checkout beside this one)",
     )  # fmt: skip
     pipeline.add_argument("--before", type=Path, help="--data-path: an older checkout to compare")
     pipeline.add_argument("--limit", type=int, help="--data-path: the first N codes of each source")
+    pipeline.add_argument(
+        "--per-run", type=int,
+        help="--data-path: weekly codes per run, as a backfill cuts them (default "
+        "HEDGE_CODES_PER_RUN; 1: one code per run)",
+    )  # fmt: skip
     pipeline.add_argument("--profile", choices=get_args(ProfileName), default="smoke")
     pipeline.add_argument("--source", choices=get_args(SourceKind), help="HEDGE_SOURCE")
     pipeline.add_argument("--repeats", type=int, default=1, help="fresh data directories in turn")

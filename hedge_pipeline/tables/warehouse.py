@@ -4,34 +4,37 @@ Writes replace one weekly code's rows in one transaction (delete, then insert), 
 re-materialized partition never duplicates rows and a failed write leaves the table as it was.
 Connections are short-lived: DuckDB lets one process hold the file read-write, so a step
 holds the file only while it reads its inputs and writes its outputs. (``greeks_features``
-keeps one connection from its read to its publish, through its compute, ~60 ms for a 50k-row
-code: writers queue behind the ``duckdb_writer`` pool anyway, and a second open and close of
-the file cost ~30 ms, more than a history code's whole compute.)
+keeps one connection from its read to its publish, through its compute: writers queue behind
+the ``duckdb_writer`` pool anyway, and a second open and close of the file cost ~30 ms, more
+than a history code's whole compute.)
 
-The market-data assets write-audit-publish (``staged_partition``). A partition is first
-staged in schema ``staging`` of the same file, one staging view per published table and code
-(``staging."raw_option_chains__3CN5"``), over the incoming Polars frame handed to DuckDB as
-Arrow, without a copy: every column cast to the published table's type, without its
-constraints. The rows are cast exactly as publishing casts them, so the schema check sees the
-types they would get, and a duplicate key reaches the ``unique_keys`` check instead of
-stopping the insert with a constraint error. The raw rows keep their lineage
-(``source_file``, ``source_row``) there. The blocking checks read the staged rows; only if all
-pass does ``publish`` replace the partition of every published table (``raw_option_chains``,
-``raw_lineage``, ``quarantined_quotes``) from them and drop the staging. Otherwise the
-staging is dropped and the published tables were never touched.
+The market-data assets write-audit-publish (``staged_partitions``). Partitions are first
+staged in schema ``staging`` of the same file, one staging view per published table (named
+after the first and last code staged: ``staging."raw_option_chains__3CN5"``), over the
+incoming Polars frame handed to DuckDB as Arrow, without a copy: every column cast to the
+published table's type, without its constraints. The rows are cast exactly as publishing
+casts them, so the schema check sees the types they would get, and a duplicate key reaches
+the ``unique_keys`` check instead of stopping the insert with a constraint error. The raw
+rows keep their lineage (``source_file``, ``source_row``) there. The blocking checks read
+the staged rows, each code judged on its own; ``publish`` replaces the partitions of the
+codes that passed in every published table (``raw_option_chains``, ``raw_lineage``,
+``quarantined_quotes``) from them and drops the staging. A code that failed is not
+published, and its published partitions are never touched. The raw step stages one code at
+a time (its source parses one code's files); the features step stages a whole range, so a
+history's thousand small codes cost a few statements and one transaction, not a thousand.
 
 Staging, audit and publish are ONE transaction, committed by ``publish`` and rolled back by
 anything else: no other connection ever sees the staging, and a process killed in between
 leaves nothing behind. The rows are written once, by the publish: a staging *table*,
 committed, read back whole and dropped again, made the write-audit-publish of a 50k-row code
-cost ~330 ms of CPU against ~230 ms now (``benchmarks/pipeline.md``). The published tables
-keep their keys: a publish that breaks one aborts the whole transaction.
+cost ~330 ms of CPU against ~230 ms with views (``benchmarks/pipeline.md``). A publish that
+breaks a published table's key aborts the whole transaction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -56,12 +59,16 @@ FEATURE_DDL_COLUMNS = """
     std_moneyness DOUBLE
 """
 
+# ``greeks_features`` has no PRIMARY KEY: its rows are keyed by construction (one per
+# published raw row, whose table holds the key; ``compute_features`` joins per-bar aggregates
+# onto them, one row each), and building the key's index was half the cost of publishing a
+# whole history's features (0.33 s of 0.61 s for 378,090 rows, benchmarks/pipeline.md).
+# A warehouse created before keeps its key (``CREATE TABLE IF NOT EXISTS``) and works as is.
 TABLE_DDL: dict[str, str] = {
     "raw_option_chains": DUCKDB_RAW_DDL,
     "greeks_features": f"""
         CREATE TABLE IF NOT EXISTS greeks_features ({_RAW_DDL_COLUMNS},
-        {FEATURE_DDL_COLUMNS},
-        PRIMARY KEY (weekly_code, option_symbol, ts))
+        {FEATURE_DDL_COLUMNS})
     """,
     "quarantined_quotes": f"""
         CREATE TABLE IF NOT EXISTS quarantined_quotes (
@@ -191,24 +198,29 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> 
     con.unregister("incoming")
 
 
-class StagedPartition:
-    """One weekly code's staged rows (views): read them, audit them, publish them or not.
+class StagedPartitions:
+    """Weekly codes' staged rows (views): read them, audit them, publish them or not.
 
-    Made by ``staged_partition``, valid inside its block only.
+    Made by ``staged_partitions``, valid inside its block only.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, names: dict[str, str]) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, codes: Sequence[str], names: dict[str, str]
+    ) -> None:
         self._con = con
+        self._codes = set(codes)  # the weekly codes staged
         self._names = names  # published table -> its staging view
         self.open = True  # the staging transaction: neither committed nor rolled back
 
-    def read(self, table: str, columns: list[str] | None = None) -> pl.DataFrame:
-        """The staged rows of ``table`` (with their lineage where they carry it), in key order;
-        only ``columns`` if given (an audit that needs four columns of forty reads four)."""
+    def read(
+        self, table: str, columns: list[str] | None = None, *, ordered: bool = True
+    ) -> pl.DataFrame:
+        """The staged rows of ``table`` (with their lineage where they carry it), in key order
+        unless not ``ordered`` (an audit that does not care saves DuckDB a sort); only
+        ``columns`` if given (an audit that needs four columns of forty reads four)."""
         wanted = ", ".join(f'"{c}"' for c in columns) if columns else "*"
-        return query(
-            self._con, f"SELECT {wanted} FROM {self._names[table]} ORDER BY option_symbol, ts"
-        )
+        order = " ORDER BY weekly_code, option_symbol, ts" if ordered else ""
+        return query(self._con, f"SELECT {wanted} FROM {self._names[table]}{order}")
 
     def name(self, table: str) -> str:
         """The qualified name of ``table``'s staging view, for a query of the block's own
@@ -224,19 +236,25 @@ class StagedPartition:
             if name in published
         }
 
-    def publish(self, weekly_code: str, sources: dict[str, str]) -> None:
-        """Replace ``weekly_code``'s rows of each published table with the staged rows of
-        ``sources[table]`` (columns by name), drop the staging views and commit: the
-        transaction that staged them ends here, so a reader sees every table's old partition
-        or every table's new one. A staged table may fill several (the staged raw rows fill
-        ``raw_option_chains`` and ``raw_lineage``). A refused row rolls everything back."""
+    def publish(self, codes: Sequence[str], sources: dict[str, str]) -> None:
+        """Replace the rows of weekly codes ``codes`` (the staged ones that passed their
+        audit) in each published table with their staged rows of ``sources[table]`` (columns
+        by name), drop the staging views and commit: the transaction that staged them ends
+        here, so a reader sees every table's old partitions or every table's new ones. A
+        staged table may fill several (the staged raw rows fill ``raw_option_chains`` and
+        ``raw_lineage``). A refused row rolls everything back."""
         if not self.open:
-            raise RuntimeError(f"the staged partition {weekly_code!r} is already published")
+            raise RuntimeError("these staged partitions are already published")
+        if not codes:
+            raise ValueError("no weekly code to publish: leave the block to roll back")
+        where = f"WHERE weekly_code IN ({codes_sql(codes)})"
+        # Every staged code passed (the rule): no filter for DuckDB to evaluate on each row.
+        some = "" if set(codes) == self._codes else f" {where}"
         for table, source in sources.items():
             quoted = ", ".join(f'"{c}"' for c in _columns(self._con, table))
-            self._con.execute(f"DELETE FROM {table} WHERE weekly_code = ?", [weekly_code])
+            self._con.execute(f"DELETE FROM {table} {where}")
             self._con.execute(
-                f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM {self._names[source]}"
+                f"INSERT INTO {table} ({quoted}) SELECT {quoted} FROM {self._names[source]}{some}"
             )
         for name in self._names.values():
             self._con.execute(f"DROP VIEW {name}")
@@ -245,19 +263,20 @@ class StagedPartition:
 
 
 @contextmanager
-def staged_partition(
-    con: duckdb.DuckDBPyConnection, weekly_code: str, tables: dict[str, pl.DataFrame]
-) -> Iterator[StagedPartition]:
-    """Stage ``weekly_code``'s new rows of each published table (write-audit-publish, see the
-    module docstring); the block audits them and calls ``publish`` if they pass. The staging
-    is one uncommitted transaction on ``con``: ``publish`` commits it, and a block that ends
-    without publishing (or with an exception, ``publish``'s own included) rolls it back.
-    The frames must stay unchanged until the block ends: the staging reads them in place."""
-    code = check_weekly_code(weekly_code)
-    names = {t: f'{STAGING_SCHEMA}."{t}__{code}"' for t in tables}
-    incoming = {t: f"incoming__{t}__{code}" for t in tables}
+def staged_partitions(
+    con: duckdb.DuckDBPyConnection, codes: Sequence[str], tables: dict[str, pl.DataFrame]
+) -> Iterator[StagedPartitions]:
+    """Stage the new rows of weekly codes ``codes`` for each published table (write-audit-
+    publish, see the module docstring); the block audits them and calls ``publish`` with
+    those that pass. The staging is one uncommitted transaction on ``con``: ``publish``
+    commits it, and a block that ends without publishing (or with an exception,
+    ``publish``'s own included) rolls it back. The frames must stay unchanged until the
+    block ends: the staging reads them in place."""
+    tag = "__".join(dict.fromkeys(check_weekly_code(c) for c in (codes[0], codes[-1])))
+    names = {t: f'{STAGING_SCHEMA}."{t}__{tag}"' for t in tables}
+    incoming = {t: f"incoming__{t}__{tag}" for t in tables}
     con.execute("BEGIN TRANSACTION")
-    staged = StagedPartition(con, names)
+    staged = StagedPartitions(con, codes, names)
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING_SCHEMA}")
         for table, frame in tables.items():
@@ -282,13 +301,28 @@ def staged_partition(
             con.unregister(name)
 
 
+def codes_sql(codes: Sequence[str]) -> str:
+    """Weekly codes as SQL string literals for ``weekly_code IN (...)``: safe to inline, as a
+    partition key holds letters, digits, '-' and '_' only (``check_weekly_code``).
+
+    >>> codes_sql(["3CN5", "SP500-2018-12-28"])
+    "'3CN5', 'SP500-2018-12-28'"
+    """
+    return ", ".join(f"'{check_weekly_code(c)}'" for c in codes)
+
+
+def read_partitions(
+    con: duckdb.DuckDBPyConnection, table: str, codes: Sequence[str], *, ordered: bool = True
+) -> pl.DataFrame:
+    """Weekly codes' rows of a table, timestamps as UTC, in key order unless not ``ordered``
+    (DuckDB's sort of a whole history's rows cost twice their read)."""
+    order = " ORDER BY weekly_code, option_symbol, ts" if ordered else ""
+    return query(con, f"SELECT * FROM {table} WHERE weekly_code IN ({codes_sql(codes)}){order}")
+
+
 def read_partition(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> pl.DataFrame:
-    """One weekly code's rows of a table, in key order, timestamps as UTC."""
-    return query(
-        con,
-        f"SELECT * FROM {table} WHERE weekly_code = $1 ORDER BY option_symbol, ts",
-        [weekly_code],
-    )
+    """One weekly code's ``read_partitions``."""
+    return read_partitions(con, table, [weekly_code])
 
 
 def query(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pl.DataFrame:
@@ -311,16 +345,22 @@ def _naive_utc(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def partition_hash(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> str:
-    """Order-independent content hash of one partition (data version and idempotence tests).
-
-    Fetched to the end (``fetchall``): DuckDB 2 refuses the connection's next relation query
-    while a result is left unfinished, as ``fetchone`` leaves it.
+def partition_hashes(
+    con: duckdb.DuckDBPyConnection, table: str, codes: Sequence[str]
+) -> dict[str, str]:
+    """Order-independent content hash of each weekly code's partition (data version and
+    idempotence tests), one query for them all; ``'0:0'`` for a code without rows.
     """
     columns = ", ".join(f'"{row[0]}"' for row in con.execute(f"DESCRIBE {table}").fetchall())
-    [(digest,)] = con.execute(
-        f"SELECT coalesce(bit_xor(hash({columns})), 0)::VARCHAR || ':' || count(*) "
-        f"FROM {table} WHERE weekly_code = ?",
-        [weekly_code],
+    # Fetched to the end (``fetchall``): DuckDB 2 refuses the connection's next relation
+    # query while a result is left unfinished, as ``fetchone`` leaves it.
+    found = con.execute(
+        f"SELECT weekly_code, coalesce(bit_xor(hash({columns})), 0)::VARCHAR || ':' || count(*) "
+        f"FROM {table} WHERE weekly_code IN ({codes_sql(codes)}) GROUP BY weekly_code"
     ).fetchall()
-    return digest
+    return {code: "0:0" for code in codes} | dict(found)
+
+
+def partition_hash(con: duckdb.DuckDBPyConnection, table: str, weekly_code: str) -> str:
+    """One weekly code's ``partition_hashes``."""
+    return partition_hashes(con, table, [weekly_code])[weekly_code]

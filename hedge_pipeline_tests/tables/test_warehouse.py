@@ -1,4 +1,4 @@
-"""Staging and publishing a partition (write-audit-publish) in a real DuckDB file."""
+"""Staging and publishing partitions (write-audit-publish) in a real DuckDB file."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def _hashes(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], str]:
 
 
 def test_staged_rows_keep_their_lineage_and_take_the_published_types(con, book):
-    with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
+    with warehouse.staged_partitions(con, [CODE], {"raw_option_chains": book}) as staged:
         assert staging_tables(con) == [f"raw_option_chains__{CODE}"]
         rows = staged.read("raw_option_chains")
         assert rows.columns == RAW_COLUMNS + LINEAGE_COLUMNS
@@ -56,14 +56,14 @@ def test_duplicate_keys_are_staged_for_the_audit_to_see(con, book):
     """The staging table has no constraints: the unique_keys check names a duplicate; the
     published table's key would have refused the insert with a bare constraint error."""
     doubled = pl.concat([book, book.head(1)])
-    with warehouse.staged_partition(con, CODE, {"raw_option_chains": doubled}) as staged:
+    with warehouse.staged_partitions(con, [CODE], {"raw_option_chains": doubled}) as staged:
         assert staged.read("raw_option_chains").height == book.height + 1
 
 
 def test_publish_replaces_every_table_at_once_and_drops_the_staging(con, book):
     before = _hashes(con)
-    with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
-        staged.publish(CODE, PUBLISH)
+    with warehouse.staged_partitions(con, [CODE], {"raw_option_chains": book}) as staged:
+        staged.publish([CODE], PUBLISH)
         assert not staging_tables(con)
     after = _hashes(con)
     assert {k: v for k, v in after.items() if k[1] == OTHER} == {
@@ -89,12 +89,12 @@ def test_a_partition_not_published_leaves_every_table_as_it_was(con, book, how):
     raised = {"exception": RuntimeError, "publish refused": duckdb.ConstraintException}
     with (
         pytest.raises(raised[how]) if how in raised else nullcontext(),
-        warehouse.staged_partition(con, CODE, {"raw_option_chains": frame}) as staged,
+        warehouse.staged_partitions(con, [CODE], {"raw_option_chains": frame}) as staged,
     ):
         if how == "exception":
             raise RuntimeError("the audit broke")
         if how == "publish refused":
-            staged.publish(CODE, PUBLISH)
+            staged.publish([CODE], PUBLISH)
     assert _hashes(con) == before
     assert not staging_tables(con)
 
@@ -104,12 +104,12 @@ def test_the_staging_is_one_uncommitted_transaction_until_publish(con, book):
     while the block runs, and sees every table's new partition once ``publish`` committed."""
     other = con.cursor()
     before = warehouse.partition_hash(other, "raw_option_chains", CODE)
-    with warehouse.staged_partition(con, CODE, {"raw_option_chains": book}) as staged:
+    with warehouse.staged_partitions(con, [CODE], {"raw_option_chains": book}) as staged:
         assert staging_tables(con) == [f"raw_option_chains__{CODE}"]
         assert not staging_tables(other)
-        staged.publish(CODE, PUBLISH)
+        staged.publish([CODE], PUBLISH)
         with pytest.raises(RuntimeError, match="already published"):
-            staged.publish(CODE, PUBLISH)
+            staged.publish([CODE], PUBLISH)
     assert warehouse.partition_hash(other, "raw_option_chains", CODE) != before
     assert warehouse.partition_hash(other, "raw_option_chains", CODE) == (
         warehouse.partition_hash(con, "raw_option_chains", CODE)
@@ -121,7 +121,7 @@ def test_staged_rows_are_the_frame_cast_to_the_published_types(con, book):
     """The staging reads the frame in place, cast as the insert would cast it: a column the
     frame holds as text is staged as the table's type, and ``read`` can take a few columns."""
     as_text = book.with_columns(pl.col("strike").cast(pl.String))
-    with warehouse.staged_partition(con, CODE, {"raw_option_chains": as_text}) as staged:
+    with warehouse.staged_partitions(con, [CODE], {"raw_option_chains": as_text}) as staged:
         assert staged.types("raw_option_chains")["strike"] == "DOUBLE"
         rows = staged.read("raw_option_chains", ["option_symbol", "ts", "strike"])
         assert rows.columns == ["option_symbol", "ts", "strike"]
@@ -131,7 +131,33 @@ def test_staged_rows_are_the_frame_cast_to_the_published_types(con, book):
     bad = book.with_columns(strike=pl.lit("not a number"))
     with (
         pytest.raises(duckdb.ConversionException),
-        warehouse.staged_partition(con, CODE, {"raw_option_chains": bad}) as staged,
+        warehouse.staged_partitions(con, [CODE], {"raw_option_chains": bad}) as staged,
     ):
         staged.read("raw_option_chains")
     assert not staging_tables(con)
+
+
+def test_a_range_staged_at_once_publishes_only_the_codes_that_passed(con, book):
+    """Two codes staged in one view, as the features step stages a range: publishing one
+    replaces that code's rows and leaves the other's published partition bit-identical;
+    publishing none is refused (the block rolls back instead); the hashes of several codes
+    in one query are each code's own."""
+    before = _hashes(con)
+    both = pl.concat([book, book.with_columns(weekly_code=pl.lit(OTHER))])
+    with warehouse.staged_partitions(con, [CODE, OTHER], {"raw_option_chains": both}) as staged:
+        assert staging_tables(con) == [f"raw_option_chains__{CODE}__{OTHER}"]
+        assert staged.read("raw_option_chains")["weekly_code"].to_list() == (
+            [CODE] * book.height + [OTHER] * book.height
+        )
+        with pytest.raises(ValueError, match="no weekly code to publish"):
+            staged.publish([], PUBLISH)
+        staged.publish([CODE], PUBLISH)
+    after = _hashes(con)
+    assert after[("raw_option_chains", OTHER)] == before[("raw_option_chains", OTHER)]
+    assert after[("raw_option_chains", CODE)] != before[("raw_option_chains", CODE)]
+    assert warehouse.read_partition(con, "raw_option_chains", CODE).height == book.height
+    assert warehouse.partition_hashes(con, "raw_option_chains", [CODE, OTHER, "NONE1"]) == {
+        CODE: after[("raw_option_chains", CODE)],
+        OTHER: after[("raw_option_chains", OTHER)],
+        "NONE1": "0:0",
+    }

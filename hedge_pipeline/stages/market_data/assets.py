@@ -11,15 +11,17 @@ materialization (dagster-io/dagster#16178, #16732). Both write behind pool ``duc
 (limit 1), so writers queue in Dagster rather than on DuckDB's file lock.
 
 A run may carry a range of codes (``BackfillPolicy.multi_run``: backfills and ``hedge run``
-put up to ``CODES_PER_RUN`` in one). Each code of the range is still staged, audited and
-published on its own: a refused code does not hold back the others. If any was refused, the
-published ones are recorded as materialized one by one before the step fails (Dagster's asset
-backfill then counts them done and retries only the rest, ``_get_failed_asset_graph_subset``
-in ``dagster/_core/execution/asset_backfill.py``), so the tables and the instance agree.
+put up to ``CODES_PER_RUN`` in one). The raw step stages, audits and publishes each code of
+the range on its own; the features step computes, stages and publishes the range at once,
+auditing each code on its own rows. Either way a refused code does not hold back the
+others. If any was refused, the published ones are recorded as materialized one by one before
+the step fails (Dagster's asset backfill then counts them done and retries only the rest,
+``_get_failed_asset_graph_subset`` in ``dagster/_core/execution/asset_backfill.py``), so the
+tables and the instance agree.
 """
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +29,17 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from hedge_pipeline.orchestration.metadata import check_result, preview_md, time_range
+from hedge_pipeline.orchestration.metadata import check_result, preview_md, previews_md, time_range
 from hedge_pipeline.orchestration.partitions import weekly_code_partitions
 from hedge_pipeline.orchestration.resources import (
     ChainSourceResource,
     DataQualityResource,
     WarehouseResource,
 )
+from hedge_pipeline.quant.implied_vol import STATUSES
 from hedge_pipeline.runtime.settings import Settings
 from hedge_pipeline.stages.market_data import quality
-from hedge_pipeline.stages.market_data.features import compute_features, iv_status_rates
+from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.stages.market_data.quality import FEATURE_CHECKS, RAW_CHECKS, CheckOutcome
 from hedge_pipeline.stages.market_data.sources.base import ChainSource
 from hedge_pipeline.stages.market_data.validation import validate_chain
@@ -47,7 +50,7 @@ from hedge_pipeline.tables.schema import RAW_COLUMNS, ChainDataError, UnknownWee
 # the definitions load): a run's start-up (a run worker loading the definitions, ~3 s of CPU)
 # costs more than a history code's whole write (~0.3 s), so a thousand codes one per run spend
 # most of their time starting runs (benchmarks/pipeline.md, "A thousand partitions"). Each code
-# is still written, audited and published on its own; a smaller range holds less in memory.
+# is still audited on its own; a smaller range holds less in memory.
 CODES_PER_RUN = Settings.from_env().codes_per_run
 PREVIEW_COLUMNS = ["ts", "option_symbol", "strike", "bid", "ask", "underlying_price"]
 FEATURE_PREVIEW = ["ts", "option_symbol", "mid", "tau", "log_moneyness", "iv", "iv_status", "delta"]
@@ -169,13 +172,13 @@ def _write_raw(
         return Written({}, None, str(exc))
     quarantined = result.quarantined.with_columns(pl.lit(code).alias("weekly_code"))
     incoming = {"raw_option_chains": result.valid, "quarantined_quotes": quarantined}
-    with warehouse.staged_partition(con, code, incoming) as staged:
+    with warehouse.staged_partitions(con, [code], incoming) as staged:
         stored = staged.read("raw_option_chains")
         outcomes = quality.audit_raw(
             stored, staged.types("raw_option_chains"), policy.max_arbitrage_violation_rate
         )
         if quality.all_passed(outcomes):
-            staged.publish(code, RAW_PUBLISH)
+            staged.publish([code], RAW_PUBLISH)
     failure = quality.audit_failure("raw_option_chains", code, outcomes)
     if failure is not None:
         return Written({}, outcomes, failure)
@@ -213,61 +216,101 @@ def raw_option_chains(
 
 
 def _unsolved_lineage(
-    con: duckdb.DuckDBPyConnection, staged: warehouse.StagedPartition, code: str
+    con: duckdb.DuckDBPyConnection, staged: warehouse.StagedPartitions, codes: Sequence[str]
 ) -> pl.DataFrame:
     """The published ``raw_lineage`` of the staged rows whose IV did not solve: the only rows
-    the IV audit can name (it locates offenders by file and row), not the whole partition."""
+    the IV audit can name (it locates offenders by file and row), not the whole range."""
     return warehouse.query(
         con,
         f"""SELECT l.* FROM raw_lineage l
         SEMI JOIN {staged.name("greeks_features")} s
             ON s.weekly_code = l.weekly_code AND s.option_symbol = l.option_symbol
             AND s.ts = l.ts AND s.iv_status <> 'ok'
-        WHERE l.weekly_code = $1""",
-        [code],
+        WHERE l.weekly_code IN ({warehouse.codes_sql(codes)})""",
     )
 
 
 def _write_features(
-    con: duckdb.DuckDBPyConnection, code: str, policy: DataQualityResource
-) -> Written:
-    """Compute, stage, audit and (if every check passes) publish one code's Greeks."""
-    raw = warehouse.read_partition(con, "raw_option_chains", code)
-    if raw.is_empty():
-        held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
-        codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
-        return Written(
-            {},
-            None,
-            f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
-            f"first, or check the code); it holds: {codes}",
-        )
+    con: duckdb.DuckDBPyConnection, codes: Sequence[str], policy: DataQualityResource
+) -> dict[str, Written]:
+    """Compute, stage, audit and publish the Greeks of a range of codes, all at once.
+
+    One read, one IV solve and one staging for the range, each code audited on its own rows
+    and the codes that pass published in one transaction: per-code statements and
+    transactions, not the arithmetic, decided the rate of a history's 364-row codes
+    (benchmarks/pipeline.md). A code refused (no raw rows, or a failed check) leaves its
+    published rows as they were and holds back none of the others.
+    """
+    raw = warehouse.read_partitions(con, "raw_option_chains", codes, ordered=False)
+    held = set(raw["weekly_code"].unique())
+    written = {code: _no_raw_rows(con, code) for code in codes if code not in held}
+    present = [code for code in codes if code in held]
+    if not present:
+        return written
     features = compute_features(raw)
-    with warehouse.staged_partition(con, code, {"greeks_features": features}) as staged:
-        outcomes = quality.audit_features(
-            staged.read("greeks_features", AUDITED_FEATURE_COLUMNS),
+    del raw
+    with warehouse.staged_partitions(con, present, {"greeks_features": features}) as staged:
+        audits = quality.audit_features(
+            staged.read("greeks_features", AUDITED_FEATURE_COLUMNS, ordered=False),
             staged.types("greeks_features"),
             features.schema,
-            _unsolved_lineage(con, staged, code),
+            _unsolved_lineage(con, staged, present),
             policy.iv_solve_rate_floor,
         )
-        if quality.all_passed(outcomes):
-            staged.publish(code, FEATURE_PUBLISH)
-    failure = quality.audit_failure("greeks_features", code, outcomes)
-    if failure is not None:
-        return Written({}, outcomes, failure)
-    rates = iv_status_rates(features)
-    metadata = {
-        "dagster/row_count": features.height,
-        "options": features["option_symbol"].n_unique(),
-        **time_range(features),
-        "iv_status_rates": dg.MetadataValue.json(rates),
-        "iv_failure_rate": 1.0 - rates["ok"],
-        "median_atm_iv": float(features["atm_iv"].median() or float("nan")),
-        "preview": preview_md(features, columns=FEATURE_PREVIEW),
-        "content_hash": warehouse.partition_hash(con, "greeks_features", code),
-    }
-    return Written(metadata, outcomes)
+        passed = [code for code in present if quality.all_passed(audits[code])]
+        if passed:
+            staged.publish(passed, FEATURE_PUBLISH)
+    metadata = _feature_metadata(con, features.filter(pl.col("weekly_code").is_in(passed)))
+    for code in present:
+        failure = quality.audit_failure("greeks_features", code, audits[code])
+        written[code] = Written(metadata.get(code, {}), audits[code], failure)
+    return {code: written[code] for code in codes}
+
+
+def _no_raw_rows(con: duckdb.DuckDBPyConnection, code: str) -> Written:
+    held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
+    codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
+    return Written(
+        {},
+        None,
+        f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
+        f"first, or check the code); it holds: {codes}",
+    )
+
+
+def _feature_metadata(
+    con: duckdb.DuckDBPyConnection, published: pl.DataFrame
+) -> dict[str, dict[str, Any]]:
+    """Each published code's materialization metadata, aggregated over the range in one pass
+    (counts, time range, IV statuses, median ATM vol, preview, content hash)."""
+    status = pl.col("iv_status")
+    stats = published.group_by("weekly_code", maintain_order=True).agg(
+        rows=pl.len(),
+        options=pl.col("option_symbol").n_unique(),
+        first_ts=pl.col("ts").min(),
+        last_ts=pl.col("ts").max(),
+        median_atm_iv=pl.col("atm_iv").median(),
+        **{s: (status == s).sum() for s in STATUSES},
+    )
+    codes = stats["weekly_code"].to_list()
+    previews = previews_md(published, FEATURE_PREVIEW)
+    hashes = warehouse.partition_hashes(con, "greeks_features", codes)
+    metadata = {}
+    for row in stats.iter_rows(named=True):
+        code, n = row["weekly_code"], row["rows"]
+        rates = {s: row[s] / n for s in STATUSES}
+        metadata[code] = {
+            "dagster/row_count": n,
+            "options": row["options"],
+            "first_ts": str(row["first_ts"]),
+            "last_ts": str(row["last_ts"]),
+            "iv_status_rates": dg.MetadataValue.json(rates),
+            "iv_failure_rate": 1.0 - rates["ok"],
+            "median_atm_iv": float(row["median_atm_iv"] or float("nan")),
+            "preview": previews[code],
+            "content_hash": hashes[code],
+        }
+    return metadata
 
 
 @_partition_writer("greeks_features", FEATURE_CHECKS, deps=[raw_option_chains])
@@ -281,5 +324,5 @@ def greeks_features(
     # One connection for the whole step: the pool serializes writers anyway, and a second
     # open (with its checkpoint on close) cost more than the Greeks of a small code.
     with warehouse_db.connect() as con:
-        written = {code: _write_features(con, code, quality_policy) for code in _codes(context)}
+        written = _write_features(con, _codes(context), quality_policy)
     yield from _results(context, FEATURE_CHECKS, written)

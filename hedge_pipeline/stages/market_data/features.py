@@ -31,18 +31,24 @@ _STATUS_NAMES = pl.Series("iv_status", STATUSES, dtype=pl.String)
 
 
 def compute_features(raw: pl.DataFrame) -> pl.DataFrame:
-    """Features of one or more weekly codes' raw rows (canonical columns, UTC timestamps)."""
-    quotes = raw.with_columns(
-        mid=(pl.col("bid") + pl.col("ask")) / 2.0,
-        spread=pl.col("ask") - pl.col("bid"),
-        tau=(pl.col("expiry") - pl.col("ts")).dt.total_microseconds() / 1e6 / SECONDS_PER_YEAR,
-    ).with_columns(
-        forward=pl.when(pl.col("underlying_kind") == "future")
-        .then(pl.col("underlying_price"))
-        .otherwise(
-            pl.col("underlying_price")
-            * ((pl.col("rate") - pl.col("dividend_yield")) * pl.col("tau")).exp()
-        ),
+    """Features of one or more weekly codes' raw rows (canonical columns, UTC timestamps),
+    in key order whatever the order of ``raw``: the per-bar aggregates then sum in the same
+    order, so the same rows give the same bits (and content hash) however they were read."""
+    quotes = (
+        raw.sort("weekly_code", "option_symbol", "ts")
+        .with_columns(
+            mid=(pl.col("bid") + pl.col("ask")) / 2.0,
+            spread=pl.col("ask") - pl.col("bid"),
+            tau=(pl.col("expiry") - pl.col("ts")).dt.total_microseconds() / 1e6 / SECONDS_PER_YEAR,
+        )
+        .with_columns(
+            forward=pl.when(pl.col("underlying_kind") == "future")
+            .then(pl.col("underlying_price"))
+            .otherwise(
+                pl.col("underlying_price")
+                * ((pl.col("rate") - pl.col("dividend_yield")) * pl.col("tau")).exp()
+            ),
+        )
     )
     quotes = quotes.with_columns(log_moneyness=(pl.col("strike") / pl.col("forward")).log())
     quotes = _with_iv_and_greeks(quotes)
@@ -78,26 +84,37 @@ def _with_iv_and_greeks(quotes: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _realized_vol_min_bars(ts: pl.Series) -> int:
-    """Returns a realized vol needs before it is given: an hour of 5-minute bars, a week of
-    daily ones (the median gap between distinct bars decides)."""
-    gaps = ts.unique().sort().diff().dt.total_seconds().drop_nulls()
-    daily = gaps.len() > 0 and gaps.median() > _INTRADAY
-    return REALIZED_VOL_MIN_DAILY_BARS if daily else REALIZED_VOL_MIN_BARS
+def _realized_vol_min_bars() -> pl.Expr:
+    """Returns a realized vol needs before it is given, per weekly code of the bars' frame
+    (one row per code and bar, sorted): an hour of 5-minute bars, a week of daily ones (the
+    median gap between the code's bars decides). Per code, so that a frame of many codes
+    gets each code's features exactly as that code alone would (the features step computes
+    a whole range of codes at once)."""
+    gap = pl.col("ts").diff().dt.total_seconds().median().over("weekly_code")
+    daily = gap.is_not_null() & (gap > _INTRADAY)
+    return pl.when(daily).then(REALIZED_VOL_MIN_DAILY_BARS).otherwise(REALIZED_VOL_MIN_BARS)
 
 
 def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
-    min_bars = _realized_vol_min_bars(quotes["ts"])
+    # The realized vol sums the squared returns of the window, and is given once the window
+    # holds the code's minimum of returns (``rolling_sum``'s ``min_samples`` counts them, but
+    # takes one number for every code).
+    returns = pl.col("underlying_log_return")
     underlying = (
         quotes.group_by("weekly_code", "ts")
         .agg(pl.col("underlying_price").first())
         .sort("weekly_code", "ts")
         .with_columns(
             underlying_log_return=pl.col("underlying_price").log().diff().over("weekly_code"),
+            _min_bars=_realized_vol_min_bars(),
         )
         .with_columns(
-            _sum_r2=(pl.col("underlying_log_return") ** 2)
-            .rolling_sum(REALIZED_VOL_WINDOW, min_samples=min_bars)
+            _sum_r2=(returns**2)
+            .rolling_sum(REALIZED_VOL_WINDOW, min_samples=1)
+            .over("weekly_code"),
+            _n=returns.is_not_null()
+            .cast(pl.Int32)
+            .rolling_sum(REALIZED_VOL_WINDOW, min_samples=1)
             .over("weekly_code"),
             _elapsed=(pl.col("ts") - pl.col("ts").shift(REALIZED_VOL_WINDOW).over("weekly_code"))
             .fill_null(pl.col("ts") - pl.col("ts").first().over("weekly_code"))
@@ -109,10 +126,14 @@ def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
             "weekly_code",
             "ts",
             "underlying_log_return",
-            realized_vol=(pl.col("_sum_r2") / pl.col("_elapsed")).sqrt(),
+            realized_vol=pl.when(pl.col("_n") >= pl.col("_min_bars")).then(
+                (pl.col("_sum_r2") / pl.col("_elapsed")).sqrt()
+            ),
         )
     )
-    ok = quotes.filter(pl.col("iv_status") == "ok")
+    ok = quotes.filter(pl.col("iv_status") == "ok").select(
+        "weekly_code", "ts", "log_moneyness", "iv", "tau"
+    )
     atm = (
         ok.with_columns(_dist=pl.col("log_moneyness").abs())
         .filter(pl.col("_dist") == pl.col("_dist").min().over("weekly_code", "ts"))
@@ -126,20 +147,14 @@ def _with_market_features(quotes: pl.DataFrame) -> pl.DataFrame:
         .group_by("weekly_code", "ts")
         .agg(iv_skew=pl.cov("_x", "iv") / pl.col("_x").var())
     )
-    return (
-        quotes.join(underlying, on=["weekly_code", "ts"], how="left")
-        .join(atm, on=["weekly_code", "ts"], how="left")
-        .join(skew, on=["weekly_code", "ts"], how="left")
-        .with_columns(
-            std_moneyness=pl.col("log_moneyness") / (pl.col("atm_iv") * pl.col("tau").sqrt()),
-            iv_skew=pl.col("iv_skew").fill_nan(None),
-        )
-        .sort("weekly_code", "option_symbol", "ts")
+    # Every per-bar feature on the bars first (a few rows per code), then one join onto the
+    # quotes, which keeps their key order.
+    bars = underlying.join(atm, on=["weekly_code", "ts"], how="left").join(
+        skew, on=["weekly_code", "ts"], how="left"
     )
-
-
-def iv_status_rates(features: pl.DataFrame) -> dict[str, float]:
-    """Share of rows per IV status (every status listed, zeros included) for metadata."""
-    n = max(features.height, 1)
-    counts = dict(features.group_by("iv_status").len().iter_rows())
-    return {s: counts.get(s, 0) / n for s in STATUSES}
+    return quotes.join(
+        bars, on=["weekly_code", "ts"], how="left", maintain_order="left"
+    ).with_columns(
+        std_moneyness=pl.col("log_moneyness") / (pl.col("atm_iv") * pl.col("tau").sqrt()),
+        iv_skew=pl.col("iv_skew").fill_nan(None),
+    )

@@ -1,6 +1,6 @@
 """Data-quality checks on a staged weekly-code partition: the audit of write-audit-publish.
 
-The market-data assets stage a partition (``tables.warehouse.staged_partition``), run these
+The market-data assets stage partitions (``tables.warehouse.staged_partitions``), run these
 checks on the staged rows and publish only if every one passes: all are blocking, and a
 failed one fails the run with ``audit_failure``'s message while the published tables stay as
 they were. Ingest validation (``market_data.validation``) already refuses bad rows; these
@@ -87,6 +87,8 @@ def _located(frame: pl.DataFrame) -> pl.DataFrame:
 def _worst(offenders: pl.DataFrame) -> tuple[ChainDataError, ...]:
     """The first ``WORST_SHOWN`` of ``offenders`` (located, worst first, with ``column`` and
     ``reason``) as errors; the last one says how many more there are."""
+    if offenders.is_empty():
+        return ()
     shown = offenders.head(WORST_SHOWN).rows(named=True)
     more = offenders.height - len(shown)
     return tuple(
@@ -317,20 +319,24 @@ def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> Check
     )
 
 
-def iv_solve_rate(features: pl.DataFrame, floor: float) -> CheckOutcome:
-    """Share of quoted, unexpired rows whose IV solved; ``no_quote`` and ``expired`` rows are
-    not failures of the solver and are reported separately.
+def iv_solve_rates(features: pl.DataFrame, floor: float) -> dict[str, CheckOutcome]:
+    """Per weekly code of ``features``: the share of its quoted, unexpired rows whose IV
+    solved; ``no_quote`` and ``expired`` rows are not failures of the solver and are reported
+    separately. One pass over every code of a range (the features step audits a range at
+    once), each code judged on its own rows only.
 
     An unsolved row's mid lies outside the static bounds (``quant.implied_vol``'s statuses).
     Offenders, furthest outside first, name the side of the quote that is outside with it:
     the bid of a mid below intrinsic (bid ≤ mid), the ask of a mid at or above the bound.
     """
-    quoted = features.filter(~pl.col("iv_status").is_in(["no_quote", "expired"]))
-    solved = quoted.filter(pl.col("iv_status") == "ok").height
-    rate = solved / quoted.height if quoted.height else 0.0
-    below = pl.col("iv_status") == "below_intrinsic"
+    status = pl.col("iv_status")
+    is_quoted = ~status.is_in(["no_quote", "expired"])
+    counts = features.group_by("weekly_code", maintain_order=True).agg(
+        quoted=is_quoted.sum(), solved=(status == "ok").sum()
+    )
+    below = status == "below_intrinsic"
     offenders = (
-        _located(_with_static_bounds(quoted.filter(pl.col("iv_status") != "ok")))
+        _located(_with_static_bounds(features.filter(is_quoted & (status != "ok"))))
         .with_columns(
             column=pl.when(below).then(pl.lit("bid")).otherwise(pl.lit("ask")),
             reason=pl.format(
@@ -342,20 +348,28 @@ def iv_solve_rate(features: pl.DataFrame, floor: float) -> CheckOutcome:
                 .then(pl.lit("below the discounted intrinsic value"))
                 .otherwise(pl.lit("at or above the static upper bound")),
                 pl.when(below).then(_round("_lower")).otherwise(_round("_upper")),
-                pl.col("iv_status"),
+                status,
             ),
             _excess=pl.when(below)
             .then(pl.col("_lower") - pl.col("_mid"))
             .otherwise(pl.col("_mid") - pl.col("_upper")),
         )
-        .sort("_excess", descending=True)
+        .sort("weekly_code", "_excess", descending=[False, True], maintain_order=True)
     )
-    return _outcome(
-        passed=rate >= floor,
-        description=f"IV solved for {rate:.2%} of {quoted.height} quoted rows (floor {floor:.2%})",
-        offenders=offenders,
-        metadata={"solve_rate": rate, "floor": floor, "quoted_rows": quoted.height},
-    )
+    by_code = {
+        key: frame for (key,), frame in offenders.partition_by("weekly_code", as_dict=True).items()
+    }
+    none = offenders.clear()
+    outcomes = {}
+    for code, quoted, solved in counts.iter_rows():
+        rate = solved / quoted if quoted else 0.0
+        outcomes[code] = _outcome(
+            passed=rate >= floor,
+            description=f"IV solved for {rate:.2%} of {quoted} quoted rows (floor {floor:.2%})",
+            offenders=by_code.get(code, none),
+            metadata={"solve_rate": rate, "floor": floor, "quoted_rows": quoted},
+        )
+    return outcomes
 
 
 def _duckdb_types(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
@@ -386,16 +400,17 @@ def audit_features(
     contract: Mapping[str, pl.DataType],
     lineage: pl.DataFrame,
     floor: float,
-) -> dict[str, CheckOutcome]:
-    """``FEATURE_CHECKS`` of a staged ``greeks_features`` partition: its types against those
-    of the frame ``compute_features`` made (``contract``), and its IV solve rate, offenders
-    located through the published ``raw_lineage`` of their raw rows."""
+) -> dict[str, dict[str, CheckOutcome]]:
+    """``FEATURE_CHECKS`` of each weekly code of a staged ``greeks_features`` range: the
+    staged types against those of the frame ``compute_features`` made (``contract``; one
+    staging for the range, so one outcome shared by its codes), and each code's IV solve
+    rate, offenders located through the published ``raw_lineage`` of their raw rows."""
     located = staged.join(lineage.select(*RAW_KEY, *LINEAGE_COLUMNS), on=RAW_KEY, how="left")
-    outcomes = {
-        "schema_and_types": schema_matches(types, _duckdb_types(contract), table="greeks_features"),
-        "iv_solve_rate": iv_solve_rate(located, floor),
+    schema = schema_matches(types, _duckdb_types(contract), table="greeks_features")
+    return {
+        code: {"schema_and_types": schema, "iv_solve_rate": rates}
+        for code, rates in iv_solve_rates(located, floor).items()
     }
-    return {name: outcomes[name] for name in FEATURE_CHECKS}
 
 
 def all_passed(outcomes: dict[str, CheckOutcome]) -> bool:

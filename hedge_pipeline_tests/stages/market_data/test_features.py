@@ -66,3 +66,20 @@ def test_intraday_bars_wait_for_an_hour_of_returns() -> None:
     source = SyntheticSource(seed=7)
     code = sorted(source.list_codes())[0]
     assert _first_known(compute_features(source.load(code))) == REALIZED_VOL_MIN_BARS
+
+
+def test_a_range_of_codes_gets_each_code_s_features_bit_for_bit() -> None:
+    """The features step computes a whole range of codes at once: each code's rows are the
+    ones it gets alone, to the bit, whatever order the rows come in, even when a daily
+    code (a week of returns before a realized vol) shares the frame with an intraday one
+    (an hour of returns)."""
+    daily = HistorySource("sp500").load("SP500-2018-12-28")
+    intraday = SyntheticSource(seed=7).load("3CN5").select(daily.columns)
+    intraday = intraday.filter(pl.col("ts") < pl.col("ts").min() + pl.duration(days=2))
+    alone = pl.concat([compute_features(intraday), compute_features(daily)])
+    together = compute_features(pl.concat([daily, intraday]).sample(fraction=1.0, seed=3))
+    assert together.equals(alone)
+    assert _first_known(together.filter(pl.col("weekly_code") == "3CN5")) == REALIZED_VOL_MIN_BARS
+    assert _first_known(together.filter(pl.col("weekly_code") != "3CN5")) == (
+        REALIZED_VOL_MIN_DAILY_BARS
+    )

@@ -62,10 +62,15 @@ def test_schema_drift_and_low_iv_solve_rate_fail(book):
     drift = quality.schema_matches({"strike": "VARCHAR"}, {"strike": "DOUBLE"}, table="t")
     assert not drift.passed
     features = compute_features(book)
-    assert quality.iv_solve_rate(features, floor=0.5).passed
-    below = features.with_columns(iv_status=pl.lit("below_intrinsic"))
-    outcome = quality.iv_solve_rate(below, floor=0.5)
-    assert not outcome.passed and outcome.metadata["solve_rate"] == 0.0
+    [(code, alone)] = quality.iv_solve_rates(features, floor=0.5).items()
+    assert alone.passed
+    # The same rows again as a second code whose vols did not solve, in one frame: each code
+    # is judged on its own rows, not on the frame's rate (50 %, at the floor).
+    below = features.with_columns(weekly_code=pl.lit("X2"), iv_status=pl.lit("below_intrinsic"))
+    outcomes = quality.iv_solve_rates(pl.concat([features, below]), floor=0.5)
+    assert outcomes[code] == alone
+    assert not outcomes["X2"].passed and outcomes["X2"].metadata["solve_rate"] == 0.0
+    assert outcomes["X2"].metadata["quoted_rows"] == features.height
 
 
 def _with_lineage(frame: pl.DataFrame, file: str = "X1/chain.csv") -> pl.DataFrame:
@@ -145,8 +150,8 @@ def test_checks_the_parser_forestalls_fail_on_rows_staged_by_another_path(
     with warehouse.connect(db) as con:
         warehouse.replace_partition(con, code, {"raw_option_chains": head})
         before = warehouse.partition_hash(con, "raw_option_chains", code)
-        with warehouse.staged_partition(
-            con, code, {"raw_option_chains": _with_lineage(corrupt(head))}
+        with warehouse.staged_partitions(
+            con, [code], {"raw_option_chains": _with_lineage(corrupt(head))}
         ) as staged:
             outcomes = quality.audit_raw(
                 staged.read("raw_option_chains"), staged.types("raw_option_chains"), 1.0

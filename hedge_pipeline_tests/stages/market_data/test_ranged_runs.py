@@ -24,7 +24,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.market_data.assets import greeks_features, raw_option_chains
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.stages.market_data.helpers import resources
+from hedge_pipeline_tests.stages.market_data.helpers import below_intrinsic_book, resources
 
 CODES = ("RNG1", "RNG2", "RNG3")
 
@@ -121,3 +121,36 @@ def test_a_refused_code_holds_back_neither_the_others_nor_the_record(instance, r
     assert arbitrage.description == f"failed on 1 of 3 weekly codes: {CODES[1]}"
     assert arbitrage.metadata["worst_offenders"].value
     assert not result.asset_materializations_for_node("greeks_features")  # its step never ran
+
+
+def test_a_code_refused_by_the_features_audit_leaves_the_range_published(
+    instance, raw: Path, synthetic_code_frame
+):
+    """The features of a range are computed, staged and audited at once, but each code is
+    judged on its own rows: the middle code's mids below intrinsic fail its IV solve rate,
+    its published features keep their hash, and the two others are published and recorded
+    with the same numbers as a clean run gives them."""
+    assert _ranged(instance, raw).success
+    clean = _published("greeks_features")
+    book, unsolved = below_intrinsic_book(synthetic_code_frame)
+    write_drop(book.drop("i"), raw, CODES[1])
+
+    result = _ranged(instance, raw)
+
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "greeks_features"
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith(
+        f"1 of 3 weekly codes of this run not published ({CODES[1]}); the other 2 were\n"
+        f"greeks_features '{CODES[1]}' not published: blocking check(s) iv_solve_rate"
+    )
+    assert f"{CODES[1]}/quotes.parquet, row " in message and "column 'bid'" in message
+    assert sorted(_recorded(result, "raw_option_chains")) == list(CODES)
+    published = _published("greeks_features")
+    assert published == clean
+    assert _recorded(result, "greeks_features") == {c: clean[c] for c in (CODES[0], CODES[2])}
+    [rate] = [e for e in result.get_asset_check_evaluations() if e.check_name == "iv_solve_rate"]
+    assert not rate.passed and rate.description == f"failed on 1 of 3 weekly codes: {CODES[1]}"
+    solved = 1 - unsolved.height / book.height
+    assert rate.metadata["by_code"].value[CODES[1]].startswith(f"IV solved for {solved:.2%}")

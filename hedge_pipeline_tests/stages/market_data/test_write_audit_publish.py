@@ -22,7 +22,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.market_data.validation import STATIC_BOUND_TOLERANCE
 from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.conftest import small_book, write_drop
-from hedge_pipeline_tests.stages.market_data.helpers import materialize_code
+from hedge_pipeline_tests.stages.market_data.helpers import below_intrinsic_book, materialize_code
 from hedge_pipeline_tests.tables.staging import staging_tables
 
 CODE, OTHER = "WAP1", "WAP2"
@@ -136,20 +136,8 @@ def test_mids_below_intrinsic_fail_iv_solve_rate_and_keep_the_published_features
     whole quote, monotonicity holds within the spreads) and are published, and no implied vol
     solves for a quarter of the book: greeks_features publishes nothing, naming the rows in
     the source file through raw_lineage."""
-    bars = synthetic_code_frame["ts"].unique().sort().head(40)
-    deep = synthetic_code_frame.filter(
-        pl.col("option_symbol").is_in(["3CN5_C107", "3CN5_P113"])
-        & pl.col("ts").is_in(bars.implode())
-    )
-    book = pl.concat([small_book(synthetic_code_frame), deep]).with_row_index("i")
-    unsolved = book.filter(pl.col("option_symbol").is_in(deep["option_symbol"].unique().implode()))
-    write_drop(
-        book.with_columns(
-            bid=pl.when(pl.col("i").is_in(unsolved["i"].implode())).then(0.0).otherwise("bid")
-        ).drop("i"),
-        raw,
-        CODE,
-    )
+    book, unsolved = below_intrinsic_book(synthetic_code_frame)
+    write_drop(book.drop("i"), raw, CODE)
     before = _snapshot()
 
     result = materialize_code(instance, CODE, kind="files", raw_dir=raw, raise_on_error=False)
