@@ -454,5 +454,6 @@ def _data_path_line(result: dict[str, Any]) -> dict[str, Any]:
         "raw_rows_per_s": round(raw["rows_per_s"]),
         "peak_rss_mib": round(result["process"]["peak_rss_mib"], 1),
         "peak_rss_mib_after_codes": result["peak_rss_mib_after_codes"],
+        "floor_rows_per_s": round(result["floor"]["rows_per_s"]),
         "process_wall_s": round(result["process"]["wall_s"], 1),
     }

@@ -46,4 +46,9 @@ def test_data_path_measures_each_checkout_on_the_rows_it_wrote(tmp_path: Path):
         # The launcher's figure is the driver's own peak (Dagster, DuckDB, Polars imported).
         assert result["process"]["peak_rss_mib"] == pytest.approx(peaks["3"], abs=1)
         assert report["table"][i]["greeks_rows"] == greeks["rows"]
+        floor = result["floor"]
+        assert floor["rows"] == greeks["rows"] and floor["compute_features_s"] > 0
+        assert floor["rows_per_s"] == pytest.approx(
+            floor["rows"] / (floor["compute_features_s"] + floor["write_s"])
+        )
     assert set(report["commits"]) == {"after", "before"}
