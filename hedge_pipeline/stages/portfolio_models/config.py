@@ -46,7 +46,11 @@ class PortfolioModelChoices(HedgingCosts):
     specialist_learning_rate: float = Field(default=3e-4, ge=0.0, description="joint model only")
     alternate: bool = Field(default=False, description="joint: alternate meta/specialist steps")
     turbulence_quantile: float = Field(
-        default=0.99, gt=0.0, le=1.0, description="ensemble guard threshold"
+        default=0.99,
+        gt=0.0,
+        le=1.0,
+        description="ensemble guard threshold (the guard is kept only if it does not raise "
+        "the ensemble's validation ES10)",
     )
     promotion_margin: float = Field(
         default=0.01, ge=0.0, description="relative ES10 margin to promote"

@@ -13,6 +13,9 @@ keeps the members' option positions and swaps only the underlying, to the books'
 those options (:func:`guarded`): the options are each code's own hedge, already netted of
 nothing, and replacing them by the analytic delta-gamma legs in every storm would trade every
 option's spread twice (out and back in) for a position the members had already chosen.
+The guard is a bet that the members are worse than the analytic hedge in those storms; the
+stage keeps it only where the validation windows do not say it loses
+(:class:`.train_ensemble.EnsembleModel`).
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from hedge_pipeline.quant.risk import ExpectedShortfall
 from hedge_pipeline.stages.portfolio_models.controller import (
     Hedge,
     PortfolioProblem,
     code_features,
     meta_rollout,
     net_of_options,
+    portfolio_pnl,
     proposals,
 )
 from hedge_pipeline.stages.portfolio_models.evaluation import portfolio_delta
@@ -36,6 +41,8 @@ from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
 
 __all__ = [
     "HedgeEnsemble",
+    "ensemble_es10",
+    "guard_if_it_helps",
     "guarded",
     "member_positions",
     "risk_weights",
@@ -141,3 +148,34 @@ def without_forecasts(
             context[..., column] = value
         books.append(book._replace(context=context))
     return ep._replace(books=tuple(books))
+
+
+def ensemble_es10(pp: PortfolioProblem, ep: PortfolioEpisodes, ensemble: HedgeEnsemble) -> float:
+    """The ensemble's ES10 on windows ``ep``, as the reports and the promotion gate score."""
+    with torch.no_grad():
+        pnl, _ = portfolio_pnl(pp, ep, ensemble.positions(pp, ep)[0])
+    return float(ExpectedShortfall(0.1).cash(pnl.double()))
+
+
+def guard_if_it_helps(
+    pp: PortfolioProblem,
+    validation: PortfolioEpisodes,
+    members: Sequence[JointModel],
+    weights: Tensor,
+    turbulence_threshold: float,
+    turbulence_column: int,
+) -> tuple[HedgeEnsemble, dict[str, float]]:
+    """The ensemble with its turbulence guard, or without it if the guard raises its ES10 on
+    the ``validation`` windows; and both ES10s (``guard``, ``no_guard``).
+
+    The guard bets that the members are worse than the analytic hedge in turbulence they
+    rarely saw. Measured in the default world it lost that bet on the validation and test
+    windows alike (benchmarks/stages.md §7), so it is kept only where the validation windows
+    do not say it loses; a tie (it never fires on them) keeps it.
+    """
+    candidates = {
+        "guard": HedgeEnsemble(members, weights, turbulence_threshold, turbulence_column),
+        "no_guard": HedgeEnsemble(members, weights, turbulence_threshold, None),
+    }
+    es10 = {name: ensemble_es10(pp, validation, e) for name, e in candidates.items()}
+    return candidates["guard" if es10["guard"] <= es10["no_guard"] else "no_guard"], es10

@@ -49,10 +49,10 @@ from hedge_pipeline.stages.portfolio_models.controller import (
     meta_rollout,
     proposals,
 )
-from hedge_pipeline.stages.portfolio_models.ensemble import HedgeEnsemble, member_positions
+from hedge_pipeline.stages.portfolio_models.ensemble import member_positions
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline.stages.portfolio_models.market import PortfolioEpisodes
-from hedge_pipeline.stages.portfolio_models.train_ensemble import TURBULENCE_COLUMN
+from hedge_pipeline.stages.portfolio_models.train_ensemble import ensemble_of
 from hedge_pipeline.stages.specialists.artifact import load_policy, model_name
 
 KEYS = ("window", "step", "code")
@@ -206,9 +206,7 @@ def _rebuild(
             JointModel(spec.member_spec.meta.build(), [copy.deepcopy(p) for p in specialists])
             for _ in info.joint_versions
         ]
-        ensemble = HedgeEnsemble(
-            members, torch.tensor(info.weights), info.turbulence_threshold, TURBULENCE_COLUMN
-        )
+        ensemble = ensemble_of(members, info)
 
         def of_ensemble(pp: PortfolioProblem, ep: PortfolioEpisodes) -> Hedge:
             return ensemble.positions(pp, ep)[0]

@@ -329,6 +329,11 @@ class EnsembleInfo(_Part):
     validation_risk: list[float]
     turbulence_threshold: float
     turbulence_quantile: float
+    # Whether the guard is on: kept only where it did not raise the validation windows' ES10
+    # (``guard_validation_es10``: with and without it). Versions registered before the
+    # choice always had it.
+    guard: bool = True
+    guard_validation_es10: dict[str, float] = {}
 
 
 class EnsembleSpec(PortfolioModelSpec):

@@ -2,7 +2,9 @@
 
 Loads the joint models (``joint_versions``), weights them by their risk on the fixed
 validation windows (:func:`~hedge_pipeline.stages.portfolio_models.ensemble.risk_weights`), sets the
-turbulence guard at a quantile of the turbulence index over the training windows, and scores
+turbulence guard at a quantile of the turbulence index over the training windows and keeps it
+only if it does not raise the ensemble's ES10 on the validation windows (measured in the
+default world it cost 0.0055–0.0064, benchmarks/stages.md §7), and scores
 on the held-out test windows, replayed and simulated, every baseline and every stage:
 specialists alone (each code trading for itself), specialists netted, the meta-controller,
 the best joint model, the ensemble, and the ensemble with the CNN-LSTM's forecast and
@@ -54,6 +56,7 @@ from hedge_pipeline.stages.portfolio_models.controller import (
 )
 from hedge_pipeline.stages.portfolio_models.ensemble import (
     HedgeEnsemble,
+    guard_if_it_helps,
     member_positions,
     risk_weights,
     without_forecasts,
@@ -92,6 +95,7 @@ class EnsembleModel:
     tables: dict[str, Any] = field(default_factory=dict)
     tails: dict[str, Any] = field(default_factory=dict)
     guard_share: dict[str, float] = field(default_factory=dict)
+    guard_es10: dict[str, float] = field(default_factory=dict)
     decision: tuple[str, str] = ("", "")
     comparisons: dict[str, Comparison] = field(default_factory=dict)
     stages: dict[str, dict[str, dict[str, PairedDifference]]] = field(default_factory=dict)
@@ -112,7 +116,10 @@ class EnsembleModel:
                 context[..., TURBULENCE_COLUMN].double().flatten(), cfg["turbulence_quantile"]
             )
         )
-        return HedgeEnsemble(self.members, weights, threshold, TURBULENCE_COLUMN)
+        ensemble, self.guard_es10 = guard_if_it_helps(
+            pp, inputs.validation, self.members, weights, threshold, TURBULENCE_COLUMN
+        )
+        return ensemble
 
     def evaluate(self, model: nn.Module, scratch: Path) -> StageResult:
         """Every baseline and stage on the held-out test windows, replayed and simulated; the
@@ -189,6 +196,8 @@ class EnsembleModel:
                 validation_risk=self.val_risk,
                 turbulence_threshold=model.turbulence_threshold,
                 turbulence_quantile=cfg["turbulence_quantile"],
+                guard=model.turbulence_column is not None,
+                guard_validation_es10=self.guard_es10,
             ),
             member_spec=self.member_spec,
         )
@@ -295,6 +304,8 @@ def run(session: TrainingSession) -> None:
                 "joint_versions": member_versions,
                 "member_weights": ensemble.weights.tolist(),
                 "turbulence_threshold": ensemble.turbulence_threshold,
+                "turbulence_guard": ensemble.turbulence_column is not None,
+                **{f"validation_es10_{k}": v for k, v in stage.guard_es10.items()},
                 **stage.report_metadata,
             },
             data_version=done.data_version,
@@ -308,11 +319,16 @@ def load_ensemble(
     portfolio's specialists."""
     info = spec.ensemble
     members = [shared.joint_skeleton(portfolio, spec.member_spec) for _ in info.joint_versions]
-    ensemble = HedgeEnsemble(
-        members, torch.tensor(info.weights), info.turbulence_threshold, TURBULENCE_COLUMN
-    )
+    ensemble = ensemble_of(members, info)
     ensemble.load_state_dict(load_weights(directory))
     return ensemble
+
+
+def ensemble_of(members: list[JointModel], info: shared.EnsembleInfo) -> HedgeEnsemble:
+    """The ensemble a registered spec describes, around these (untrained) members: its
+    weights, and its turbulence guard if it kept one."""
+    column = TURBULENCE_COLUMN if info.guard else None
+    return HedgeEnsemble(members, torch.tensor(info.weights), info.turbulence_threshold, column)
 
 
 def _forecast_means(portfolio: shared.Portfolio, ep: PortfolioEpisodes) -> list[float]:

@@ -15,7 +15,12 @@ from hedge_pipeline.stages.portfolio_models.controller import (
     fit_inputs,
     proposals,
 )
-from hedge_pipeline.stages.portfolio_models.ensemble import HedgeEnsemble, guarded
+from hedge_pipeline.stages.portfolio_models.ensemble import (
+    HedgeEnsemble,
+    ensemble_es10,
+    guard_if_it_helps,
+    guarded,
+)
 from hedge_pipeline.stages.portfolio_models.evaluation import baseline_positions
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
 from hedge_pipeline_tests.stages.portfolio_models.conftest import two_books
@@ -82,3 +87,46 @@ def test_an_ensemble_in_a_storm_trades_no_option_its_members_would_not():
     net = feats[..., DELTA] - held.options * feats[..., OPTION_DELTA]
     torch.testing.assert_close(out.underlying[guard], (net * ep.present[:, None]).sum(-1)[guard])
     assert not torch.allclose(out.underlying[guard], held.underlying[guard], atol=1e-3)
+
+
+def _member(pp, ep, bias: float) -> JointModel:
+    """A joint model whose specialists' corrections to delta-gamma are random (std 0.3)
+    plus ``bias``: a member a little off the analytic hedge, or (bias 2) far off it."""
+    torch.manual_seed(0)
+    specialists = [make_policy("mlp", p, width=8, n_layers=2) for p in pp.problems]
+    for policy in specialists:
+        torch.nn.init.normal_(policy.net[-1].weight, std=0.3)
+        torch.nn.init.constant_(policy.net[-1].bias, bias)
+    with torch.no_grad():
+        prop = proposals(pp, ep, specialists)
+    meta = MetaController(n_context=1)
+    fit_inputs(meta, pp, ep, prop)
+    return JointModel(meta, specialists)
+
+
+def test_the_guard_is_kept_only_where_the_validation_windows_say_it_helps():
+    """Against a member far off the analytic hedge in turbulence on every decision, the
+    guard (BS delta there) lowers ES10 and is kept. Against a member close to it, with the
+    index set on every other decision, the guard's switching back and forth costs more than
+    it saves and is dropped. On calm windows it never fires, the two tie, and it is kept.
+    Each ES10 reported is the one its ensemble's positions give."""
+    pp, ep = two_books(256)
+    always = torch.ones(ep.n_paths, pp.n_steps, dtype=torch.bool)
+    pp, stormy = _with_index(pp, ep, always)
+    far = _member(pp, stormy, bias=2.0)
+    kept, es10 = guard_if_it_helps(pp, stormy, [far], torch.ones(1), 0.5, 0)
+    assert kept.turbulence_column == 0 and es10["guard"] < es10["no_guard"]
+    assert es10["guard"] == ensemble_es10(pp, stormy, kept)
+    assert es10["no_guard"] == ensemble_es10(
+        pp, stormy, HedgeEnsemble([far], torch.ones(1), 0.5, None)
+    )
+
+    pp, choppy = _with_index(pp, ep, _storm(ep))
+    close = _member(pp, choppy, bias=0.0)
+    dropped, es10 = guard_if_it_helps(pp, choppy, [close], torch.ones(1), 0.5, 0)
+    assert dropped.turbulence_column is None and es10["no_guard"] < es10["guard"]
+    _, guard = dropped.positions(pp, choppy)
+    assert not guard.any() and es10["no_guard"] == ensemble_es10(pp, choppy, dropped)
+
+    calm, es10 = guard_if_it_helps(pp, choppy, [close], torch.ones(1), 2.0, 0)
+    assert calm.turbulence_column == 0 and es10["guard"] == es10["no_guard"]
