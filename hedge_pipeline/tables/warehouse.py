@@ -351,6 +351,8 @@ def partition_hashes(
     """Order-independent content hash of each weekly code's partition (data version and
     idempotence tests), one query for them all; ``'0:0'`` for a code without rows.
     """
+    if not codes:
+        return {}
     columns = ", ".join(f'"{row[0]}"' for row in con.execute(f"DESCRIBE {table}").fetchall())
     # Fetched to the end (``fetchall``): DuckDB 2 refuses the connection's next relation
     # query while a result is left unfinished, as ``fetchone`` leaves it.

@@ -243,8 +243,8 @@ def _write_features(
     """
     raw = warehouse.read_partitions(con, "raw_option_chains", codes, ordered=False)
     held = set(raw["weekly_code"].unique())
-    written = {code: _no_raw_rows(con, code) for code in codes if code not in held}
     present = [code for code in codes if code in held]
+    written = _no_raw_rows(con, [code for code in codes if code not in held])
     if not present:
         return written
     features = compute_features(raw)
@@ -267,15 +267,21 @@ def _write_features(
     return {code: written[code] for code in codes}
 
 
-def _no_raw_rows(con: duckdb.DuckDBPyConnection, code: str) -> Written:
+def _no_raw_rows(con: duckdb.DuckDBPyConnection, missing: list[str]) -> dict[str, Written]:
+    """The refusal of each code of the range that ``raw_option_chains`` holds no rows of."""
+    if not missing:
+        return {}
     held = warehouse.query(con, "SELECT DISTINCT weekly_code FROM raw_option_chains")
     codes = ", ".join(sorted(held["weekly_code"])) or "nothing"
-    return Written(
-        {},
-        None,
-        f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
-        f"first, or check the code); it holds: {codes}",
-    )
+    return {
+        code: Written(
+            {},
+            None,
+            f"raw_option_chains holds no rows for weekly code {code!r} (materialize it "
+            f"first, or check the code); it holds: {codes}",
+        )
+        for code in missing
+    }
 
 
 def _feature_metadata(
