@@ -149,7 +149,9 @@ def _run_console() -> None:
     without two kinds of noise, Dagster's notice that a Pipes API it calls is in preview, once
     per training step, and MLflow's INFO lines ("Creating initial MLflow database tables..."),
     neither about anything the user did (MLflow's warnings still show; ``MLFLOW_LOGGING_LEVEL``
-    set by the user wins); with a line per training epoch (``HEDGE_PROGRESS``)."""
+    set by the user wins), nor MLflow's "Downloading artifacts" progress bars each time a stage
+    loads a model (a bar of a few files, drawn in the middle of the epoch lines); with a line
+    per training epoch (``HEDGE_PROGRESS``)."""
     import dagster as dg
 
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
@@ -159,6 +161,7 @@ def _run_console() -> None:
     filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
     os.environ["PYTHONWARNINGS"] = ",".join(dict.fromkeys([*filters, PIPES_PREVIEW]))
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if Settings.from_env().progress is None:  # HEDGE_PROGRESS=0 keeps it off
         os.environ[Settings.variable("progress")] = "1"
 

@@ -196,11 +196,12 @@ def test_the_pipes_preview_notice_is_silenced_in_the_processes_hedge_run_starts(
     from hedge_pipeline.cli import main as cli
 
     monkeypatch.setenv("PYTHONWARNINGS", "default")
-    for name in ("MLFLOW_LOGGING_LEVEL", "HEDGE_PROGRESS"):
+    for name in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "HEDGE_PROGRESS"):
         monkeypatch.delenv(name, raising=False)
     with warnings.catch_warnings():
         cli._run_console()
     assert os.environ["PYTHONWARNINGS"] == f"default,{cli.PIPES_PREVIEW}"
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
     notice = "Function `PipesMessageReader.expected_writer_count` is currently in preview, and"
     code = f"import warnings; warnings.warn({notice!r}, UserWarning); warnings.warn('kept')"
     done = subprocess.run(
