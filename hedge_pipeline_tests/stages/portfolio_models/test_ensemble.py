@@ -23,6 +23,8 @@ from hedge_pipeline.stages.portfolio_models.ensemble import (
 )
 from hedge_pipeline.stages.portfolio_models.evaluation import baseline_positions
 from hedge_pipeline.stages.portfolio_models.joint import JointModel
+from hedge_pipeline.stages.portfolio_models.stage import EnsembleInfo
+from hedge_pipeline.stages.portfolio_models.train_ensemble import TURBULENCE_COLUMN, ensemble_of
 from hedge_pipeline_tests.stages.portfolio_models.conftest import two_books
 
 
@@ -130,3 +132,17 @@ def test_the_guard_is_kept_only_where_the_validation_windows_say_it_helps():
 
     calm, es10 = guard_if_it_helps(pp, choppy, [close], torch.ones(1), 2.0, 0)
     assert calm.turbulence_column == 0 and es10["guard"] == es10["no_guard"]
+
+
+def test_a_registered_spec_rebuilds_the_guard_it_chose():
+    """``ensemble_of`` (serving and ``load_ensemble``) applies the guard only if the version
+    kept it; a spec registered before the choice existed has no ``guard`` and had one."""
+    pp, ep = two_books(8)
+    pp, stormy = _with_index(pp, ep, _storm(ep))
+    member = _member(pp, stormy, bias=0.0)
+    before = {"joint_versions": [1], "weights": [1.0], "validation_risk": [1.0],
+              "turbulence_threshold": 0.5, "turbulence_quantile": 0.99}  # fmt: skip
+    old = EnsembleInfo.model_validate(before)
+    assert old.guard and ensemble_of([member], old).turbulence_column == TURBULENCE_COLUMN
+    dropped = EnsembleInfo.model_validate(before | {"guard": False})
+    assert ensemble_of([member], dropped).turbulence_column is None
