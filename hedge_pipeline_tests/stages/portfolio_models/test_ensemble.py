@@ -42,6 +42,21 @@ def _with_index(pp, ep, storm):
     return replace(pp, problems=problems), ep._replace(books=books)
 
 
+def _member(pp, ep, bias: float) -> JointModel:
+    """A joint model whose specialists' corrections to delta-gamma are random (std 0.3)
+    plus ``bias``: a member a little off the analytic hedge, or (bias 2) far off it."""
+    torch.manual_seed(0)
+    specialists = [make_policy("mlp", p, width=8, n_layers=2) for p in pp.problems]
+    for policy in specialists:
+        torch.nn.init.normal_(policy.net[-1].weight, std=0.3)
+        torch.nn.init.constant_(policy.net[-1].bias, bias)
+    with torch.no_grad():
+        prop = proposals(pp, ep, specialists)
+    meta = MetaController(n_context=1)
+    fit_inputs(meta, pp, ep, prop)
+    return JointModel(meta, specialists)
+
+
 def test_the_guard_keeps_the_members_options_and_hedges_only_the_rest_in_the_underlying():
     pp, ep = two_books(64, options=True)
     options = torch.linspace(-1.0, 1.0, ep.n_paths * pp.n_steps * 2).reshape(-1, pp.n_steps, 2)
@@ -68,15 +83,7 @@ def test_an_ensemble_in_a_storm_trades_no_option_its_members_would_not():
     guard adds no option trade (and pays no spread) of its own; only the underlying moves, to
     the books' delta net of those options."""
     pp, ep = _with_index(*two_books(64, options=True), _storm(two_books(64)[1]))
-    torch.manual_seed(0)
-    specialists = [make_policy("mlp", p, width=8, n_layers=2) for p in pp.problems]
-    for policy in specialists:  # corrections away from delta-gamma, so the guard has work
-        torch.nn.init.normal_(policy.net[-1].weight, std=0.3)
-    with torch.no_grad():
-        prop = proposals(pp, ep, specialists)
-    meta = MetaController(n_context=1)
-    fit_inputs(meta, pp, ep, prop)
-    member = JointModel(meta, specialists)
+    member = _member(pp, ep, bias=0.0)  # corrections away from delta-gamma: work for the guard
     calm = HedgeEnsemble([member], torch.ones(1), 2.0, 0)
     guarded_ensemble = HedgeEnsemble([member], torch.ones(1), 0.5, 0)
     with torch.no_grad():
@@ -89,21 +96,6 @@ def test_an_ensemble_in_a_storm_trades_no_option_its_members_would_not():
     net = feats[..., DELTA] - held.options * feats[..., OPTION_DELTA]
     torch.testing.assert_close(out.underlying[guard], (net * ep.present[:, None]).sum(-1)[guard])
     assert not torch.allclose(out.underlying[guard], held.underlying[guard], atol=1e-3)
-
-
-def _member(pp, ep, bias: float) -> JointModel:
-    """A joint model whose specialists' corrections to delta-gamma are random (std 0.3)
-    plus ``bias``: a member a little off the analytic hedge, or (bias 2) far off it."""
-    torch.manual_seed(0)
-    specialists = [make_policy("mlp", p, width=8, n_layers=2) for p in pp.problems]
-    for policy in specialists:
-        torch.nn.init.normal_(policy.net[-1].weight, std=0.3)
-        torch.nn.init.constant_(policy.net[-1].bias, bias)
-    with torch.no_grad():
-        prop = proposals(pp, ep, specialists)
-    meta = MetaController(n_context=1)
-    fit_inputs(meta, pp, ep, prop)
-    return JointModel(meta, specialists)
 
 
 def test_the_guard_is_kept_only_where_the_validation_windows_say_it_helps():
