@@ -19,7 +19,8 @@ so that the code before and after a change is measured by the same driver, on th
 ranges, in the same command. Writes per range seconds (wall and this process's CPU, which
 counts DuckDB's and the solver's threads) and rows (as the warehouse then holds them,
 counted outside the timing), and the process's peak RSS after the ranges that end at or
-past 1, 8, 64, ... codes: memory bounded by the range shows as a peak that stops growing.
+past 1, 8, 64, 256, 512, 768, ... codes: memory bounded by the range shows as a peak that
+stops growing.
 Then, after every range (so outside the peaks above), the floor (``_floor``): the IV solve,
 Greeks and features of every row at once, and their bare write.
 """
@@ -103,7 +104,7 @@ def run(out: Path, data_dir: Path, limit: int | None, per_run: int) -> dict[str,
         "peak_rss_mib_after_codes": {},
     }
     steps: dict[str, list[tuple[float, float, int]]] = {"raw": [], "greeks": []}
-    checkpoints = sorted({1, 8} | {8**k for k in range(2, 5)} | {len(codes)})
+    checkpoints = sorted({1, 8, 64} | set(range(256, len(codes), 256)) | {len(codes)})
     for start in range(0, len(codes), per_run):
         codes_of_run = codes[start : start + per_run]
         wall, cpu = _timed(raw_option_chains, codes_of_run, source=source,

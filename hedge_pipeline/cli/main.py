@@ -532,7 +532,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.suite == "pipeline" and args.data_path:
         from hedge_pipeline.bench.pipeline import DATA_PATH_SOURCES, data_path
 
-        sources = tuple((label, env, args.limit) for label, env, _ in DATA_PATH_SOURCES)
+        sources = DATA_PATH_SOURCES
+        if args.history:
+            env = {"HEDGE_SOURCE": "history", "HEDGE_HISTORY": args.history}
+            sources = ((f"history {args.history}, every code", env, None),)
+        sources = tuple((label, env, args.limit) for label, env, _ in sources)
         report = data_path(args.before, args.data_dir, sources, args.per_run)
         print(json.dumps(report, indent=2))
         return 0
@@ -589,6 +593,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     pipeline.add_argument("--before", type=Path, help="--data-path: an older checkout to compare")
     pipeline.add_argument("--limit", type=int, help="--data-path: the first N codes of each source")
+    pipeline.add_argument(
+        "--history",
+        help="--data-path: this history only (sp500, nasdaq, wti or a CSV/Parquet path; "
+        "HEDGE_HISTORY_WEEKS applies), instead of the synthetic codes and the S&P 500",
+    )  # fmt: skip
     pipeline.add_argument(
         "--per-run", type=int,
         help="--data-path: weekly codes per run, as a backfill cuts them (default "
@@ -667,7 +676,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _history_and_dates(parser: argparse.ArgumentParser, default_dates: str) -> None:
     """``--history`` and ``--as-of`` (comma-separated dates) of the walk-forward benches."""
-    parser.add_argument("--history", default="sp500", help="sp500, nasdaq or a CSV/Parquet path")
+    parser.add_argument(
+        "--history", default="sp500", help="sp500, nasdaq, wti or a CSV/Parquet path"
+    )
     parser.add_argument(
         "--as-of",
         type=lambda text: [d.strip() for d in text.split(",") if d.strip()],

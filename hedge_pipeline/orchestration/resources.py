@@ -39,7 +39,7 @@ class ChainSourceResource(dg.ConfigurableResource):
     alpaca_secret_key: str | None = None
     alpaca_symbols: list[str] = Field(default_factory=list, description="underlyings (alpaca)")
     history: str | None = Field(
-        default=None, description="history source: sp500, nasdaq, or a CSV/Parquet path"
+        default=None, description="history source: sp500, nasdaq, wti, or a CSV/Parquet path"
     )
     history_symbol: str | None = Field(
         default=None, description="history source: the underlying (default: from the history)"

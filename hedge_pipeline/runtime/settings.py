@@ -14,7 +14,7 @@ Variable                  Field              Default
 ``HEDGE_SOURCE``          ``source``         ``synthetic`` (§4)
 ``HEDGE_SYNTHETIC_SEED``  ``synthetic_seed`` ``7``
 ``HEDGE_ALPACA_SYMBOLS``  ``alpaca_symbols`` none (comma-separated)
-``HEDGE_HISTORY``         ``history``        none (``sp500``, ``nasdaq`` or a CSV/Parquet path)
+``HEDGE_HISTORY``         ``history``        none (``sp500``, ``nasdaq``, ``wti`` or a file path)
 ``HEDGE_HISTORY_SYMBOL``  ``history_symbol`` the history's name (file stem, upper-cased)
 ``HEDGE_HISTORY_WEEKS``   ``history_weeks``  ``4`` (each weekly code's quoted life, 1 to 52)
 ``HEDGE_BAD_ROWS``        ``bad_rows``       ``reject``

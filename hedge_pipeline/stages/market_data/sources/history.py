@@ -11,6 +11,9 @@ them (``quoting``: smile, spread, ticks, trades, open interest), around the real
   VIX that ``arch`` ships (``arch.data.vix``, 2014-01-03 to 2019-01-03, in percentage points)
   divided by 100 is its ``iv``: every S&P 500 day from 2014-01-03 has one (the VIX's 46
   missing days are exchange holidays).
+* ``wti``: the WTI crude oil spot close (FRED's DCOILWTICO) 1986-01-02 to 2019-01-03 that
+  ``arch`` ships (``arch.data.wti``): 8,321 days with a price, 1,718 weekly codes, the longest
+  real series here and a commodity rather than an index (close only; no ``iv``).
 * A file's columns, headers trimmed and case-insensitive: ``date`` (daily closes, ISO
   ``YYYY-MM-DD``, a midnight time allowed) or ``ts`` (intraday bars, the ``files`` source's
   timestamp grammar: ISO-8601, naive means UTC), and ``close``; optional ``open``, ``high``,
@@ -130,7 +133,7 @@ log = logging.getLogger(__name__)
 # Bump whenever a change alters the generated rows: it is part of every fingerprint.
 GENERATOR_VERSION = "history-1"
 
-EMBEDDED: tuple[str, ...] = ("sp500", "nasdaq")
+EMBEDDED: tuple[str, ...] = ("sp500", "nasdaq", "wti")
 TABLE_SUFFIXES = (".csv", ".parquet")
 EXCHANGE_TZ = ZoneInfo("America/New_York")
 CLOSE_TIME = time(16, 0)  # the daily bar and the expiry: the New York close
@@ -238,7 +241,12 @@ def _arch_data(name: str) -> pl.DataFrame:
 
 @cache
 def _embedded(name: str) -> pl.DataFrame:
-    """An embedded series as a table of the file format (``date``, ``close``, ..., ``iv``)."""
+    """An embedded series as a table of the file format (``date``, ``close``, ..., ``iv``).
+
+    ``wti`` is FRED's daily spot close only; its missing days (``.``, exchange holidays) are
+    days without a bar, as in a user's export."""
+    if name == "wti":
+        return _arch_data(name).select("date", close="dcoilwtico").drop_nulls("close")
     frame = _arch_data(name).select("date", "open", "high", "low", "close")
     if name != "sp500":
         return frame
@@ -682,9 +690,9 @@ def _symbol(spec: str, symbol: str | None) -> str:
 class HistorySource:
     """Weekly option books on a real price history (see the module docstring).
 
-    ``history``: ``sp500``, ``nasdaq`` or a CSV/Parquet path; ``symbol``: the underlying's name
-    (default: from the history); ``weeks``: each code's quoted life; ``bad_rows``: the
-    ``HEDGE_BAD_ROWS`` policy for the history file's own rows.
+    ``history``: ``sp500``, ``nasdaq``, ``wti`` or a CSV/Parquet path; ``symbol``: the
+    underlying's name (default: from the history); ``weeks``: each code's quoted life;
+    ``bad_rows``: the ``HEDGE_BAD_ROWS`` policy for the history file's own rows.
     """
 
     name = "history"

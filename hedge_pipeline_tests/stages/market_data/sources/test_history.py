@@ -50,13 +50,17 @@ def _fridays(codes: list[str], symbol: str) -> list[date]:
     return [date.fromisoformat(c.removeprefix(prefix)) for c in codes]
 
 
-@pytest.mark.parametrize("name", ["sp500", "nasdaq"])
-def test_embedded_series_list_a_thousand_weekly_codes(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "count", "first"),
+    [("sp500", 1039, date(1999, 3, 5)), ("nasdaq", 1039, date(1999, 3, 5)),
+     ("wti", 1718, date(1986, 2, 28))],
+)  # fmt: skip
+def test_embedded_series_list_a_thousand_weekly_codes(name: str, count: int, first: date) -> None:
     source = HistorySource(name)
     codes = list(source.list_codes())
     fridays = _fridays(codes, name.upper())
-    assert len(codes) == 1039  # 1999-03-05 .. 2019-01-25, one per week
-    assert (fridays[0], fridays[-1]) == (date(1999, 3, 5), date(2019, 1, 25))
+    assert len(codes) == count  # one per week to 2019-01-25, the last alive at the data's end
+    assert (fridays[0], fridays[-1]) == (first, date(2019, 1, 25))
     assert all(d.weekday() == 4 for d in fridays)
     assert all((b - a).days == 7 for a, b in itertools.pairwise(fridays))
 
@@ -76,6 +80,17 @@ def test_embedded_series_are_archs_own(sp500: HistorySource) -> None:
     on = vix.reindex(prices.index[dates >= first_vix]).to_numpy()
     # (to the last bit but one: pandas' default CSV float parsing is not correctly rounded)
     np.testing.assert_allclose(history.iv[dates >= first_vix], on / 100.0, rtol=1e-15, atol=0)
+
+
+def test_wti_is_archs_spot_close_on_the_days_it_has_one() -> None:
+    from arch.data import wti as arch_wti
+
+    spot = arch_wti.load()["DCOILWTICO"].dropna()
+    history = HistorySource("wti").history
+    np.testing.assert_allclose(history.close, spot.to_numpy(), rtol=1e-15, atol=0)
+    assert np.isnan(history.iv).all()
+    dates = history.ts.astype("datetime64[us]").astype("datetime64[D]")
+    assert (dates == spot.index.to_numpy().astype("datetime64[D]")).all()
 
 
 def test_a_code_is_a_valid_book_on_the_real_prices(sp500: HistorySource) -> None:
