@@ -60,10 +60,3 @@ def check_result(name: str, outcome: CheckOutcome) -> dg.AssetCheckResult:
         metadata=metadata,
         description=outcome.description,
     )
-
-
-def time_range(frame: pl.DataFrame) -> dict[str, str]:
-    return {
-        "first_ts": str(frame["ts"].min()),
-        "last_ts": str(frame["ts"].max()),
-    }

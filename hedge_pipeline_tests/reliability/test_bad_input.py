@@ -587,7 +587,8 @@ def judge(root: Path, drop: Drop, policy: str) -> Outcome:
     # The staged rows' audit, as the asset runs it on rows of the contract's types.
     types = {column: DUCKDB_TYPES[dtype] for column, dtype in RAW_SCHEMA.items()}
     rate = DataQualityResource().max_arbitrage_violation_rate
-    if not quality.all_passed(quality.audit_raw(result.valid, types, rate)):
+    audits = quality.audit_raw(result.valid, types, rate)
+    if not all(quality.all_passed(outcomes) for outcomes in audits.values()):
         return Outcome("audit")
     kind = "quarantine" if result.quarantined.height else "clean"
     return Outcome(kind, result.valid.height, result.quarantined.height)

@@ -21,7 +21,7 @@ key. The Dagster layer turns an outcome into an ``AssetCheckResult``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -118,16 +118,46 @@ def _outcome(
     )
 
 
-def _rule_check(frame: pl.DataFrame, rules: tuple[Rule, ...], what: str) -> CheckOutcome:
-    """Rows breaking any of ``rules``, first in file and row order, as validation reports them."""
+Outcomes = dict[str, CheckOutcome]  # one check's outcome per weekly code
+
+
+def _weekly_codes(frame: pl.DataFrame, codes: Sequence[str] | None) -> Sequence[str]:
+    return frame["weekly_code"].unique(maintain_order=True).to_list() if codes is None else codes
+
+
+def _per_code(
+    codes: Sequence[str],
+    offenders: pl.DataFrame,
+    judge_code: Callable[[str, pl.DataFrame], CheckOutcome],
+) -> Outcomes:
+    """One check's outcome for each of ``codes``, from the offenders of all of them found in
+    one pass (a ranged run audits its codes together: per-code passes cost more than the
+    checks' arithmetic), each code judged on its own offenders only (in ``offenders``'
+    order)."""
+    by_code = {
+        key: rows for (key,), rows in offenders.partition_by("weekly_code", as_dict=True).items()
+    }
+    none = offenders.clear()
+    return {code: judge_code(code, by_code.get(code, none)) for code in codes}
+
+
+def _rule_check(
+    frame: pl.DataFrame, rules: tuple[Rule, ...], what: str, codes: Sequence[str] | None
+) -> Outcomes:
+    """Rows breaking any of ``rules``, first in file and row order, as validation reports them,
+    per weekly code."""
     offenders = _located(judge(frame, rules).filter(pl.col("column").is_not_null()))
     offenders = offenders.sort("_file", "_row", nulls_last=True)
-    return _outcome(
-        passed=offenders.is_empty(),
-        description=f"{offenders.height} rows with {what}" if offenders.height else f"no {what}",
-        offenders=offenders,
-        metadata={"violations": offenders.height},
-    )
+
+    def outcome(code: str, rows: pl.DataFrame) -> CheckOutcome:
+        return _outcome(
+            passed=rows.is_empty(),
+            description=f"{rows.height} rows with {what}" if rows.height else f"no {what}",
+            offenders=rows,
+            metadata={"violations": rows.height},
+        )
+
+    return _per_code(_weekly_codes(frame, codes), offenders, outcome)
 
 
 DUPLICATE_KEY = Rule(
@@ -143,24 +173,26 @@ DUPLICATE_KEY = Rule(
 )
 
 
-def unique_keys(frame: pl.DataFrame) -> CheckOutcome:
+def unique_keys(frame: pl.DataFrame, codes: Sequence[str] | None = None) -> Outcomes:
     """Every copy of a duplicated key counts (validation keeps the first and refuses the rest;
-    a staged duplicate came by another path, and no copy is known to be the right one)."""
-    return _rule_check(frame, (DUPLICATE_KEY,), "duplicate (weekly_code, option_symbol, ts)")
+    a staged duplicate came by another path, and no copy is known to be the right one).
+
+    Like every row check here: the outcome of each weekly code of ``frame`` (or of ``codes``,
+    which may name codes without rows: they pass)."""
+    return _rule_check(frame, (DUPLICATE_KEY,), "duplicate (weekly_code, option_symbol, ts)", codes)
 
 
-def bid_le_ask(frame: pl.DataFrame) -> CheckOutcome:
-    return _rule_check(frame, (CROSSED_QUOTE,), "bid > ask")
+def bid_le_ask(frame: pl.DataFrame, codes: Sequence[str] | None = None) -> Outcomes:
+    return _rule_check(frame, (CROSSED_QUOTE,), "bid > ask", codes)
 
 
-def non_negative_prices(frame: pl.DataFrame) -> CheckOutcome:
-    return _rule_check(
-        frame, (*NON_POSITIVE, *NEGATIVE_PRICE), "negative prices or non-positive strike/underlying"
-    )
+def non_negative_prices(frame: pl.DataFrame, codes: Sequence[str] | None = None) -> Outcomes:
+    rules = (*NON_POSITIVE, *NEGATIVE_PRICE)
+    return _rule_check(frame, rules, "negative prices or non-positive strike/underlying", codes)
 
 
-def within_contract_life(frame: pl.DataFrame) -> CheckOutcome:
-    return _rule_check(frame, (AFTER_EXPIRY,), "quotes after expiry")
+def within_contract_life(frame: pl.DataFrame, codes: Sequence[str] | None = None) -> Outcomes:
+    return _rule_check(frame, (AFTER_EXPIRY,), "quotes after expiry", codes)
 
 
 def schema_matches(actual: dict[str, str], expected: dict[str, str], *, table: str) -> CheckOutcome:
@@ -218,10 +250,12 @@ def _with_static_bounds(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_OFFENDER_COLUMNS = ["_file", "_row", "column", "reason", "_excess"]
+_OFFENDER_COLUMNS = ["weekly_code", "_file", "_row", "column", "reason", "_excess"]
 
 
-def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> CheckOutcome:
+def static_no_arbitrage(
+    frame: pl.DataFrame, max_violation_rate: float, codes: Sequence[str] | None = None
+) -> Outcomes:
     """Mids inside the static bounds and monotone in strike, each within the quoted spread.
 
     Bounds: discounted intrinsic ≤ price ≤ e^{-rτ}F (call) or e^{-rτ}K (put). In strike, at
@@ -292,34 +326,45 @@ def static_no_arbitrage(frame: pl.DataFrame, max_violation_rate: float) -> Check
         ),
         _excess=pl.col("_rise") - pl.col("_slack"),
     )
-    n_bounds, n_mono = bounds.height, mono.height
     # A quote both outside its bounds and dearer than its neighbour is one offending row,
     # named once, by its worse problem.
     offenders = (
         pl.concat([bounds.select(_OFFENDER_COLUMNS), mono.select(_OFFENDER_COLUMNS)])
         .sort("_excess", descending=True)
-        .unique(["_file", "_row"], keep="first", maintain_order=True)
+        .unique(["weekly_code", "_file", "_row"], keep="first", maintain_order=True)
     )
-    rate = (n_bounds + n_mono) / max(f.height, 1)
-    passed = rate <= max_violation_rate
-    return _outcome(
-        passed=passed,
-        severity="ERROR" if not passed else "WARN",
-        description=(
-            f"{n_bounds} quotes outside the static bounds and {n_mono} strike-monotonicity "
-            f"breaks in {f.height} quotes (rate {rate:.4%}, limit {max_violation_rate:.4%})"
-        ),
-        offenders=offenders,
-        metadata={
-            "bound_violations": n_bounds,
-            "monotonicity_violations": n_mono,
-            "violation_rate": rate,
-            "max_violation_rate": max_violation_rate,
-        },
-    )
+    quoted = _counts(f)
+    n_bounds, n_mono = _counts(bounds), _counts(mono)
+
+    def outcome(code: str, rows: pl.DataFrame) -> CheckOutcome:
+        b, m, n = n_bounds.get(code, 0), n_mono.get(code, 0), quoted.get(code, 0)
+        rate = (b + m) / max(n, 1)
+        passed = rate <= max_violation_rate
+        return _outcome(
+            passed=passed,
+            severity="ERROR" if not passed else "WARN",
+            description=(
+                f"{b} quotes outside the static bounds and {m} strike-monotonicity "
+                f"breaks in {n} quotes (rate {rate:.4%}, limit {max_violation_rate:.4%})"
+            ),
+            offenders=rows,
+            metadata={
+                "bound_violations": b,
+                "monotonicity_violations": m,
+                "violation_rate": rate,
+                "max_violation_rate": max_violation_rate,
+            },
+        )
+
+    return _per_code(_weekly_codes(frame, codes), offenders, outcome)
 
 
-def iv_solve_rates(features: pl.DataFrame, floor: float) -> dict[str, CheckOutcome]:
+def _counts(frame: pl.DataFrame) -> dict[str, int]:
+    """Rows of each weekly code of ``frame``."""
+    return dict(frame.group_by("weekly_code").len().iter_rows())
+
+
+def iv_solve_rates(features: pl.DataFrame, floor: float) -> Outcomes:
     """Per weekly code of ``features``: the share of its quoted, unexpired rows whose IV
     solved; ``no_quote`` and ``expired`` rows are not failures of the solver and are reported
     separately. One pass over every code of a range (the features step audits a range at
@@ -354,22 +399,21 @@ def iv_solve_rates(features: pl.DataFrame, floor: float) -> dict[str, CheckOutco
             .then(pl.col("_lower") - pl.col("_mid"))
             .otherwise(pl.col("_mid") - pl.col("_upper")),
         )
-        .sort("weekly_code", "_excess", descending=[False, True], maintain_order=True)
+        .sort("_excess", descending=True, maintain_order=True)
     )
-    by_code = {
-        key: frame for (key,), frame in offenders.partition_by("weekly_code", as_dict=True).items()
-    }
-    none = offenders.clear()
-    outcomes = {}
-    for code, quoted, solved in counts.iter_rows():
+    tallies = {code: (quoted, solved) for code, quoted, solved in counts.iter_rows()}
+
+    def outcome(code: str, rows: pl.DataFrame) -> CheckOutcome:
+        quoted, solved = tallies[code]
         rate = solved / quoted if quoted else 0.0
-        outcomes[code] = _outcome(
+        return _outcome(
             passed=rate >= floor,
             description=f"IV solved for {rate:.2%} of {quoted} quoted rows (floor {floor:.2%})",
-            offenders=by_code.get(code, none),
+            offenders=rows,
             metadata={"solve_rate": rate, "floor": floor, "quoted_rows": quoted},
         )
-    return outcomes
+
+    return _per_code(list(tallies), offenders, outcome)
 
 
 def _duckdb_types(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
@@ -377,21 +421,30 @@ def _duckdb_types(schema: Mapping[str, pl.DataType]) -> dict[str, str]:
 
 
 def audit_raw(
-    staged: pl.DataFrame, types: dict[str, str], max_violation_rate: float
-) -> dict[str, CheckOutcome]:
-    """``RAW_CHECKS`` of a staged ``raw_option_chains`` partition (its rows with lineage, and
-    the DuckDB types of its columns)."""
-    outcomes = {
-        "schema_and_types": schema_matches(
-            types, _duckdb_types(RAW_SCHEMA), table="raw_option_chains"
-        ),
-        "unique_keys": unique_keys(staged),
-        "bid_le_ask": bid_le_ask(staged),
-        "non_negative_prices": non_negative_prices(staged),
-        "within_contract_life": within_contract_life(staged),
-        "static_no_arbitrage": static_no_arbitrage(staged, max_violation_rate),
+    staged: pl.DataFrame,
+    types: dict[str, str],
+    max_violation_rate: float,
+    codes: Sequence[str] | None = None,
+) -> dict[str, dict[str, CheckOutcome]]:
+    """``RAW_CHECKS`` of each weekly code of a staged ``raw_option_chains`` range (its rows
+    with lineage, and the DuckDB types of its columns: one staging for the range, so one
+    schema outcome shared by its codes); ``codes`` names them where some staged no rows."""
+    codes = _weekly_codes(staged, codes)
+    schema = schema_matches(types, _duckdb_types(RAW_SCHEMA), table="raw_option_chains")
+    checks = {
+        "unique_keys": unique_keys(staged, codes),
+        "bid_le_ask": bid_le_ask(staged, codes),
+        "non_negative_prices": non_negative_prices(staged, codes),
+        "within_contract_life": within_contract_life(staged, codes),
+        "static_no_arbitrage": static_no_arbitrage(staged, max_violation_rate, codes),
     }
-    return {name: outcomes[name] for name in RAW_CHECKS}
+    return {
+        code: {
+            name: schema if name == "schema_and_types" else checks[name][code]
+            for name in RAW_CHECKS
+        }
+        for code in codes
+    }
 
 
 def audit_features(

@@ -8,6 +8,7 @@ import pytest
 from hedge_pipeline.stages.market_data import quality
 from hedge_pipeline.stages.market_data.features import compute_features
 from hedge_pipeline.tables import warehouse
+from hedge_pipeline.tables.schema import DUCKDB_TYPES, RAW_SCHEMA
 from hedge_pipeline_tests.conftest import small_book
 
 
@@ -20,27 +21,34 @@ def _row(book: pl.DataFrame, i: int) -> pl.Expr:
     return pl.int_range(pl.len()) == i
 
 
+def _only(outcomes: dict[str, quality.CheckOutcome]) -> quality.CheckOutcome:
+    """The outcome of a check run on one weekly code's rows."""
+    [outcome] = outcomes.values()
+    return outcome
+
+
 def test_clean_book_passes_every_check(book):
-    for outcome in (
+    for outcomes in (
         quality.unique_keys(book),
         quality.bid_le_ask(book),
         quality.non_negative_prices(book),
         quality.within_contract_life(book),
         quality.static_no_arbitrage(book, max_violation_rate=0.0),
     ):
-        assert outcome.passed, outcome.description
+        assert list(outcomes) == ["3CN5"]
+        assert _only(outcomes).passed, _only(outcomes).description
 
 
 def test_duplicates_crossed_negative_and_late_quotes_are_counted(book):
-    assert quality.unique_keys(pl.concat([book, book.head(2)])).metadata["violations"] == 4
+    assert _only(quality.unique_keys(pl.concat([book, book.head(2)]))).metadata["violations"] == 4
     crossed = book.with_columns(bid=pl.when(_row(book, 3)).then(pl.col("ask") + 1).otherwise("bid"))
-    assert quality.bid_le_ask(crossed).metadata["violations"] == 1
+    assert _only(quality.bid_le_ask(crossed)).metadata["violations"] == 1
     negative = book.with_columns(ask=pl.when(_row(book, 5)).then(-0.5).otherwise("ask"))
-    assert not quality.non_negative_prices(negative).passed
+    assert not _only(quality.non_negative_prices(negative)).passed
     late = book.with_columns(
         ts=pl.when(_row(book, 0)).then(pl.col("expiry") + pl.duration(minutes=5)).otherwise("ts")
     )
-    assert quality.within_contract_life(late).metadata["violations"] == 1
+    assert _only(quality.within_contract_life(late)).metadata["violations"] == 1
 
 
 def test_static_arbitrage_blocks_above_the_rate_and_warns_below(book):
@@ -51,11 +59,34 @@ def test_static_arbitrage_blocks_above_the_rate_and_warns_below(book):
         .then(1e3 + 0.01)
         .otherwise("ask"),
     )
-    strict = quality.static_no_arbitrage(broken, max_violation_rate=0.0)
+    strict = _only(quality.static_no_arbitrage(broken, max_violation_rate=0.0))
     assert not strict.passed and strict.severity == "ERROR"
     assert strict.metadata["bound_violations"] >= 1
-    lenient = quality.static_no_arbitrage(broken, max_violation_rate=0.5)
+    lenient = _only(quality.static_no_arbitrage(broken, max_violation_rate=0.5))
     assert lenient.passed and lenient.severity == "WARN"
+
+
+def test_a_range_is_audited_code_by_code_in_one_pass(book):
+    """Two codes' rows in one frame, as a ranged run stages them: each code is judged on its
+    own rows (the second's broken quotes and its rate fail it alone, and it names only its own
+    offenders), and a code named without rows passes every row check."""
+    calls = pl.col("option_type") == "C"
+    broken = book.with_columns(
+        weekly_code=pl.lit("X2"),
+        bid=pl.when(calls).then(1e3).otherwise("bid"),
+        ask=pl.when(calls).then(1e3 + 0.01).otherwise("ask"),
+    )
+    types = {column: DUCKDB_TYPES[dtype] for column, dtype in RAW_SCHEMA.items()}
+    alone = quality.audit_raw(book, types, 0.01)
+    both = quality.audit_raw(pl.concat([book, broken]), types, 0.01, ["3CN5", "X2", "EMPTY"])
+    assert list(both) == ["3CN5", "X2", "EMPTY"]
+    assert both["3CN5"] == alone["3CN5"] and quality.all_passed(both["3CN5"])
+    arbitrage = both["X2"]["static_no_arbitrage"]
+    assert not arbitrage.passed
+    assert arbitrage.metadata["bound_violations"] == broken.filter(calls).height
+    assert all(e.location.file.startswith("X2 ") for e in arbitrage.worst)
+    assert quality.all_passed(both["EMPTY"])
+    assert both["EMPTY"]["static_no_arbitrage"].metadata["violation_rate"] == 0.0
 
 
 def test_schema_drift_and_low_iv_solve_rate_fail(book):
@@ -86,7 +117,7 @@ def test_offenders_are_named_by_file_row_and_column_worst_first(book):
         bid=pl.when(pl.col("source_row") != 2).then(above).otherwise("bid"),
         ask=pl.when(pl.col("source_row") != 2).then(above + 0.01).otherwise("ask"),
     )
-    outcome = quality.static_no_arbitrage(stale, max_violation_rate=0.0)
+    outcome = _only(quality.static_no_arbitrage(stale, max_violation_rate=0.0))
     assert [str(e.location) for e in outcome.worst] == [
         "X1/chain.csv, row 1, column 'bid'",
         "X1/chain.csv, row 3, column 'bid'",
@@ -97,7 +128,7 @@ def test_offenders_are_named_by_file_row_and_column_worst_first(book):
 
 def test_more_offenders_than_shown_are_counted_on_the_last_line(book):
     crossed = _with_lineage(book.with_columns(bid=pl.col("ask") + 1))
-    outcome = quality.bid_le_ask(crossed)
+    outcome = _only(quality.bid_le_ask(crossed))
     assert len(outcome.worst) == quality.WORST_SHOWN
     assert [e.location.row for e in outcome.worst] == [1, 2, 3]
     assert outcome.worst[-1].more == book.height - quality.WORST_SHOWN
@@ -108,7 +139,7 @@ def test_more_offenders_than_shown_are_counted_on_the_last_line(book):
 def test_rows_without_lineage_are_named_by_their_key(book):
     """A partition published before raw_lineage existed still names its offenders."""
     late = book.head(1).with_columns(ts=pl.col("expiry") + pl.duration(minutes=5))
-    (error,) = quality.within_contract_life(late).worst
+    (error,) = _only(quality.within_contract_life(late)).worst
     symbol = late["option_symbol"][0]
     assert error.location.file.startswith(f"3CN5 {symbol} at ")
     assert error.location.row is None and error.location.column == "ts"
@@ -153,9 +184,9 @@ def test_checks_the_parser_forestalls_fail_on_rows_staged_by_another_path(
         with warehouse.staged_partitions(
             con, [code], {"raw_option_chains": _with_lineage(corrupt(head))}
         ) as staged:
-            outcomes = quality.audit_raw(
+            [outcomes] = quality.audit_raw(
                 staged.read("raw_option_chains"), staged.types("raw_option_chains"), 1.0
-            )
+            ).values()
         assert warehouse.partition_hash(con, "raw_option_chains", code) == before
     assert not outcomes[check].passed
     assert [(e.location.column, e.location.row) for e in outcomes[check].worst] == named

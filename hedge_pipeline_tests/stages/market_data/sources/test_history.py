@@ -110,7 +110,7 @@ def test_a_code_is_a_valid_book_on_the_real_prices(sp500: HistorySource) -> None
 
     result = validate_chain(frame, "reject")
     assert result.quarantined.is_empty() and result.valid.height == frame.height == 18 * 21
-    arbitrage = quality.static_no_arbitrage(result.valid, 0.0)
+    [arbitrage] = quality.static_no_arbitrage(result.valid, 0.0).values()
     assert (
         arbitrage.metadata["bound_violations"] == arbitrage.metadata["monotonicity_violations"] == 0
     )
