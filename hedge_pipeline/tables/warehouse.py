@@ -19,8 +19,8 @@ rows keep their lineage (``source_file``, ``source_row``) there. The blocking ch
 the staged rows, each code judged on its own; ``publish`` replaces the partitions of the
 codes that passed in every published table (``raw_option_chains``, ``raw_lineage``,
 ``quarantined_quotes``) from them and drops the staging. A code that failed is not
-published, and its published partitions are never touched. The raw step stages one code at
-a time (its source parses one code's files); the features step stages a whole range, so a
+published, and its published partitions are never touched. Both market-data steps stage a
+run's whole range at once (the raw step after parsing each code's files on its own), so a
 history's thousand small codes cost a few statements and one transaction, not a thousand.
 
 Staging, audit and publish are ONE transaction, committed by ``publish`` and rolled back by
