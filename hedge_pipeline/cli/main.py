@@ -31,6 +31,7 @@ from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.locks import file_lock
 from hedge_pipeline.runtime.settings import ProfileName, Settings, SourceKind, UserError
 from hedge_pipeline.stages.selection.templates import SplitMode
+from hedge_pipeline.stages.specialists.config import Forecasts
 
 if TYPE_CHECKING:  # the registry imports MLflow: seconds a command that needs none should not pay
     from mlflow import MlflowClient
@@ -241,7 +242,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if queue is None:  # started once, for the first per-code stage
                     queue = stack.enter_context(RunQueue(instance))
                 label = PER_CODE_JOBS[asset].removesuffix("_job").replace("_", " ")
-                if not queue.run_per_code(PER_CODE_JOBS[asset], asset, codes, label, QUIET):
+                run_config = {**QUIET}
+                if asset == "specialists" and args.forecasts:
+                    run_config["ops"] = {asset: {"config": {"forecasts": args.forecasts}}}
+                if not queue.run_per_code(PER_CODE_JOBS[asset], asset, codes, label, run_config):
                     return 1
                 timings[asset] = time.perf_counter() - started
                 continue
@@ -707,6 +711,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=get_args(SplitMode),
         help="the template's time split, unless given; as_of (with --as-of): train and "
         "validate on the bars up to as_of, test on those after it (a walk-forward test)",
+    )
+    run.add_argument(
+        "--forecasts",
+        choices=get_args(Forecasts),
+        help="the specialists' forecasts, unless given: cnn_lstm; training_mean (the CNN-LSTM's "
+        "training mean on every bar) retrains the specialists and every stage after them "
+        "without the forecast's information: the ablation, in its own data directory",
     )
     run.set_defaults(func=_cmd_run)
 

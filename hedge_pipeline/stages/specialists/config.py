@@ -21,6 +21,7 @@ from hedge_pipeline.stages.selection.templates import TrainingParams
 Algorithm = Literal["deep_hedging", "ppo"]
 Head = Literal["mlp", "ntb"]  # hedging.deep_hedging.HEADS (a test keeps the two equal)
 Objective = Literal["per_state", "pooled"]
+Forecasts = Literal["cnn_lstm", "training_mean"]
 
 
 class HedgingCosts(BaseModel):
@@ -59,6 +60,12 @@ class SpecialistChoices(HedgingCosts):
         description="deep hedging's loss: per_state (the criterion's gain over BS delta from "
         "each start state, every state alike) or pooled (the criterion of the whole batch, "
         "whose tail is the riskiest states': better where the pooled tail lives, a portfolio's)",
+    )
+    forecasts: Forecasts = Field(
+        default="cnn_lstm",
+        description="the realized-vol forecast the hedgers see: cnn_lstm, or training_mean "
+        "(the CNN-LSTM's mean forecast over the code's training bars, on every bar: the "
+        "ablation that retrains this stage and every one built on it without the forecast)",
     )
     epochs: int | None = Field(default=None, ge=1, description="default and cap: the profile's")
     n_steps: int | None = Field(default=None, ge=1, description="decisions per episode")

@@ -133,6 +133,32 @@ def book_forecasts(
     return rv_forecasts(cnn_model, cnn_spec, frame, mc_samples, seed)
 
 
+def at_training_mean(forecasts: pl.DataFrame, bounds: dict) -> pl.DataFrame:
+    """``forecasts`` with every bar's forecast and std replaced by their means over the
+    training split (``bounds``: the selection's ``train_start``/``train_end``): the same
+    columns carrying no information, so that a lineage trained on them measures what the
+    CNN-LSTM's forecast adds (``forecasts='training_mean'``). Only training bars decide the
+    constant, as only they may.
+
+    >>> import datetime as dt
+    >>> day = [dt.datetime(2025, 7, d) for d in (1, 2, 3)]
+    >>> f = pl.DataFrame({"ts": day, "prediction": [0.1, 0.3, 0.9], "std": [0.01, 0.03, 0.2]})
+    >>> at_training_mean(f, {"train_start": day[0], "train_end": day[1]}).rows()[2][1:]
+    (0.2, 0.02)
+    """
+    ts = pl.col("ts")
+    start, end = (
+        pl.lit(bounds[k]).cast(forecasts.schema["ts"]) for k in ("train_start", "train_end")
+    )
+    training = forecasts.filter(ts.is_between(start, end))
+    if training.is_empty():
+        raise ValueError("no CNN-LSTM forecast falls on a training bar: no training mean")
+    return forecasts.with_columns(
+        prediction=pl.lit(training["prediction"].mean()).cast(forecasts.schema["prediction"]),
+        std=pl.lit(training["std"].mean()).cast(forecasts.schema["std"]),
+    )
+
+
 def run(session: TrainingSession) -> None:
     inputs = SpecialistInputs.parse(session.extras)
     cfg = inputs.config.as_dict()
@@ -148,6 +174,8 @@ def run(session: TrainingSession) -> None:
         forecasts = book_forecasts(
             features, selection, cnn_model, spec, cfg["mc_samples"], cfg["seed"]
         )
+        if cfg["forecasts"] == "training_mean":
+            forecasts = at_training_mean(forecasts, selection.row(0, named=True))
         market = code_market(features, selection, forecasts, cfg)
         history = market.history
         if market.problem.instrument is not None and cfg["algorithm"] == "ppo":
