@@ -80,7 +80,7 @@ def _command(as_of: str, profile: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _latest_report(env: dict[str, str]) -> tuple[int, Path]:
+def latest_report(env: dict[str, str]) -> tuple[int, Path]:
     """The newest ``hedge-ensemble`` version and its fetched ``report/`` folder."""
     from hedge_pipeline.registry import lineage, reports
     from hedge_pipeline.registry import versions as registry
@@ -102,7 +102,7 @@ def _run_period(
     if result["returncode"] != 0:
         text = log.read_text(encoding="utf-8", errors="replace")
         raise RuntimeError(f"hedge run at as_of {day} failed ({hint}):\n{text[-_LOG_TAIL:]}")
-    version, folder = _latest_report(env)
+    version, folder = latest_report(env)
     partial = kept.with_suffix(".partial")
     pl.read_parquet(folder / f"pnl_{REPLAY}.parquet").write_parquet(partial)
     partial.replace(kept)

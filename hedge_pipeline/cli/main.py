@@ -22,7 +22,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from hedge_pipeline.cli import backfill
 from hedge_pipeline.cli.selections import PER_CODE_JOBS, SELECTIONS
@@ -184,6 +184,14 @@ def _check_template(name: str | None) -> None:
         load_template(name or DEFAULT_TEMPLATE)
 
 
+def per_code_run_config(stage: str, forecasts: str | None) -> dict[str, Any]:
+    """The run config of ``hedge run``'s per-code runs of ``stage``: quiet, and the
+    specialists' ``forecasts`` choice where one is given (their asset's op, not the stage)."""
+    if stage == "specialists" and forecasts:
+        return {**QUIET, "ops": {"specialist_agents": {"config": {"forecasts": forecasts}}}}
+    return {**QUIET}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     _set_environment(args.source, args.profile)
     # Imported after the environment is set: the definitions read it when they load.
@@ -242,9 +250,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if queue is None:  # started once, for the first per-code stage
                     queue = stack.enter_context(RunQueue(instance))
                 label = PER_CODE_JOBS[asset].removesuffix("_job").replace("_", " ")
-                run_config = {**QUIET}
-                if asset == "specialists" and args.forecasts:
-                    run_config["ops"] = {asset: {"config": {"forecasts": args.forecasts}}}
+                run_config = per_code_run_config(asset, args.forecasts)
                 if not queue.run_per_code(PER_CODE_JOBS[asset], asset, codes, label, run_config):
                     return 1
                 timings[asset] = time.perf_counter() - started
@@ -533,6 +539,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if args.markdown:
             print(markdown(report))
             return 0
+    elif args.suite == "ablation":
+        from hedge_pipeline.bench.ablation import markdown, run
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as evaluate
+
+        report = run(args.with_dir, args.without, args.seed)
+        if args.markdown:
+            print(markdown(report))
+            return 0
     elif args.suite == "pipeline" and args.data_path:
         from hedge_pipeline.bench.pipeline import DATA_PATH_SOURCES, data_path
 
@@ -676,6 +691,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "--data-dir", type=Path, help="keep the runs' state here (default: a temporary dir)"
     )
     lineage.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
+    ablation = suites.add_parser(
+        "ablation",
+        help="each stage retrained without the CNN-LSTM's forecast (a data directory run with "
+        "hedge run --forecasts training_mean) against the same stage with it",
+    )
+    ablation.add_argument("--with", dest="with_dir", type=Path, required=True,
+                          help="data directory of a plain hedge run")  # fmt: skip
+    ablation.add_argument("--without", type=Path, required=True,
+                          help="data directory of hedge run --forecasts training_mean")  # fmt: skip
+    ablation.add_argument("--seed", type=int, default=0)
+    ablation.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
 
 
 def _history_and_dates(parser: argparse.ArgumentParser, default_dates: str) -> None:

@@ -208,3 +208,19 @@ def test_the_pipes_preview_notice_is_silenced_in_the_processes_hedge_run_starts(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert "kept" in done.stderr and "Pipes" not in done.stderr, done.stderr
+
+
+def test_the_forecasts_choice_is_valid_config_of_the_specialists_runs_only():
+    """``hedge run --forecasts`` reaches the specialists' runs as their asset's config (the
+    op is ``specialist_agents``, not the stage's name), checked against the job's schema."""
+    import dagster as dg
+
+    from hedge_pipeline.cli.main import QUIET, per_code_run_config
+    from hedge_pipeline.definitions import defs
+
+    config = per_code_run_config("specialists", "training_mean")
+    job = defs.resolve_job_def("specialists_job")
+    resolved = dg.validate_run_config(job, config)
+    assert resolved["ops"]["specialist_agents"]["config"]["forecasts"] == "training_mean"
+    assert per_code_run_config("specialists", None) == QUIET
+    assert per_code_run_config("market_data", "training_mean") == QUIET

@@ -70,6 +70,8 @@ class SpecialistSpec(ArtifactSpec):
     costs: Costs
     mc_samples: int = 30
     seed: int = 0
+    # What its rv_forecast columns held: the CNN-LSTM's, or their training mean (an ablation).
+    forecasts: Literal["cnn_lstm", "training_mean"] = "cnn_lstm"
     context: list[str]
     instrument: Instrument | None = None
     calibration: dict[str, float | int]
@@ -147,6 +149,7 @@ def save_policy(
         costs=Costs(cost=problem.cost, slippage=problem.slippage, fixed_fee=problem.fixed_fee),
         mc_samples=cfg["mc_samples"],
         seed=cfg["seed"],
+        forecasts=cfg["forecasts"],
         context=list(problem.context),
         instrument=problem.instrument,
         calibration=market.calibration.as_dict(),

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from hedge_pipeline.orchestration.launcher import TrainingLauncher
 from hedge_pipeline.orchestration.resources import ProfileResource
 from hedge_pipeline.registry import versions as registry
+from hedge_pipeline.runtime import paths
 from hedge_pipeline.stages.cnn_lstm.artifact import MODEL_NAME as CNN_LSTM
 from hedge_pipeline.stages.cnn_lstm.asset import cnn_lstm_model
 from hedge_pipeline.stages.selection.assets import portfolio_selection
+from hedge_pipeline.stages.specialists.artifact import FORECASTS_FILE, SpecialistSpec
 from hedge_pipeline.stages.specialists.asset import specialist_agents
+from hedge_pipeline.tables import warehouse
 from hedge_pipeline_tests.stages.market_data.helpers import materialize_code, resources
 
 CODE = "3CN5"
@@ -110,3 +114,37 @@ def test_smoke_specialist_registers_with_its_lineage_and_refuses_what_it_cannot_
     metadata = result.asset_materializations_for_node("specialist_agents")[0].metadata
     assert "| bs_delta_gamma |" in metadata["evaluation_test_replay"].value
     assert metadata["reloads_identically"].value is True
+
+    # The ablation: the same code retrained on the CNN-LSTM's forecast held at its mean over
+    # the training bars, which its artifact (what the portfolio stages read) and spec carry.
+    seen = _forecasts(client, metadata["version"].value)[1]
+    result = _materialize(instance, specialist_agents, CODE, forecasts="training_mean")
+    assert result.success, [
+        e.step_failure_data.error for e in result.all_events if e.is_step_failure
+    ]
+    ablated = result.asset_materializations_for_node("specialist_agents")[0].metadata
+    spec, held = _forecasts(client, ablated["version"].value)
+    training = seen.filter(pl.col("ts").is_between(*_training_bounds()))
+    assert 0 < training.height < seen.height
+    assert held["ts"].equals(seen["ts"])
+    assert held["prediction"].unique().to_list() == [training["prediction"].mean()]
+    assert held["std"].unique().to_list() == [training["std"].mean()]
+    assert spec.forecasts == "training_mean"
+    params = client.get_run(ablated["mlflow_run_id"].value).data.params
+    assert params["forecasts"] == "training_mean"
+
+
+def _forecasts(client, version: int) -> tuple[SpecialistSpec, pl.DataFrame]:
+    """A registered specialist's spec and the forecasts it trained on."""
+    loaded = registry.load_version(client, f"hedge-specialist-{CODE}", version)
+    return SpecialistSpec.read(loaded.directory), pl.read_parquet(loaded.directory / FORECASTS_FILE)
+
+
+def _training_bounds() -> tuple:
+    """The first and last bar of the code's training split, as the selection chose them."""
+    with warehouse.connect(paths.warehouse_path(), read_only=True) as con:
+        return warehouse.query(
+            con,
+            "SELECT train_start, train_end FROM portfolio_selection WHERE weekly_code = $1",
+            [CODE],
+        ).row(0)
