@@ -212,7 +212,6 @@ def _publish_raw(
         passed = [code for code in codes if quality.all_passed(audits[code])]
         if passed:
             staged.publish(passed, RAW_PUBLISH)
-    del incoming
     published = stored.filter(pl.col("weekly_code").is_in(passed))
     stats = published.group_by("weekly_code").agg(
         rows=pl.len(), options=pl.col("option_symbol").n_unique(),

@@ -13,7 +13,9 @@ own rules (``CROSSED_QUOTE``, ...), and ``unique_keys`` with the staged key: row
 through ``validate_chain`` never fail them (it refused those rows first, and by the same
 rules), so they fail only for rows staged by another path; their tests call them directly.
 
-Each check returns a ``CheckOutcome`` naming its worst offenders as validation names a bad
+Each check judges every weekly code of the staged rows on its own rows, in one pass over
+them (a run stages a range of codes), and returns a ``CheckOutcome`` per code
+(``schema_matches``: one per staging) naming its worst offenders as validation names a bad
 row (``ChainDataError``: ``3CN5/CALL_111.5.csv, row 17, column 'bid': reason``), from the
 rows' lineage columns (``source_file``, ``source_row``) where the frame carries them, else by
 key. The Dagster layer turns an outcome into an ``AssetCheckResult``.

@@ -22,6 +22,7 @@ from hedge_pipeline.hedging.code_market import CodeMarket
 from hedge_pipeline.hedging.deep_hedging import make_policy
 from hedge_pipeline.hedging.simulator import Book, HedgingProblem, Instrument
 from hedge_pipeline.registry.artifact import ArtifactSpec, load_weights, save_artifact
+from hedge_pipeline.stages.specialists.config import Forecasts
 
 MODEL_PREFIX = "hedge-specialist-"
 
@@ -71,7 +72,7 @@ class SpecialistSpec(ArtifactSpec):
     mc_samples: int = 30
     seed: int = 0
     # What its rv_forecast columns held: the CNN-LSTM's, or their training mean (an ablation).
-    forecasts: Literal["cnn_lstm", "training_mean"] = "cnn_lstm"
+    forecasts: Forecasts = "cnn_lstm"
     context: list[str]
     instrument: Instrument | None = None
     calibration: dict[str, float | int]
