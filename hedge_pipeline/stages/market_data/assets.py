@@ -213,35 +213,58 @@ def _publish_raw(
         if passed:
             staged.publish(passed, RAW_PUBLISH)
     published = stored.filter(pl.col("weekly_code").is_in(passed))
-    stats = published.group_by("weekly_code").agg(
-        rows=pl.len(), options=pl.col("option_symbol").n_unique(),
-        first_ts=pl.col("ts").min(), last_ts=pl.col("ts").max(),
-    )  # fmt: skip
-    by_code = {row["weekly_code"]: row for row in stats.iter_rows(named=True)}
-    previews = previews_md(published, PREVIEW_COLUMNS)
-    hashes = warehouse.partition_hashes(con, "raw_option_chains", passed)
+    metadata = _partition_metadata(con, "raw_option_chains", published, passed, PREVIEW_COLUMNS)
     written = {}
     for code, (files, result) in parsed.items():
         failure = quality.audit_failure("raw_option_chains", code, audits[code])
         if failure is not None:
             written[code] = Written({}, audits[code], failure)
             continue
-        row = by_code.get(code, {"rows": 0, "options": 0, "first_ts": None, "last_ts": None})
-        metadata = {
-            "dagster/row_count": row["rows"],
-            "options": row["options"],
+        metadata[code] |= {
             "source": source_kind,
             "source_files": files,
             "bad_row_policy": policy.bad_rows,
             "quarantined_rows": result.quarantined.height,
             "quarantined_by_column": dg.MetadataValue.json(result.reason_counts()),
+        }
+        written[code] = Written(metadata[code], audits[code])
+    return written
+
+
+def _partition_metadata(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    published: pl.DataFrame,
+    codes: Sequence[str],
+    preview_columns: list[str],
+    **aggregates: pl.Expr,
+) -> dict[str, dict[str, Any]]:
+    """The materialization metadata both steps give each published code of ``codes``,
+    aggregated over the range's ``published`` rows in one pass (a ranged run materializes up
+    to a thousand codes): row count, options, time range, preview and content hash, plus each
+    of ``aggregates`` under its name, for the caller to shape. A code without rows (every
+    quote of it quarantined) gets zeros and an empty preview."""
+    stats = published.group_by("weekly_code").agg(
+        rows=pl.len(), options=pl.col("option_symbol").n_unique(),
+        first_ts=pl.col("ts").min(), last_ts=pl.col("ts").max(), **aggregates,
+    )  # fmt: skip
+    by_code = {row.pop("weekly_code"): row for row in stats.iter_rows(named=True)}
+    previews = previews_md(published, preview_columns)
+    hashes = warehouse.partition_hashes(con, table, codes)
+    empty = {"rows": 0, "options": 0, "first_ts": None, "last_ts": None}
+    metadata = {}
+    for code in codes:
+        row = by_code.get(code, empty)
+        metadata[code] = {
+            "dagster/row_count": row["rows"],
+            "options": row["options"],
             "first_ts": str(row["first_ts"]),
             "last_ts": str(row["last_ts"]),
-            "preview": previews.get(code) or preview_md(published.clear(), PREVIEW_COLUMNS),
+            "preview": previews.get(code) or preview_md(published.clear(), preview_columns),
             "content_hash": hashes[code],
+            **{name: row[name] for name in aggregates if name in row},
         }
-        written[code] = Written(metadata, audits[code])
-    return written
+    return metadata
 
 
 @_partition_writer("raw_option_chains", RAW_CHECKS)
@@ -303,7 +326,8 @@ def _write_features(
         passed = [code for code in present if quality.all_passed(audits[code])]
         if passed:
             staged.publish(passed, FEATURE_PUBLISH)
-    metadata = _feature_metadata(con, features.filter(pl.col("weekly_code").is_in(passed)))
+    published = features.filter(pl.col("weekly_code").is_in(passed))
+    metadata = _feature_metadata(con, published, passed)
     for code in present:
         failure = quality.audit_failure("greeks_features", code, audits[code])
         written[code] = Written(metadata.get(code, {}), audits[code], failure)
@@ -328,36 +352,23 @@ def _no_raw_rows(con: duckdb.DuckDBPyConnection, missing: list[str]) -> dict[str
 
 
 def _feature_metadata(
-    con: duckdb.DuckDBPyConnection, published: pl.DataFrame
+    con: duckdb.DuckDBPyConnection, published: pl.DataFrame, codes: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """Each published code's materialization metadata, aggregated over the range in one pass
-    (counts, time range, IV statuses, median ATM vol, preview, content hash)."""
+    """Each published code's materialization metadata (``_partition_metadata``'s, and its IV
+    statuses and median ATM vol)."""
     status = pl.col("iv_status")
-    stats = published.group_by("weekly_code", maintain_order=True).agg(
-        rows=pl.len(),
-        options=pl.col("option_symbol").n_unique(),
-        first_ts=pl.col("ts").min(),
-        last_ts=pl.col("ts").max(),
-        median_atm_iv=pl.col("atm_iv").median(),
-        **{s: (status == s).sum() for s in STATUSES},
-    )
-    codes = stats["weekly_code"].to_list()
-    previews = previews_md(published, FEATURE_PREVIEW)
-    hashes = warehouse.partition_hashes(con, "greeks_features", codes)
-    metadata = {}
-    for row in stats.iter_rows(named=True):
-        code, n = row["weekly_code"], row["rows"]
-        rates = {s: row[s] / n for s in STATUSES}
-        metadata[code] = {
-            "dagster/row_count": n,
-            "options": row["options"],
-            "first_ts": str(row["first_ts"]),
-            "last_ts": str(row["last_ts"]),
+    metadata = _partition_metadata(
+        con, "greeks_features", published, codes, FEATURE_PREVIEW,
+        median_atm_iv=pl.col("atm_iv").median(), **{s: (status == s).sum() for s in STATUSES},
+    )  # fmt: skip
+    for code_metadata in metadata.values():
+        n = code_metadata["dagster/row_count"]
+        rates = {s: code_metadata.pop(s) / n for s in STATUSES}
+        median = code_metadata.pop("median_atm_iv")
+        code_metadata |= {
             "iv_status_rates": dg.MetadataValue.json(rates),
             "iv_failure_rate": 1.0 - rates["ok"],
-            "median_atm_iv": float(row["median_atm_iv"] or float("nan")),
-            "preview": previews[code],
-            "content_hash": hashes[code],
+            "median_atm_iv": float(median or float("nan")),
         }
     return metadata
 
