@@ -53,10 +53,14 @@ import torch
 
 from hedge_pipeline.bench.machine import machine_info
 from hedge_pipeline.bench.pipeline import environment, measure, scratch_env
-from hedge_pipeline.bench.walkforward import against_baselines, pool, rolling_as_of
+from hedge_pipeline.bench.walkforward import (
+    against_baselines,
+    gains_table,
+    paired_gains,
+    pool,
+    rolling_as_of,
+)
 from hedge_pipeline.bench.walkforward import markdown as walkforward_markdown
-from hedge_pipeline.hedging.comparison import es_differences
-from hedge_pipeline.runtime.markdown import markdown_table
 
 MODEL = "ensemble"
 PNL_UNIT = "% of the index at as_of"
@@ -206,46 +210,18 @@ def run(
         "runs": runs,
         "periods": periods,
         "pooled": pool(pnls, blocks, MODEL, seed),
-        "stages": stage_gains(pnls, blocks, seed),
+        # Each stage against what it builds on, pooled over the periods.
+        "stages": paired_gains(pnls, blocks, PREDECESSORS.items(), seed),
     }
-
-
-def stage_gains(
-    pnls: Sequence[dict[str, torch.Tensor]], blocks: Sequence[torch.Tensor], seed: int
-) -> dict[str, dict[str, Any]]:
-    """Each stage of :data:`PREDECESSORS` against what it builds on, pooled over the periods:
-    the ES10 difference with its 95 % block-bootstrap interval."""
-    joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
-    clusters = torch.cat(list(blocks))
-    gains = {}
-    for stage, before in PREDECESSORS.items():
-        if stage in joined and before in joined:
-            pair = {before: joined[before], stage: joined[stage]}
-            row = es_differences(pair, before, clusters, seed=seed)[stage]
-            gains[stage] = {"builds_on": before, **row.as_dict()}
-    return gains
 
 
 def markdown(report: dict[str, Any]) -> str:
     """``bench.walkforward``'s tables of the document (per period, pooled, every period's
     every hedger with its interval), then each stage against its predecessor."""
-    rows = [
-        [
-            stage,
-            d["builds_on"],
-            f"{d['hedger']:.3f}",
-            f"{d['baseline']:.3f}",
-            f"{d['difference']:+.3f}",
-            f"{d['low']:+.3f} to {d['high']:+.3f}",
-            d["verdict"],
-        ]
-        for stage, d in report["stages"].items()
-    ]
-    header = ["stage", "builds on", "its ES10", "ES10 before", "Δ", "95 % interval", "verdict"]
     return "\n".join(
         [
             walkforward_markdown(report, "windows", intervals=True, pnl_unit=PNL_UNIT),
-            markdown_table(header, rows, right_from=2),
+            gains_table(report["stages"], "stage"),
             "",
         ]
     )

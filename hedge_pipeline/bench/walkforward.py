@@ -19,6 +19,18 @@ strongest baseline by the ES10 difference on the same episodes, with a 95 % boot
 interval over blocks of four expiry weeks (a code's calls share one path, and codes four
 weeks apart share none): ``hedging.comparison``. The periods are pooled at the end.
 
+**The vol forecast as a hedger's input, retrained** (``forecast_inputs``, the CNN-LSTM
+stage's ablation on real dynamics). For each named forecaster, one more deep hedger,
+``deep_hedging_with_<name>``, trains with the same seed, episodes and budget as
+``deep_hedging`` and one more input: that forecaster's 5-day realized-vol forecast (annualized,
+the square root of the variance forecast) at each decision bar, from the models fitted at D
+(below). On the training bars those are in-sample forecasts, as the lineage's specialists read
+the CNN-LSTM stage's; on the test bars they are the walk-forward's out-of-sample ones; each is
+made with the returns up to its own bar. Pooled, each such hedger is compared with
+``deep_hedging`` (the same hedger retrained without the input) and with every forecaster named
+before it (``FORECAST_INPUTS``: the CNN-LSTM against GARCH(1,1), the strongest vol baseline on
+these series), by the same ES10 difference and interval.
+
 The same dates drive the realized-vol forecasts (``quant.vol_forecast``): persistence, EWMA,
 GARCH(1,1), HAR-RV and the CNN-LSTM, fitted before D and scored on the trading days of the
 following ``test_months`` whose 5-day target is known, by MSE and QLIKE with intervals.
@@ -32,7 +44,9 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +69,7 @@ from hedge_pipeline.hedging.history_episodes import (
 from hedge_pipeline.hedging.simulator import HedgingProblem, market_features
 from hedge_pipeline.quant.risk import RiskMeasure, parse_criterion
 from hedge_pipeline.quant.vol_forecast import (
+    BASELINES,
     DEFAULT_CNN_LSTM,
     HORIZON,
     CnnLstmSettings,
@@ -79,6 +94,12 @@ from hedge_pipeline.stages.specialists.task import HedgingTask
 CONTEXT = ("atm_iv", "rv_22d")
 BLOCK_DAYS = 28  # a code lives four weeks: codes further apart share no bar
 MODEL = "deep_hedging"
+#: The forecasters a deep hedger is retrained to read (module docstring), the strongest vol
+#: baseline first: each later one is also compared with each earlier one.
+FORECAST_INPUTS = ("garch", "cnn_lstm")
+FORECASTERS = (*BASELINES, "cnn_lstm")
+#: A forecast per trading day: its days (``datetime64[D]``) and the annualized vol.
+DailyForecast = tuple[np.ndarray, np.ndarray]
 
 
 def trailing_realized_vol(history: History) -> pl.DataFrame:
@@ -178,10 +199,28 @@ def _train_hedger(
     return result.model.eval(), {"epochs": len(result.history), "best_epoch": result.best_epoch}
 
 
+def with_forecast(name: str) -> str:
+    """The deep hedger that reads forecaster ``name``'s forecast."""
+    return f"{MODEL}_with_{name}"
+
+
+def _on_bars(part: HistoryEpisodes, forecast: DailyForecast, name: str) -> np.ndarray:
+    """The forecast of each decision bar's trading day, (n, n_steps, 1); an error naming the
+    first day without one (a hedger would act on a guess)."""
+    days, vol = forecast
+    at = np.minimum(np.searchsorted(days, part.days), days.size - 1)
+    values = np.where(days[at] == part.days, vol[at], np.nan)
+    if np.isnan(values).any():
+        missing = part.days[np.isnan(values)].min()
+        raise ValueError(f"no {name} forecast on {missing}, a decision bar's trading day")
+    return values[..., None]
+
+
 def _period(
     episodes: HistoryEpisodes,
     as_of: np.datetime64,
     *,
+    forecasts: Mapping[str, DailyForecast],
     problem: HedgingProblem,
     risk: RiskMeasure,
     train_years: float,
@@ -207,13 +246,31 @@ def _period(
     fitted = episodes.take((expiry > first) & (expiry < end))
     mv = fit_minimum_variance_delta(problem, fitted.episodes, fitted.mid)
     policy, training = _train_hedger(
-        problem, train, validation, risk, epochs=epochs, seed=seed, checkpoints=scratch
+        problem, train, validation, risk, epochs=epochs, seed=seed, checkpoints=scratch / MODEL
     )
     hedgers = baselines(problem, risk) | {"mv_delta": mv, MODEL: policy}
     evaluation = evaluate(problem, test.episodes, hedgers, risk)
+    metrics, pnl = dict(evaluation.metrics), dict(evaluation.pnl)
+    training["seconds"] = time.perf_counter() - started
+    retrained = {}
+    for name, forecast in forecasts.items():
+        hedger = with_forecast(name)
+        sees = replace(problem, context=(*problem.context, f"{name}_vol"))
+
+        def seeing(part: HistoryEpisodes, name: str = name, forecast: DailyForecast = forecast):
+            return part.with_context(_on_bars(part, forecast, name))
+
+        started = time.perf_counter()
+        model, retrained[hedger] = _train_hedger(
+            sees, seeing(train), seeing(validation), risk,
+            epochs=epochs, seed=seed, checkpoints=scratch / hedger,
+        )  # fmt: skip
+        retrained[hedger]["seconds"] = time.perf_counter() - started
+        scored = evaluate(sees, seeing(test).episodes, {hedger: model}, risk)
+        metrics[hedger], pnl[hedger] = scored.metrics[hedger], scored.pnl[hedger]
     clusters = _blocks(test.expiry)
-    vs_delta = es_differences(evaluation.pnl, "bs_delta", clusters, seed=seed)
-    strongest = compare(evaluation.metrics, evaluation.pnl, clusters, MODEL, seed=seed)
+    vs_delta = es_differences(pnl, "bs_delta", clusters, seed=seed)
+    strongest = compare(metrics, pnl, clusters, MODEL, seed=seed)
 
     def span(part: HistoryEpisodes) -> dict[str, Any]:
         codes = np.unique(part.code)
@@ -230,13 +287,14 @@ def _period(
         "validation": span(validation),
         "test": span(test) | {"blocks": int(torch.unique(clusters).numel())},
         "mv_delta_coefficients": list(mv.coefficients),
-        "deep_hedging": training | {"seconds": time.perf_counter() - started},
-        "metrics": evaluation.metrics,
+        "deep_hedging": training,
+        "forecast_inputs": retrained,
+        "metrics": metrics,
         "vs_bs_delta": {name: row.as_dict() for name, row in vs_delta.items()},
         "strongest_baseline": strongest.baseline,
         "vs_strongest": {name: row.as_dict() for name, row in strongest.rows.items()},
     }
-    return report, evaluation.pnl, clusters
+    return report, pnl, clusters
 
 
 def run(
@@ -254,10 +312,19 @@ def run(
     num_threads: int | None = None,
     vol_forecasts: bool = True,
     cnn_lstm: CnnLstmSettings | None = DEFAULT_CNN_LSTM,
+    forecast_inputs: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Every period of ``as_of`` (module docstring; default :func:`rolling_as_of` over the
     whole history) and their pool; a JSON-able document. ``vol_forecasts`` adds the
-    realized-vol forecasts on the same dates (``cnn_lstm`` None: the baselines only)."""
+    realized-vol forecasts on the same dates (``cnn_lstm`` None: the baselines only);
+    ``forecast_inputs`` names the forecasters a deep hedger is retrained to read (of
+    :data:`FORECASTERS`; default :data:`FORECAST_INPUTS`, empty: none)."""
+    forecast_inputs = FORECAST_INPUTS if forecast_inputs is None else tuple(forecast_inputs)
+    unknown = [name for name in forecast_inputs if name not in FORECASTERS]
+    if unknown:
+        raise ValueError(f"forecast inputs {unknown}: the forecasters are {list(FORECASTERS)}")
+    if "cnn_lstm" in forecast_inputs and cnn_lstm is None:
+        raise ValueError("the cnn_lstm forecast input needs the CNN-LSTM (cnn_lstm is None)")
     started = time.perf_counter()
     source = HistorySource(history)
     bars = source.history.ts.astype("datetime64[us]").astype("datetime64[D]")
@@ -293,10 +360,19 @@ def run(
     risk = parse_criterion(criterion)
     periods, pooled_pnl, pooled_clusters = [], [], []
     with torch_threads(num_threads), tempfile.TemporaryDirectory() as scratch:
+        # The forecasts first: each period's hedgers may read them.
+        fitted = []
+        if vol_forecasts or forecast_inputs:
+            fitted = _fit_forecasts(source.history, as_of, test_months, seed, cnn_lstm)
         for i, day in enumerate(dates):
+            every = fitted[i]["all_days"] if forecast_inputs else {}
             report, pnl, clusters = _period(
                 episodes,
                 day,
+                forecasts={
+                    name: (every["dates"], np.sqrt(every["forecasts"][name]))
+                    for name in forecast_inputs
+                },
                 problem=problem,
                 risk=risk,
                 train_years=train_years,
@@ -310,10 +386,10 @@ def run(
             pooled_pnl.append(pnl)
             # Periods never share a block: offset each period's block ids.
             pooled_clusters.append(clusters + 1_000_000 * i)
-        vol = None
-        if vol_forecasts:
-            vol = _vol_forecasts(source.history, as_of, test_months, seed, cnn_lstm)
+    vol = _vol_report(fitted) if vol_forecasts else None
     pooled = pool(pooled_pnl, pooled_clusters, MODEL, seed)
+    names = [with_forecast(name) for name in forecast_inputs]
+    pairs = [(name, MODEL) for name in names] + [(b, a) for a, b in combinations(names, 2)]
     return {
         "settings": {
             "history": history,
@@ -326,6 +402,7 @@ def run(
             "criterion": criterion,
             "epochs": epochs,
             "seed": seed,
+            "forecast_inputs": list(forecast_inputs),
             "codes_loaded": len(wanted),
             "episodes": len(episodes),
             "load_seconds": loaded,
@@ -336,6 +413,7 @@ def run(
         },
         "periods": periods,
         "pooled": pooled,
+        "forecast_inputs": paired_gains(pooled_pnl, pooled_clusters, pairs, seed),
         "vol_forecasts": vol,
     }
 
@@ -368,6 +446,44 @@ def pool(
     return against_baselines(joined, torch.cat(list(clusters)), model, seed)
 
 
+def paired_gains(
+    pnls: Sequence[dict[str, torch.Tensor]],
+    clusters: Sequence[torch.Tensor],
+    pairs: Iterable[tuple[str, str]],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Each (hedger, what it builds on) pair of ``pairs`` with both in the tables, pooled over
+    the periods (whose cluster ids must not collide): the hedger's ES10 minus the other's, with
+    its 95 % block-bootstrap interval, as ``{"hedger_name", "builds_on", **difference}``."""
+    joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
+    blocks = torch.cat(list(clusters))
+    gains = []
+    for hedger, before in pairs:
+        if hedger in joined and before in joined:
+            pair = {before: joined[before], hedger: joined[hedger]}
+            row = es_differences(pair, before, blocks, seed=seed)[hedger]
+            gains.append({"hedger_name": hedger, "builds_on": before, **row.as_dict()})
+    return gains
+
+
+def gains_table(gains: Iterable[dict[str, Any]], first: str) -> str:
+    """:func:`paired_gains`' rows as a table whose first column is headed ``first``."""
+    rows = [
+        [
+            d["hedger_name"],
+            d["builds_on"],
+            f"{d['hedger']:.3f}",
+            f"{d['baseline']:.3f}",
+            f"{d['difference']:+.3f}",
+            f"{d['low']:+.3f} to {d['high']:+.3f}",
+            d["verdict"],
+        ]
+        for d in gains
+    ]
+    header = [first, "builds on", "its ES10", "ES10 before", "Δ", "95 % interval", "verdict"]
+    return markdown_table(header, rows, right_from=2)
+
+
 def _garch_or_arch(returns: np.ndarray) -> tuple[float, float] | None:
     """(α, β) of the history source's variance-targeted GARCH(1,1) fit; where it lands on
     its persistence bound (NASDAQ 1999–2005: α + β ≈ 0.9999), ``arch``'s own three-parameter
@@ -382,16 +498,17 @@ def _garch_or_arch(returns: np.ndarray) -> tuple[float, float] | None:
     return (alpha, beta) if alpha >= 0.0 and beta >= 0.0 and alpha + beta < 1.0 else None
 
 
-def _vol_forecasts(
+def _fit_forecasts(
     history: History,
     as_of: Sequence[str],
     test_months: int,
     seed: int,
     cnn_lstm: CnnLstmSettings | None,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
     """The realized-vol forecasts of ``quant.vol_forecast`` on the hedging periods' dates: each
     fitted before its ``as_of`` (expanding window), tested on the trading days of the next
-    ``test_months`` whose 5-day target is known, with the stage's own CNN-LSTM network."""
+    ``test_months`` whose 5-day target is known, with the stage's own CNN-LSTM network; every
+    day's forecasts in ``all_days``."""
 
     def network(settings: CnnLstmSettings, n_features: int) -> CnnLstm:
         return CnnLstm(CnnLstmConfig(n_features=n_features, n_targets=1, **settings.sizes))
@@ -408,11 +525,20 @@ def _vol_forecasts(
         seed=seed,
         cnn_lstm=cnn_lstm or DEFAULT_CNN_LSTM,
         iv=iv,
+        all_days=True,
     )
+    return results
+
+
+def _vol_report(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The forecasts' scores per period and pooled, without the daily forecasts (thousands of
+    numbers, not a report)."""
     pooled = pooled_comparison(results)
-    for result in results:
-        result.pop("daily")  # every day's forecasts: thousands of numbers, not a report
-    return {"periods": results, "pooled": pooled}
+    periods = [
+        {key: value for key, value in result.items() if key not in ("daily", "all_days")}
+        for result in results
+    ]
+    return {"periods": periods, "pooled": pooled}
 
 
 def _rows(rows: dict[str, dict[str, Any]], baseline: str) -> list[list[str]]:
@@ -477,6 +603,8 @@ def markdown(
             markdown_table([h.format(baseline) for h in head], _rows(table, baseline), right_from=1)
         )
         parts.append("")
+    if report.get("forecast_inputs"):
+        parts += [gains_table(report["forecast_inputs"], "deep hedger reading a forecast"), ""]
     if intervals:
         parts += [_period_intervals(report["periods"], names), ""]
     vol = report.get("vol_forecasts")

@@ -525,6 +525,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             history=args.history, as_of=args.as_of, train_years=args.train_years,
             test_months=args.test_months, cost=args.cost, criterion=args.criterion,
             epochs=args.epochs, seed=args.seed, num_threads=args.threads,
+            forecast_inputs=args.forecast_inputs,
         )  # fmt: skip
         if args.markdown:
             print(markdown(report))
@@ -677,6 +678,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     walk.add_argument("--epochs", type=int, default=30)
     walk.add_argument("--seed", type=int, default=0)
     walk.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    walk.add_argument(
+        "--forecast-inputs",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        help="forecasters whose vol forecast a deep hedger is retrained to read, each against "
+        "the one without (comma-separated; '' for none; default: garch,cnn_lstm)",
+    )
     walk.add_argument("--markdown", action="store_true", help="print the tables, not JSON")
     lineage = suites.add_parser(
         "lineage",

@@ -14,7 +14,9 @@ The vol of each bar is the option's own implied vol (the Black–Scholes hedges 
 current vol, as a desk does); a bar without an ok IV carries the option's last one (the first
 bars: the next one; none at all: the ATM vol). The context columns are read per bar from the
 features (``atm_iv``) or from ``market``, a frame of daily market state keyed by ``ts``
-(e.g. the underlying's trailing realized vol), all known at that bar.
+(e.g. the underlying's trailing realized vol), all known at that bar. Context a caller makes
+per test period (a vol forecast fitted at its start) joins later, by each decision bar's
+trading day (``days``, :meth:`HistoryEpisodes.with_context`).
 
 >>> import numpy as np, polars as pl
 >>> from datetime import datetime, timedelta, timezone
@@ -33,11 +35,13 @@ features (``atm_iv``) or from ``market``, a frame of daily market state keyed by
 [0.2, 0.21, 0.21, 0.21]
 >>> round(float(found.episodes.premium[0]), 4), float(found.episodes.terminal_value[0])
 (1.2, 1.0)
+>>> str(found.days[0, 0]), found.with_context(np.ones((1, 3, 1))).episodes.context.shape
+('2008-10-01', torch.Size([1, 3, 2]))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import polars as pl
@@ -54,7 +58,8 @@ TRADING_DAYS = 252
 @dataclass(frozen=True)
 class HistoryEpisodes:
     """One episode per call option: its code, first bar, expiry and strike (unscaled) beside
-    the scaled :class:`Episodes` and its mids ``mid`` (n, n_steps + 1), scaled like them."""
+    the scaled :class:`Episodes` and its mids ``mid`` (n, n_steps + 1), scaled like them, and
+    the trading day of each decision bar ``days`` (n, n_steps)."""
 
     code: np.ndarray
     start: np.ndarray  # datetime64[us], UTC: the bar the call is sold at
@@ -62,6 +67,7 @@ class HistoryEpisodes:
     strike: np.ndarray
     mid: torch.Tensor
     episodes: Episodes
+    days: np.ndarray  # datetime64[D]: daily bars are stamped at the close, the UTC date
 
     def __len__(self) -> int:
         return int(self.code.size)
@@ -77,7 +83,17 @@ class HistoryEpisodes:
             strike=self.strike[index],
             mid=self.mid[rows],
             episodes=Episodes(*(None if t is None else t[rows] for t in self.episodes)),
+            days=self.days[index],
         )
+
+    def with_context(self, values: np.ndarray) -> HistoryEpisodes:
+        """The same episodes with ``values`` (n, n_steps, k) after their context columns: per-bar
+        state made for one period only (a forecast from models fitted at its start), which
+        :func:`history_episodes`' one pass over every code cannot hold."""
+        extra = torch.as_tensor(values, dtype=torch.float32)
+        context = self.episodes.context
+        joined = extra if context is None else torch.cat([context, extra], dim=-1)
+        return replace(self, episodes=self.episodes._replace(context=joined))
 
 
 def history_problem(
@@ -167,4 +183,5 @@ def history_episodes(
             terminal_value=tensor(mid[:, -1]),
             context=tensor(ctx),
         ),
+        days=grid("ts")[:, :-1].astype("datetime64[D]"),
     )

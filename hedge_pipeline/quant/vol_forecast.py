@@ -35,7 +35,9 @@ close is the first whose target lies wholly after D. Inputs keep updating with e
 returns, as they would in production. So nothing after an origin enters its forecast and
 nothing after D enters a parameter; ``test_vol_forecast`` holds the forecasts identical when the
 series is cut right after the last test target, and the parameters identical when every return
-after D is changed.
+after D is changed. The same frozen models also forecast at every origin from the first
+training one to the series' end (``all_days``): a hedger trained before D and tested after it
+reads them as an input (``bench.walkforward``), each made with the returns up to its origin.
 
 **Forecasters** (annualized variance, decimal returns):
 
@@ -413,7 +415,8 @@ def cnn_lstm_forecast(
     seed: int,
 ) -> tuple[FloatArray, dict[str, float | int]]:
     """Train on windows ending at ``train_origins`` (their last ``val_fraction`` the embargoed
-    validation tail) and forecast the variance at ``test_origins`` (module docstring).
+    validation tail) and forecast the variance at ``test_origins`` (module docstring; NaN at
+    an origin with fewer than ``sequence_length`` days of inputs behind it).
     Returns the forecasts and what was fitted: whether the iv columns were read, epochs run,
     the best epoch, its validation MSE (standardized log target) and the bias correction's s²
     (log units).
@@ -474,9 +477,12 @@ def cnn_lstm_forecast(
                 break
         model.load_state_dict(best_state)
         model.eval()
+        readable = test_origins >= first_origin + length - 1
+        test_pred = np.full(test_origins.size, np.nan)
         with torch.no_grad():
             val_pred = model(x_val).double().numpy()[:, 0] * y_std + y_mean
-            test_pred = model(x_of(test_origins)).double().numpy()[:, 0] * y_std + y_mean
+            predicted = model(x_of(test_origins[readable])).double().numpy()[:, 0]
+            test_pred[readable] = predicted * y_std + y_mean
     s2 = float(np.var(log_target[val] - val_pred))
     stats = {
         "reads_iv": bool(reads_iv),
@@ -613,6 +619,7 @@ def walk_forward_forecasts(
     iv: FloatArray | None = None,
     block: int = 10,
     resamples: int = 2000,
+    all_days: bool = False,
 ) -> list[dict[str, Any]]:
     """Fit every forecaster as of each date, forecast the next ``test_days`` origins, score
     them (module docstring). ``dates`` (``datetime64[D]``) and ``closes`` sorted by date;
@@ -624,7 +631,10 @@ def walk_forward_forecasts(
     trading day on or before it), ``train`` (first and last origin, rows), ``test`` (first and
     last origin, days, the last day a target reads), ``horizon``, ``params`` (per fitted
     forecaster), then ``compare_forecasts``'s ``losses``, ``best_baseline`` and
-    ``differences``, and ``daily`` (origin dates, realized variance and every forecast).
+    ``differences`` and ``daily`` (origin dates, realized variance and every forecast). With
+    ``all_days``, also ``all_days``: ``dates`` and every forecaster's ``forecasts`` at every
+    origin from the first training one to the series' end, as arrays (not JSON: for a caller
+    to feed on; NaN where a forecaster has too few days behind an origin).
     """
     dates = np.asarray(dates).astype("datetime64[D]")
     closes = np.asarray(closes, dtype=np.float64)
@@ -657,19 +667,22 @@ def walk_forward_forecasts(
         if rows.size < 250:
             raise ValueError(f"as-of {day}: {rows.size} training rows, fewer than 250")
 
-        forecasts: dict[str, FloatArray] = {"persistence": past[test], "ewma": ewma[test]}
+        # Every forecaster forecasts at every origin from the first training one on; the
+        # test days are scored, and all of them are returned (``all_days``).
+        origins = np.arange(rows[0], dates.size)
+        every: dict[str, FloatArray] = {"persistence": past[origins], "ewma": ewma[origins]}
         percent = 100.0 * returns[start : d + 1]
         fitted = fit_garch(percent)
         if fitted is None:
             raise ValueError(f"as-of {day}: the GARCH(1,1) fit failed on {percent.size} returns")
         alpha, beta = fitted
         long_var = float(np.mean(percent**2))
-        next_var = garch_variance(100.0 * returns[start : test[-1] + 1], alpha, beta, long_var)
-        mean_var = garch_mean_variance(next_var[test - start], alpha, beta, long_var, horizon)
-        forecasts["garch"] = TRADING_DAYS * mean_var / 1e4
+        next_var = garch_variance(100.0 * returns[start:], alpha, beta, long_var)
+        mean_var = garch_mean_variance(next_var[origins - start], alpha, beta, long_var, horizon)
+        every["garch"] = TRADING_DAYS * mean_var / 1e4
         coef = fit_har(har_x[rows], target[rows])
         floor = float(target[rows].min())
-        forecasts["har"] = predict_har(coef, har_x[test], floor)
+        every["har"] = predict_har(coef, har_x[origins], floor)
         params: dict[str, Any] = {
             "garch": {"alpha": alpha, "beta": beta, "long_var": long_var},
             "har": {
@@ -678,10 +691,11 @@ def walk_forward_forecasts(
             },
         }
         if network is not None:
-            forecasts["cnn_lstm"], params["cnn_lstm"] = cnn_lstm_forecast(
-                inputs, n_scaled, target, rows, test, horizon, cnn_lstm, network, seed
+            every["cnn_lstm"], params["cnn_lstm"] = cnn_lstm_forecast(
+                inputs, n_scaled, target, rows, origins, horizon, cnn_lstm, network, seed
             )
             params["cnn_lstm"]["settings"] = asdict(cnn_lstm)
+        forecasts = {name: f[test - origins[0]] for name, f in every.items()}
 
         compared = compare_forecasts(
             target[test], forecasts, block=block, resamples=resamples, seed=seed
@@ -711,6 +725,8 @@ def walk_forward_forecasts(
                 },
             }
         )
+        if all_days:
+            results[-1]["all_days"] = {"dates": dates[origins], "forecasts": every}
     return results
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hedge_pipeline.bench.lineage import _period, markdown, stage_gains
-from hedge_pipeline.bench.walkforward import pool
+from hedge_pipeline.bench.lineage import PREDECESSORS, _period, markdown
+from hedge_pipeline.bench.walkforward import paired_gains, pool
 
 HEDGERS = ("no_hedge", "bs_delta", "whalley_wilmott", "meta_controller", "joint", "ensemble")
 
@@ -71,12 +71,13 @@ def test_periods_pool_without_sharing_blocks_and_print_as_windows():
     assert ensemble["verdict"] == "better" and ensemble["high"] < 0
     # Each stage against what it builds on, where both are in the table: the joint model
     # equals the meta-controller here, the ensemble loses a point less in the worst windows.
-    gains = stage_gains(pnls, blocks, seed=0)
+    stages = paired_gains(pnls, blocks, PREDECESSORS.items(), seed=0)
+    gains = {d["hedger_name"]: d for d in stages}
     assert set(gains) == {"joint", "ensemble"}
     assert (gains["joint"]["builds_on"], gains["joint"]["difference"]) == ("meta_controller", 0.0)
     assert gains["joint"]["verdict"] == "undecided"
     assert gains["ensemble"]["builds_on"] == "joint" and gains["ensemble"]["verdict"] == "better"
-    text = markdown({"periods": periods, "pooled": pooled, "stages": gains})
+    text = markdown({"periods": periods, "pooled": pooled, "stages": stages})
     assert "| stage | builds on | its ES10 | ES10 before | Δ | 95 % interval | verdict |" in text
     assert "| ensemble | joint |" in text
     assert "| as_of | test expiries | windows | blocks | bs_delta ES10 |" in text

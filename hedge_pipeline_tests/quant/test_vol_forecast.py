@@ -121,6 +121,37 @@ def test_no_look_ahead():
         assert moved["daily"]["forecasts"][name][0] == pytest.approx(forecast[0], rel=1e-9)
 
 
+def test_every_day_is_forecast_with_the_models_fitted_at_as_of():
+    """``all_days``: the test days' forecasts among them; every forecast up to D unchanged
+    when every return after D changes (a hedger trained before D reads them), later ones
+    moved with the returns they read."""
+    dates, closes = _garch_path(1400, seed=1)
+    d, test_days, h = 1000, 30, 5
+    kwargs = {"test_days": test_days, "horizon": h, "cnn_lstm": TINY, "resamples": 50,
+              "all_days": True, **STAGES}  # fmt: skip
+    full = vf.walk_forward_forecasts(dates, closes, [str(dates[d])], **kwargs)[0]
+    _, changed = _cut_and_changed(dates, closes, d, d + test_days - 1 + h)
+    moved = vf.walk_forward_forecasts(*changed, [str(dates[d])], **kwargs)[0]
+    every = full["all_days"]
+    first = int(np.searchsorted(dates, every["dates"][0]))
+    assert every["dates"][-1] == dates[-1] and str(every["dates"][0]) == full["train"]["first"]
+    at_d = d - first
+    for name, forecast in every["forecasts"].items():
+        test = forecast[at_d : at_d + test_days]
+        np.testing.assert_allclose(test, full["daily"]["forecasts"][name], rtol=1e-6)
+        known = np.isfinite(forecast[: at_d + 1])
+        assert known[-300:].all()
+        np.testing.assert_allclose(
+            moved["all_days"]["forecasts"][name][: at_d + 1], forecast[: at_d + 1], rtol=1e-9
+        )
+        assert not np.allclose(
+            moved["all_days"]["forecasts"][name][at_d + 2 :], forecast[at_d + 2 :]
+        )
+    # The CNN-LSTM has nothing to read before its first full window.
+    assert np.isnan(every["forecasts"]["cnn_lstm"][0])
+    json.dumps({k: v for k, v in full.items() if k != "all_days"})
+
+
 def test_garch_beats_persistence_on_a_garch_path():
     dates, closes = _garch_path(4000, seed=2)
     result = vf.walk_forward_forecasts(
