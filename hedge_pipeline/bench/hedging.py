@@ -22,11 +22,12 @@ delta and the band's centre included, is taken at it (a desk's delta at today's 
 constant reference vol ``sigma`` everywhere (the misspecified hedger of the first Heston runs).
 
 ``peer="pfhedge"`` trains pfhedge 0.23's own hedgers on the same market, book, cost, criterion,
-epochs and paths (its ``HestonStock``/``BrownianStock`` and ``EuropeanOption``; its
-``MultiLayerPerceptron`` on log-moneyness, time, volatility and the previous hedge, as in its
-README's Heston example; the no-transaction-band net of its README) and evaluates them with
-pfhedge's own P&L on the same evaluation paths as every other hedger (rows ``pfhedge_mlp``,
-``pfhedge_ntb``). pfhedge is a benchmark peer, not a dependency: it is imported only then.
+epochs (or ``peer_epochs``: a peer that needs a longer budget than ours gets it) and paths (its
+``HestonStock``/``BrownianStock`` and ``EuropeanOption``; its ``MultiLayerPerceptron`` on
+log-moneyness, time, volatility and the previous hedge, as in its README's Heston example; the
+no-transaction-band net of its README) and evaluates them with pfhedge's own P&L on the same
+evaluation paths as every other hedger (rows ``pfhedge_mlp``, ``pfhedge_ntb``). pfhedge is a
+benchmark peer, not a dependency: it is imported only then.
 ``intervals`` then holds, for the strongest baseline and each peer row, every hedger's ES 10 %
 minus that row's on the same paths with a 95 % bootstrap interval
 (:func:`~hedge_pipeline.hedging.comparison.es_differences`; paths are independent, resampled
@@ -106,6 +107,7 @@ def run(
     start_at_delta: bool = False,
     observe_vol: bool = True,
     peer: str | None = None,
+    peer_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train ``algorithm`` and evaluate it with the baselines; returns the JSON-able document.
 
@@ -205,8 +207,9 @@ def run(
             torch.Generator().manual_seed(seed + _EVAL_SEED_OFFSET),
         )
         for name, (pl, history) in pfhedge_hedgers(
-            problem, risk, observed, epochs=epochs, paths=paths, seed=seed, num_threads=num_threads
-        ).items():
+            problem, risk, observed, epochs=peer_epochs or epochs, paths=paths, seed=seed,
+            num_threads=num_threads,
+        ).items():  # fmt: skip
             pnls[name] = pl
             results[name] = pnl_metrics(pl, risk) | {
                 "train_seconds": history.seconds,
@@ -241,6 +244,7 @@ def run(
         "observe_vol": observe_vol,
         "observations": list(problem.observations),
         "peer": peer,
+        "peer_epochs": peer_epochs or epochs if peer else None,
         "epochs": epochs,
         "paths": paths,
         "eval_paths": eval_paths,

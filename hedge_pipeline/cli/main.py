@@ -579,7 +579,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             heston=_parse_heston(args.heston), algorithm=args.algorithm, epochs=args.epochs,
             paths=args.paths, eval_paths=args.eval_paths, seed=args.seed, head=args.head,
             n_layers=args.layers, num_threads=args.threads, start_at_delta=args.start_at_delta,
-            observe_vol=not args.constant_vol, peer=args.peer,
+            observe_vol=not args.constant_vol, peer=args.peer, peer_epochs=args.peer_epochs,
         )  # fmt: skip
         report = report["runs"][0] if len(costs) == 1 else report
     print(json.dumps(report, indent=2))
@@ -665,6 +665,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     hedging.add_argument("--head", default="ntb", help="ntb | mlp | ntb,mlp (one of each)")
     hedging.add_argument("--constant-vol", action="store_true", help="heston: hedge at --sigma")
     hedging.add_argument("--peer", choices=["pfhedge"], help="also train pfhedge 0.23's hedgers")
+    hedging.add_argument("--peer-epochs", type=int, help="the peer's budget (default: --epochs)")
     walk = suites.add_parser(
         "walkforward",
         help="hedgers and vol forecasts fitted before each as_of, tested on what follows "

@@ -97,10 +97,12 @@ def test_pfhedge_prices_our_paths_with_our_pnl_convention():
 def test_pfhedge_peer_rows_and_their_intervals():
     pytest.importorskip("pfhedge")
     report = run(market="heston", heston=HESTON, cost=1e-3, criterion="es:0.1", steps=20,
-                 maturity=20 / 250, peer="pfhedge", **SMALL)  # fmt: skip
+                 maturity=20 / 250, peer="pfhedge", peer_epochs=3, **SMALL)  # fmt: skip
     results = report["results"]
     assert {"pfhedge_mlp", "pfhedge_ntb"} <= set(results)
-    assert results["pfhedge_mlp"]["epochs"] == 2 and results["pfhedge_mlp"]["train_seconds"] > 0
+    # The peer's own budget; ours is --epochs.
+    assert results["pfhedge_mlp"]["epochs"] == 3 and results["pfhedge_mlp"]["train_seconds"] > 0
+    assert results["deep_hedging"]["epochs"] == 2 and report["settings"]["peer_epochs"] == 3
     assert set(report["intervals"]) == {"bs_delta", "pfhedge_mlp", "pfhedge_ntb"}
     against_ntb = report["intervals"]["pfhedge_ntb"]["deep_hedging"]
     assert against_ntb["baseline"] == pytest.approx(results["pfhedge_ntb"]["es10"])
