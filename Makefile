@@ -36,7 +36,8 @@ run: install
 
 test: install
 	$(BIN)/ruff check hedge_pipeline hedge_pipeline_tests
-	$(BIN)/pytest -n 2 --dist loadgroup
+	# The 25 slowest tests are printed: the CI log says where its time goes.
+	$(BIN)/pytest -n 2 --dist loadgroup --durations=25
 
 lint: install
 	$(BIN)/ruff check hedge_pipeline hedge_pipeline_tests

@@ -667,9 +667,9 @@ def walk_forward_forecasts(
         if rows.size < 250:
             raise ValueError(f"as-of {day}: {rows.size} training rows, fewer than 250")
 
-        # Every forecaster forecasts at every origin from the first training one on; the
-        # test days are scored, and all of them are returned (``all_days``).
-        origins = np.arange(rows[0], dates.size)
+        # The test days are scored; with all_days every forecaster also forecasts at every
+        # origin from the first training one on, and all of them are returned.
+        origins = np.arange(rows[0], dates.size) if all_days else test
         every: dict[str, FloatArray] = {"persistence": past[origins], "ewma": ewma[origins]}
         percent = 100.0 * returns[start : d + 1]
         fitted = fit_garch(percent)
