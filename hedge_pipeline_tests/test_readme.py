@@ -110,12 +110,10 @@ def test_every_hedge_and_make_example_exists(block: Block, data_dir: Path):
                 _make_dry_run(target, _env(data_dir))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smoke_lineage(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A data directory holding a smoke lineage of one weekly code, made by ``hedge run`` as a
-    reader runs it; and what that command printed. Session-scoped: under xdist a worker may run
-    other modules' tests between this group's, and a module scope then built it twice (80 s
-    each); it holds files only, no process."""
+    reader runs it; and what that command printed."""
     if not (VENV_BIN / "hedge").is_file():
         pytest.skip(f"the README's commands need the venv {VENV_BIN.parent} (make install)")
     data_dir = tmp_path_factory.mktemp("readme") / "data"
