@@ -363,7 +363,12 @@ def run(
         # The forecasts first: each period's hedgers may read them.
         fitted = []
         if vol_forecasts or forecast_inputs:
-            fitted = _fit_forecasts(source.history, as_of, test_months, seed, cnn_lstm)
+            # The CNN-LSTM only where its scores or its forecast are asked for; every day's
+            # forecasts only where a hedger reads them.
+            network = cnn_lstm if vol_forecasts or "cnn_lstm" in forecast_inputs else None
+            fitted = _fit_forecasts(
+                source.history, as_of, test_months, seed, network, bool(forecast_inputs)
+            )
         for i, day in enumerate(dates):
             every = fitted[i]["all_days"] if forecast_inputs else {}
             report, pnl, clusters = _period(
@@ -442,8 +447,15 @@ def pool(
 ) -> dict[str, Any]:
     """:func:`against_baselines` over every period's episodes at once; the periods' cluster
     ids must not collide (a period's blocks are its own)."""
+    return against_baselines(*_joined(pnls, clusters), model, seed)
+
+
+def _joined(
+    pnls: Sequence[dict[str, torch.Tensor]], clusters: Sequence[torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every period's P&L per hedger and cluster ids, one after the other."""
     joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
-    return against_baselines(joined, torch.cat(list(clusters)), model, seed)
+    return joined, torch.cat(list(clusters))
 
 
 def paired_gains(
@@ -455,8 +467,7 @@ def paired_gains(
     """Each (hedger, what it builds on) pair of ``pairs`` with both in the tables, pooled over
     the periods (whose cluster ids must not collide): the hedger's ES10 minus the other's, with
     its 95 % block-bootstrap interval, as ``{"hedger_name", "builds_on", **difference}``."""
-    joined = {name: torch.cat([p[name] for p in pnls]) for name in pnls[0]}
-    blocks = torch.cat(list(clusters))
+    joined, blocks = _joined(pnls, clusters)
     gains = []
     for hedger, before in pairs:
         if hedger in joined and before in joined:
@@ -504,11 +515,12 @@ def _fit_forecasts(
     test_months: int,
     seed: int,
     cnn_lstm: CnnLstmSettings | None,
+    all_days: bool,
 ) -> list[dict[str, Any]]:
     """The realized-vol forecasts of ``quant.vol_forecast`` on the hedging periods' dates: each
     fitted before its ``as_of`` (expanding window), tested on the trading days of the next
-    ``test_months`` whose 5-day target is known, with the stage's own CNN-LSTM network; every
-    day's forecasts in ``all_days``."""
+    ``test_months`` whose 5-day target is known, with the stage's own CNN-LSTM network; with
+    ``all_days``, every day's forecasts too."""
 
     def network(settings: CnnLstmSettings, n_features: int) -> CnnLstm:
         return CnnLstm(CnnLstmConfig(n_features=n_features, n_targets=1, **settings.sizes))
@@ -525,7 +537,7 @@ def _fit_forecasts(
         seed=seed,
         cnn_lstm=cnn_lstm or DEFAULT_CNN_LSTM,
         iv=iv,
-        all_days=True,
+        all_days=all_days,
     )
     return results
 
