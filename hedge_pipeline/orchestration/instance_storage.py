@@ -20,10 +20,15 @@ and :class:`DataDirStorage` then builds Dagster's ``DagsterPostgresStorage``. It
 environment and never written into the instance's configuration: Dagster serializes that
 configuration into the instance reference each run worker is started with and shows it in the
 UI, and the URL holds a password. Artifacts and compute logs stay under the data directory.
+
+Either way the event log storage hands a freed pool slot on to a step that queued for it in the
+moment it was freed (:class:`HandsOnFreedSlots`): Dagster's own storage can leave that step
+waiting forever, which with the ``duckdb_writer`` pool's one slot stops every later writer too.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Self
 
 from dagster import Field, StringSource
@@ -31,15 +36,22 @@ from dagster import Field, StringSource
 # Dagster exports none of its storage classes publicly; these are what its own ``sqlite`` storage
 # and default artifact and compute-log settings instantiate.
 from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._core.storage.local_compute_log_manager import LocalComputeLogManager
 from dagster._core.storage.root import LocalArtifactStorage
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage
 from dagster._serdes import ConfigurableClass, ConfigurableClassData
+from dagster._utils.concurrency import ConcurrencyClaimStatus
 
 from hedge_pipeline.runtime import paths
 from hedge_pipeline.runtime.settings import Settings
 
-__all__ = ["DataDirArtifactStorage", "DataDirComputeLogManager", "DataDirStorage"]
+__all__ = [
+    "DataDirArtifactStorage",
+    "DataDirComputeLogManager",
+    "DataDirStorage",
+    "HandsOnFreedSlots",
+]
 
 
 def _base_dir(config_value: dict[str, Any], *below: str) -> str:
@@ -66,6 +78,51 @@ class _InDataDir:
         return cls(_base_dir(config_value, *cls.below), inst_data=inst_data)
 
 
+class HandsOnFreedSlots(SqlEventLogStorage):
+    """Dagster's SQL event log storage, with a pool slot freed while a step queued for it handed
+    on to a queued step.
+
+    Why: Dagster assigns a queued step a pool slot only when a slot is freed, and a step queues
+    in two unguarded moves: it finds every slot taken, then inserts itself unassigned. When the
+    last holder frees its slot between the two (a run ending as the next run's step starts),
+    there is no queued step to hand the slot to, and the step inserted a moment later is never
+    assigned: it logs "Step still blocked by limit for pool" every five minutes, for ever, with
+    the slot free, and every later step of the pool queues behind it. Seen here: ``hedge run``
+    of four codes, two runs at a time, the fourth run's ``raw_option_chains`` blocked for 35
+    minutes on a free ``duckdb_writer`` slot. A blocked step asks again every second or so; so
+    on each ask, if the pool has a slot no queued step holds, the longest-queued step (of the
+    highest priority, Dagster's own order) is assigned it, as a freed slot would have been. Two
+    processes assigning at once may both assign; the slot rows stay the semaphore, so the one
+    that does not get the slot just waits for the next free one, as any assigned step does.
+    """
+
+    def claim_concurrency_slot(
+        self, concurrency_key: str, run_id: str, step_key: str, priority: int | None = None
+    ) -> ConcurrencyClaimStatus:
+        claim = super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+        if claim.is_assigned or not self.has_unassigned_slots(concurrency_key):
+            return claim
+        self.assign_pending_steps([concurrency_key])
+        return super().claim_concurrency_slot(concurrency_key, run_id, step_key, priority)
+
+
+@cache
+def _handing_on(storage_class: type[SqlEventLogStorage]) -> type[SqlEventLogStorage]:
+    """``storage_class`` with :class:`HandsOnFreedSlots`' claim (one class per storage class)."""
+    return type(storage_class.__name__, (HandsOnFreedSlots, storage_class), {})
+
+
+def _hands_on_freed_slots(storage: DagsterStorage) -> DagsterStorage:
+    """``storage`` with its event log storage made a :class:`HandsOnFreedSlots`. The class of
+    the built object is swapped, not the object rebuilt: Dagster's composite storages build
+    their event log storage in their constructor (Postgres's creates its tables there), and the
+    subclass adds a method, no state."""
+    events = storage.event_log_storage
+    assert isinstance(events, SqlEventLogStorage), type(events)
+    events.__class__ = _handing_on(type(events))
+    return storage
+
+
 class DataDirStorage(_InDataDir, DagsterStorage, ConfigurableClass):
     """Runs, event logs and schedules: in the Postgres database of ``HEDGE_DAGSTER_POSTGRES_URL``
     if it is set, else in SQLite files under the data directory's ``dagster/`` (or ``base_dir``).
@@ -83,7 +140,8 @@ class DataDirStorage(_InDataDir, DagsterStorage, ConfigurableClass):
     ) -> DagsterStorage:
         secret = Settings.from_env().dagster_postgres_url
         if secret is None:
-            return DagsterSqliteStorage.from_local(_base_dir(config_value), inst_data=inst_data)
+            storage = DagsterSqliteStorage.from_local(_base_dir(config_value), inst_data=inst_data)
+            return _hands_on_freed_slots(storage)
         # Imported only here: at the top, dagster_postgres (alembic, psycopg2) would add about
         # half a second to every process that loads the instance, SQLite ones included.
         from dagster_postgres import DagsterPostgresStorage
@@ -93,7 +151,7 @@ class DataDirStorage(_InDataDir, DagsterStorage, ConfigurableClass):
         url = secret.get_secret_value()
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-        return DagsterPostgresStorage(url, inst_data=inst_data)
+        return _hands_on_freed_slots(DagsterPostgresStorage(url, inst_data=inst_data))
 
 
 class DataDirArtifactStorage(_InDataDir, LocalArtifactStorage):

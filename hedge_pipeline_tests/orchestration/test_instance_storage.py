@@ -3,6 +3,7 @@
 SQLite file is written; artifacts and compute logs stay under the data directory; the password
 shows up in no stored configuration, file, log or error. (Unset, the storage is SQLite under the
 data directory: ``e2e/test_plain_dagster.py`` and ``e2e/test_backfill.py`` find its ``runs.db``.)
+On either, a pool slot freed as a step queued for it reaches that step.
 
 One server for the module (a cluster of its own, ``postgres_server.py``), one new database per
 test. The tests share an xdist group so that the module starts one server, not one per worker.
@@ -66,6 +67,36 @@ def _sqlite_files(data_dir: Path) -> list[Path]:
 
 def _files_holding_the_password(data_dir: Path) -> list[Path]:
     return [p for p in data_dir.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def either_storage(request: pytest.FixtureRequest, data_dir: Path) -> str:
+    """The instance storage ``dagster.yaml`` builds unset (SQLite) and with a database named."""
+    if request.param == "postgres":
+        request.getfixturevalue("database")
+    return request.param
+
+
+def test_a_slot_freed_as_a_step_queues_is_handed_to_it(either_storage: str):
+    """The race Dagster's storage loses (``instance_storage.HandsOnFreedSlots``): the pool's one
+    slot is held by run A; run B's step finds it taken; A ends and frees it, with nothing queued
+    to hand it to; B's step then queues unassigned. B's next ask claims the free slot (Dagster's
+    own storage answers BLOCKED for ever), and a held slot still blocks a second step."""
+    pool = "duckdb_writer"
+    with dg.DagsterInstance.get() as instance:
+        events = instance.event_log_storage
+        events.set_concurrency_slots(pool, 1)
+        assert events.claim_concurrency_slot(pool, "run-a", "write").is_claimed
+        assert not events.has_unassigned_slots(pool)  # what B's step sees: no slot to take
+        events.free_concurrency_slots_for_run("run-a")
+        events.add_pending_step(pool, "run-b", "write", should_assign=False)  # queued too late
+
+        assert events.claim_concurrency_slot(pool, "run-b", "write").is_claimed
+        blocked = events.claim_concurrency_slot(pool, "run-c", "write")
+        assert not blocked.is_claimed and not blocked.is_assigned
+        assert events.get_concurrency_info(pool).active_run_ids == {"run-b"}
+        events.free_concurrency_slots_for_run("run-b")
+        assert events.claim_concurrency_slot(pool, "run-c", "write").is_claimed
 
 
 def test_the_instance_keeps_runs_event_logs_and_schedules_in_postgres(
