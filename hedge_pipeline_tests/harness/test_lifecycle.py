@@ -220,6 +220,7 @@ def two_device_lineage(tmp_path_factory: pytest.TempPathFactory) -> Lineage:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_devices")  # one worker trains the fixture's lineage
 def test_two_devices_register_one_version_per_model_up_to_the_meta_controller(
     two_device_lineage: Lineage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,6 +237,7 @@ def test_two_devices_register_one_version_per_model_up_to_the_meta_controller(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("two_devices")  # one worker trains the fixture's lineage
 def test_two_devices_register_the_joint_members_and_one_ensemble(
     two_device_lineage: Lineage, monkeypatch: pytest.MonkeyPatch
 ) -> None:
