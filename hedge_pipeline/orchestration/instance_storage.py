@@ -89,11 +89,12 @@ class HandsOnFreedSlots(SqlEventLogStorage):
     assigned: it logs "Step still blocked by limit for pool" every five minutes, for ever, with
     the slot free, and every later step of the pool queues behind it. Seen here: ``hedge run``
     of four codes, two runs at a time, the fourth run's ``raw_option_chains`` blocked for 35
-    minutes on a free ``duckdb_writer`` slot. A blocked step asks again every second or so; so
-    on each ask, if the pool has a slot no queued step holds, the longest-queued step (of the
-    highest priority, Dagster's own order) is assigned it, as a freed slot would have been. Two
-    processes assigning at once may both assign; the slot rows stay the semaphore, so the one
-    that does not get the slot just waits for the next free one, as any assigned step does.
+    minutes on a free ``duckdb_writer`` slot. A blocked step asks again (after 1 s, the wait
+    growing to Dagster's 15 s); so on each ask, if the pool has a slot no queued step holds,
+    the longest-queued step of the highest priority (Dagster's own order) is assigned it, as a
+    freed slot would have been. Two processes assigning at once may both assign; the slot rows
+    stay the semaphore, so the one that does not get the slot just waits for the next free one,
+    as any assigned step does.
     """
 
     def claim_concurrency_slot(
