@@ -4,16 +4,12 @@ import dagster as dg
 
 from hedge_pipeline.stages.market_data.assets import greeks_features, raw_option_chains
 
-# Its two steps run in the run worker's process, one after the other (they would anyway: the
-# second reads what the first wrote, both behind pool duckdb_writer). The default executor
-# starts a Python process per step, each importing the definitions again: two interpreter
-# starts (about 1.5 s of CPU each) in a run whose work is a fraction of that, which decides the
-# time of a backfill of many codes (benchmarks/pipeline.md, "A thousand partitions").
+# Its two steps run one after the other in the run worker's process (the code location's
+# executor): the second reads what the first wrote, both behind pool duckdb_writer.
 market_data_job = dg.define_asset_job(
     "market_data_job",
     selection=dg.AssetSelection.assets(raw_option_chains, greeks_features),
     description="Ingest one weekly code's quotes and compute its Greeks features.",
-    executor_def=dg.in_process_executor,
 )
 
 # A code that arrives once the models exist joins the portfolio in one run: its market data,
