@@ -184,12 +184,31 @@ def _check_template(name: str | None) -> None:
         load_template(name or DEFAULT_TEMPLATE)
 
 
-def per_code_run_config(stage: str, forecasts: str | None) -> dict[str, Any]:
-    """The run config of ``hedge run``'s per-code runs of ``stage``: quiet, and the
-    specialists' ``forecasts`` choice where one is given (their asset's op, not the stage)."""
-    if stage == "specialists" and forecasts:
-        return {**QUIET, "ops": {"specialist_agents": {"config": {"forecasts": forecasts}}}}
-    return {**QUIET}
+# The steps of a ``hedge run`` plan that train, and the op (the asset) each one's config goes to.
+TRAINING_OPS = {
+    "cnn_lstm_model": "cnn_lstm_model",
+    "specialists": "specialist_agents",
+    "meta_controller": "meta_controller",
+    "joint_model": "joint_model",
+    "hedge_ensemble": "hedge_ensemble",
+}
+
+
+def stage_run_config(
+    step: str, forecasts: str | None = None, seed: int | None = None
+) -> dict[str, Any]:
+    """The run config of ``hedge run``'s runs of ``step`` (a plan's step: an asset, or a
+    per-code stage): quiet, and what the command line chose for a training step's op: its
+    ``seed`` (every training stage; the joint model's members take it and the next ones), the
+    specialists' ``forecasts``. Where nothing is chosen the op keeps its config's defaults."""
+    chosen: dict[str, Any] = {}
+    if seed is not None and step in TRAINING_OPS:
+        chosen["seed"] = seed
+    if forecasts and step == "specialists":
+        chosen["forecasts"] = forecasts
+    if not chosen:
+        return {**QUIET}
+    return {**QUIET, "ops": {TRAINING_OPS[step]: {"config": chosen}}}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -250,12 +269,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 if queue is None:  # started once, for the first per-code stage
                     queue = stack.enter_context(RunQueue(instance))
                 label = PER_CODE_JOBS[asset].removesuffix("_job").replace("_", " ")
-                run_config = per_code_run_config(asset, args.forecasts)
+                run_config = stage_run_config(asset, args.forecasts, args.seed)
                 if not queue.run_per_code(PER_CODE_JOBS[asset], asset, codes, label, run_config):
                     return 1
                 timings[asset] = time.perf_counter() - started
                 continue
-            run_config = {**QUIET}
+            run_config = stage_run_config(asset, seed=args.seed)
             if asset == "portfolio_selection":
                 chosen = {"template": template, "as_of": as_of, "split_mode": args.split_mode}
                 config = {key: value for key, value in chosen.items() if value is not None}
@@ -752,6 +771,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the specialists' forecasts, unless given: cnn_lstm; training_mean (the CNN-LSTM's "
         "training mean on every bar) retrains the specialists and every stage after them "
         "without the forecast's information: the ablation, in its own data directory",
+    )
+    run.add_argument(
+        "--seed",
+        type=int,
+        help="every training stage's seed (the CNN-LSTM, the specialists, the meta-controller, "
+        "the ensemble; the joint members take it and the next ones), unless given: 0. Another "
+        "seed over the same data measures how much a result owes to the draw",
     )
     run.set_defaults(func=_cmd_run)
 

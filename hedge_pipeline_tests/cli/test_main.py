@@ -210,17 +210,26 @@ def test_the_pipes_preview_notice_is_silenced_in_the_processes_hedge_run_starts(
     assert "kept" in done.stderr and "Pipes" not in done.stderr, done.stderr
 
 
-def test_the_forecasts_choice_is_valid_config_of_the_specialists_runs_only():
-    """``hedge run --forecasts`` reaches the specialists' runs as their asset's config (the
-    op is ``specialist_agents``, not the stage's name), checked against the job's schema."""
+def test_the_seed_and_forecasts_choices_are_valid_config_of_their_ops_only():
+    """``hedge run --seed`` reaches every training stage's op and ``--forecasts`` the
+    specialists' (whose op is ``specialist_agents``, not the stage's name), each checked
+    against the schema of the job that runs it; other steps get the quiet config alone."""
     import dagster as dg
 
-    from hedge_pipeline.cli.main import QUIET, per_code_run_config
+    from hedge_pipeline.cli.main import QUIET, build_parser, stage_run_config
     from hedge_pipeline.definitions import defs
 
-    config = per_code_run_config("specialists", "training_mean")
-    job = defs.resolve_job_def("specialists_job")
-    resolved = dg.validate_run_config(job, config)
-    assert resolved["ops"]["specialist_agents"]["config"]["forecasts"] == "training_mean"
-    assert per_code_run_config("specialists", None) == QUIET
-    assert per_code_run_config("market_data", "training_mean") == QUIET
+    assert build_parser().parse_args(["run", "--seed", "2"]).seed == 2
+    assert build_parser().parse_args(["run"]).seed is None
+    config = stage_run_config("specialists", "training_mean", 2)
+    resolved = dg.validate_run_config(defs.resolve_job_def("specialists_job"), config)
+    chosen = resolved["ops"]["specialist_agents"]["config"]
+    assert (chosen["forecasts"], chosen["seed"]) == ("training_mean", 2)
+    global_job = defs.resolve_implicit_global_asset_job_def()
+    for step in ("cnn_lstm_model", "meta_controller", "joint_model", "hedge_ensemble"):
+        resolved = dg.validate_run_config(global_job, stage_run_config(step, "training_mean", 2))
+        assert resolved["ops"][step]["config"]["seed"] == 2, step
+        assert "forecasts" not in resolved["ops"][step]["config"], step
+    assert stage_run_config("specialists") == QUIET
+    assert stage_run_config("market_data", "training_mean", 2) == QUIET
+    assert stage_run_config("portfolio_selection", seed=2) == QUIET
