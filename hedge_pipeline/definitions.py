@@ -24,13 +24,6 @@ warnings.filterwarnings(
     "ignore", message="Asset job (new_code_job|code_retrain_job) materializes assets with varying"
 )
 
-# Every job runs its steps in the run worker's process, one after the other. Dagster's default
-# executor starts a Python process per step, each importing the definitions again (about 2.5 s
-# of CPU), for steps that either take a fraction of that (market data) or only launch a
-# training child and wait on it; and no job here has two steps that could run side by side:
-# each is a chain (raw quotes, Greeks, selection, specialist; meta-controller, joint model,
-# ensemble), and codes run in parallel as runs of their own. The per-step processes decided
-# the time of a backfill of many codes (benchmarks/pipeline.md, "A thousand partitions").
 defs = dg.Definitions.merge(
     market_data.defs,
     selection.defs,
@@ -38,5 +31,5 @@ defs = dg.Definitions.merge(
     specialists.defs,
     portfolio_models.defs,
     automation.defs,
-    dg.Definitions(resources=resources_from_env(), executor=dg.in_process_executor),
+    dg.Definitions(resources=resources_from_env()),
 )

@@ -116,6 +116,7 @@ def test_sigterm_ends_the_run_and_a_sigkilled_child_is_retried_both_resume_from_
         result = dg.execute_job(
             _asset_job(monkeypatch),
             instance,
+            run_config={"execution": {"config": {"in_process": {}}}},
             reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
         )
         [kill] = killer.result()

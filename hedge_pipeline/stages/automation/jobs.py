@@ -8,11 +8,13 @@ they span every code and are refreshed by hand (``hedge run --select portfolio|c
 
 import dagster as dg
 
+from hedge_pipeline.orchestration.jobs import chain_job
+
 CODE_RETRAIN_ASSETS = ("raw_option_chains", "greeks_features", "specialist_agents")
 
-code_retrain_job = dg.define_asset_job(
+code_retrain_job = chain_job(
     "code_retrain_job",
-    selection=dg.AssetSelection.assets(*CODE_RETRAIN_ASSETS),
-    description="Re-ingest one weekly code, recompute its Greeks and retrain its specialist.",
+    dg.AssetSelection.assets(*CODE_RETRAIN_ASSETS),
+    "Re-ingest one weekly code, recompute its Greeks and retrain its specialist.",
     tags={"hedge/area": "automation"},
 )
