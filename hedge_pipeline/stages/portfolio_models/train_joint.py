@@ -103,8 +103,16 @@ def run(session: TrainingSession) -> None:
         for member in range(cfg["members"]):
             member_cfg = cfg | {"member": member, "seed": cfg["seed"] + member}
             model = JointMember(inputs, member_cfg, meta_state, meta_spec)
+            # The version's `seed` tag is the member's seed (with the default seed 0, its
+            # index), so `hedge run --seed N`'s members read N, N+1, as their params do.
             done = train_and_register(
-                session, client, STAGE, model, identity, member_cfg, {"seed": str(member)}
+                session,
+                client,
+                STAGE,
+                model,
+                identity,
+                member_cfg,
+                {"seed": str(member_cfg["seed"])},
             )
             if done is None:  # another torchrun rank: rank 0 registers and reports
                 continue
